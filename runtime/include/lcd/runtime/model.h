@@ -1,0 +1,73 @@
+// A decoder-only transformer (Llama / Mistral / Qwen2) ready to run on the
+// CPU backend, and its batched forward pass over a paged KV cache.
+//
+// Load maps the checkpoint (weights stay in their stored precision, fp32,
+// fp16 or bf16, and are read in place from the mapping); small tensors
+// (norms, biases) are widened to fp32 once.
+//
+// Thread safety: Forward is not reentrant (it uses per-model scratch buffers
+// and the model's thread pool); one engine thread drives a model. The
+// weights are immutable, so a Model may be read while another is loaded.
+#ifndef LCD_RUNTIME_MODEL_H_
+#define LCD_RUNTIME_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "lcd/kernels/thread_pool.h"
+#include "lcd/runtime/kv_cache.h"
+#include "lcd/runtime/model_config.h"
+
+namespace lcd::runtime {
+
+struct ModelOptions {
+  int num_threads = 0;  // 0 = all hardware threads.
+};
+
+// One sequence's part of a batched forward step.
+struct SeqBatchEntry {
+  // New tokens of this sequence in this step (a prefill chunk, or 1 decode
+  // token). They take positions start_pos .. start_pos + tokens.size() - 1.
+  std::vector<int32_t> tokens;
+  int64_t start_pos = 0;
+  // Blocks covering positions 0 .. start_pos + tokens.size() - 1.
+  const std::vector<int32_t>* block_table = nullptr;
+  // When true, logits for every new token; otherwise only for the last one.
+  bool all_logits = false;
+};
+
+struct ForwardOutput {
+  // Rows of vocab_size logits, in batch order: for each entry, either one row
+  // (its last token) or tokens.size() rows (all_logits).
+  std::vector<float> logits;
+  int64_t num_rows = 0;
+};
+
+class Model {
+ public:
+  // Loads config.json + weights from a Hugging Face model directory. Errors
+  // name the missing tensor or unsupported field.
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir,
+                                                     const ModelOptions& options = {});
+  virtual ~Model() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  // The KV layout this model needs for a given block size.
+  virtual kernels::KvLayout KvLayoutFor(int64_t block_size) const = 0;
+  // Bytes of weights read per decoded token (for bandwidth figures).
+  virtual uint64_t WeightBytes() const = 0;
+
+  // Runs the batch: writes the new tokens' K/V into `cache` at their
+  // positions and returns logits. InvalidArgument for token ids out of range,
+  // positions beyond max_position_embeddings, or block tables too short.
+  virtual absl::StatusOr<ForwardOutput> Forward(const std::vector<SeqBatchEntry>& batch,
+                                                KvCache& cache) = 0;
+};
+
+}  // namespace lcd::runtime
+
+#endif  // LCD_RUNTIME_MODEL_H_

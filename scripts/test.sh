@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite: install deps, build (release preset, CUDA kernels
+# compiled when nvcc exists), run every CTest test (C++ unit, Python-oracle
+# parity, end-to-end), then the C++ tests again under ASan+UBSan, then each
+# fuzz target briefly.
+#   LCD_SKIP_ASAN=1 / LCD_SKIP_FUZZ=1 skip those stages (local iteration).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-$(nproc)}
+scripts/install-deps.sh
+
+echo "== build (release)"
+cmake --preset release >/dev/null
+cmake --build --preset release -j "$JOBS"
+echo "== test (release)"
+ctest --preset release -j "$JOBS"
+
+if [ "${LCD_SKIP_ASAN:-0}" != 1 ]; then
+  echo "== build + test (asan)"
+  cmake --preset asan >/dev/null
+  cmake --build --preset asan -j "$JOBS"
+  ctest --preset asan -j "$JOBS"
+fi
+
+if [ "${LCD_SKIP_FUZZ:-0}" != 1 ]; then
+  echo "== fuzz (brief)"
+  scripts/fuzz.sh "${LCD_FUZZ_SECONDS:-30}"
+fi
+echo "== all tests passed"
