@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
 scripts/install-deps.sh
 
+echo "== dependency rules"
+python3 scripts/check_deps.py
+
 echo "== build (release)"
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$JOBS"
