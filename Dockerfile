@@ -1,0 +1,89 @@
+# syntax=docker/dockerfile:1
+#
+# lcdserve image: a builder stage that compiles lcd and lcd-server (lcd-jobs joins
+# when the job service lands),
+# and a slim runtime stage with only the shared libraries those binaries link.
+#
+# CPU image (Debian 12; the default):
+#   docker build -t lcdserve:cpu .
+# CUDA image (CUDA kernels compiled for sm_80 and sm_90a; runs on hosts with
+# the NVIDIA container toolkit). The CUDA base images are Ubuntu 24.04, which
+# ships the same gRPC 1.51 / protobuf 3.21 / Abseil 20220623 as Debian 12:
+#   docker build -t lcdserve:cuda \
+#     --build-arg CUDA=1 \
+#     --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-devel-ubuntu24.04 \
+#     --build-arg RUNTIME_IMAGE=nvidia/cuda:12.6.3-runtime-ubuntu24.04 .
+# Run:
+#   docker run --rm -p 50051:50051 -p 9090:9090 lcdserve:cpu
+#   docker run --rm --entrypoint lcd lcdserve:cpu generate \
+#     --model /opt/lcd/models/tiny-shakespeare --prompt "ROMEO:"
+#
+# No HEALTHCHECK: Kubernetes probes the standard gRPC health service
+# (helm/lcdserve), and `docker run` users can do the same with grpc_health_probe.
+
+ARG BASE_IMAGE=debian:12
+ARG RUNTIME_IMAGE=debian:12-slim
+
+# ---------------------------------------------------------------------------
+FROM ${BASE_IMAGE} AS builder
+# CUDA=1 selects the cuda-release preset (LCD_CUDA=ON), CUDA=0 cpu-release.
+ARG CUDA=0
+ENV DEBIAN_FRONTEND=noninteractive
+# The C++ build dependencies of scripts/install-deps.sh, minus the test-only
+# ones (gtest, benchmark, clang) and the Python packages: tests are not built here.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      build-essential cmake ninja-build pkg-config ca-certificates \
+      libabsl-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
+      libcxxopts-dev nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libsqlite3-dev \
+      libcpp-httplib-dev \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+COPY . .
+
+# Binaries land at build/<preset>/tools/lcd and build/<preset>/server/lcd-server.
+RUN set -eux; \
+    if [ "${CUDA}" = 1 ]; then preset=cuda-release; else preset=cpu-release; fi; \
+    cmake --preset "${preset}" -DLCD_BUILD_TESTS=OFF -DLCD_BUILD_BENCHMARKS=OFF; \
+    cmake --build --preset "${preset}" --target lcd lcd-server; \
+    mkdir -p /out/bin; \
+    cp "build/${preset}/tools/lcd" "build/${preset}/server/lcd-server" /out/bin/; \
+    strip /out/bin/*
+
+# The runtime packages are the ones that own the shared libraries the binaries
+# load, found here with ldd + dpkg rather than listed by hand, so the list is
+# right for either base image. On Debian 12 it comes out as libgrpc++1.51,
+# libgrpc29, libprotobuf32, libabsl20220623, libsentencepiece0, libpcre2-8-0,
+# libsqlite3-0, libcpp-httplib0.11 and their dependencies (libssl3, ...).
+RUN set -eux; \
+    ldd /out/bin/* | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u \
+      | while read -r lib; do dpkg -S "*/$(basename "$(dirname "${lib}")")/$(basename "${lib}")" 2>/dev/null | head -n1 | cut -d: -f1; done \
+      | sort -u > /out/runtime-packages.txt; \
+    cat /out/runtime-packages.txt; \
+    test -s /out/runtime-packages.txt
+
+# ---------------------------------------------------------------------------
+FROM ${RUNTIME_IMAGE} AS runtime
+ENV DEBIAN_FRONTEND=noninteractive
+COPY --from=builder /out/runtime-packages.txt /tmp/runtime-packages.txt
+RUN apt-get update \
+ && xargs -a /tmp/runtime-packages.txt apt-get install -y --no-install-recommends \
+ && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages.txt
+
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/lcd --create-home lcd \
+ && mkdir -p /etc/lcd /var/lib/lcd/artifacts \
+ && chown -R lcd:lcd /var/lib/lcd
+
+COPY --from=builder /out/bin/ /usr/local/bin/
+# The small committed model, so the image can serve something with no volume.
+COPY models/tiny-shakespeare/ /opt/lcd/models/tiny-shakespeare/
+# Example server configuration; Kubernetes mounts its ConfigMap over it.
+COPY deploy/config/server.json /etc/lcd/server.json
+
+USER lcd:lcd
+WORKDIR /var/lib/lcd
+# 50051: gRPC (Generate, health, reflection). 9090: Prometheus /metrics.
+EXPOSE 50051 9090
+ENTRYPOINT ["lcd-server"]
+CMD ["--config", "/etc/lcd/server.json", "--grpc-port", "50051", "--metrics-port", "9090"]
