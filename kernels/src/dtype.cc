@@ -36,9 +36,9 @@ float Fp16ToFloat(uint16_t h) {
   const uint32_t exp = (h >> 10) & 0x1f;
   const uint32_t mant = h & 0x3ff;
   if (exp == 0x1f) {
-    // Inf or NaN; the NaN payload moves to the top of the fp32 mantissa, as
-    // F16C's vcvtph2ps does.
-    return BitsToFloat(sign | 0x7f800000 | (mant << 13));
+    // Inf or NaN; the NaN payload moves to the top of the fp32 mantissa and a
+    // NaN comes out quiet, as F16C's vcvtph2ps does.
+    return BitsToFloat(sign | 0x7f800000 | (mant << 13) | (mant ? 0x400000u : 0u));
   }
   if (exp == 0) {
     if (mant == 0) return BitsToFloat(sign);

@@ -2,10 +2,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
-#include <mutex>
+#include <chrono>
 #include <thread>
 #include <vector>
+
+#include "absl/synchronization/mutex.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -20,68 +21,98 @@ inline void CpuRelax() {
 #endif
 }
 
-// Decode issues ~10 ParallelFor calls per layer, each a few tens of
-// microseconds long, so workers spin this many pause iterations (~20-50 us)
-// before sleeping on the condition variable; a futex round trip per call
-// would cost more than many of the loops themselves.
-constexpr int kSpinIterations = 20000;
+// Decode issues ~10 ParallelFor calls per layer, each tens of microseconds
+// long with short serial gaps between them, so threads spin this long before
+// sleeping on a condition variable: a futex wake-up per call would cost more
+// than many of the loops themselves. Bounded by time, not iterations, because
+// PAUSE takes ~10 cycles on some CPUs and ~140 on others.
+constexpr auto kSpinTime = std::chrono::microseconds(50);
+
+// Calls done() until it returns true or kSpinTime has passed.
+template <typename Done>
+bool SpinUntil(Done done) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpinTime;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      CpuRelax();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+  }
+}
 
 }  // namespace
 
+// Work distribution. `state` packs (generation << 32 | chunks not yet
+// claimed). A thread claims a chunk with a CAS that also checks the
+// generation, so a worker that wakes late for an old call can never run a
+// chunk of the wrong call, and the caller never waits for workers that did
+// not get scheduled (important when cores are oversubscribed): it only waits
+// until every claimed chunk has finished. Job fields are written before the
+// generation is published and read only after a successful claim; while any
+// chunk of a call is claimed but unfinished, the caller cannot start the next
+// call, so they are stable for the claimer.
 struct ThreadPool::Impl {
   int num_threads = 1;
   std::vector<std::thread> workers;
 
-  std::mutex mu;
-  std::condition_variable work_cv;
-  std::condition_variable done_cv;
-  bool stop = false;  // guarded by mu
+  // Sleeping only: the hot path is the atomics below.
+  absl::Mutex mu;
+  absl::CondVar work_cv;  // a new generation was published, or stop
+  absl::CondVar done_cv;  // the last chunk of a call finished
+  // Written under mu (so a waiting worker cannot miss it) but atomic so that
+  // race detectors that cannot see inside absl::Mutex stay quiet.
+  std::atomic<bool> stop{false};
 
-  // The current job. Written by the caller before `generation` is bumped
-  // (release) and read by workers after they observe the bump (acquire).
   const std::function<void(int64_t, int64_t)>* fn = nullptr;
   int64_t n = 0;
   int64_t chunk = 0;
   int64_t num_chunks = 0;
-  std::atomic<int64_t> next_chunk{0};
-  std::atomic<uint64_t> generation{0};
-  std::atomic<int> workers_left{0};
+  std::atomic<uint64_t> state{0};
+  std::atomic<int64_t> chunks_done{0};
 
-  void RunChunks() {
+  static uint32_t Generation(uint64_t s) { return static_cast<uint32_t>(s >> 32); }
+
+  // Runs chunks of generation `gen` until none are left. Returns true if this
+  // thread finished the call's last chunk.
+  bool RunChunks(uint32_t gen) {
+    bool finished_last = false;
+    uint64_t s = state.load(std::memory_order_acquire);
     for (;;) {
-      const int64_t c = next_chunk.fetch_add(1, std::memory_order_relaxed);
-      if (c >= num_chunks) return;
+      if (Generation(s) != gen || static_cast<uint32_t>(s) == 0) return finished_last;
+      if (!state.compare_exchange_weak(s, s - 1, std::memory_order_acq_rel,
+                                       std::memory_order_acquire)) {
+        continue;
+      }
+      const int64_t c = static_cast<int64_t>(static_cast<uint32_t>(s)) - 1;
       const int64_t begin = c * chunk;
       const int64_t end = std::min(n, begin + chunk);
+      const int64_t total = num_chunks;
       (*fn)(begin, end);
+      if (chunks_done.fetch_add(1, std::memory_order_acq_rel) + 1 == total) finished_last = true;
+      s = state.load(std::memory_order_acquire);
     }
   }
 
   void WorkerLoop() {
-    uint64_t seen = 0;
+    uint32_t seen = 0;
     for (;;) {
-      bool have_work = false;
-      for (int i = 0; i < kSpinIterations; ++i) {
-        if (generation.load(std::memory_order_acquire) != seen) {
-          have_work = true;
-          break;
-        }
-        CpuRelax();
-      }
+      const bool have_work =
+          SpinUntil([&] { return Generation(state.load(std::memory_order_acquire)) != seen; });
       if (!have_work) {
-        std::unique_lock<std::mutex> lock(mu);
-        work_cv.wait(lock, [&] {
-          return stop || generation.load(std::memory_order_acquire) != seen;
-        });
-        if (stop) return;
+        absl::MutexLock lock(&mu);
+        while (!stop.load(std::memory_order_relaxed) &&
+               Generation(state.load(std::memory_order_acquire)) == seen) {
+          work_cv.Wait(&mu);
+        }
+        if (stop.load(std::memory_order_relaxed)) return;
       }
-      seen = generation.load(std::memory_order_acquire);
-      RunChunks();
-      if (workers_left.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      seen = Generation(state.load(std::memory_order_acquire));
+      if (RunChunks(seen)) {
         // Taking the lock orders this notify after the caller's predicate
         // check, so the wake-up cannot be lost.
-        std::lock_guard<std::mutex> lock(mu);
-        done_cv.notify_one();
+        absl::MutexLock lock(&mu);
+        done_cv.Signal();
       }
     }
   }
@@ -100,10 +131,10 @@ ThreadPool::ThreadPool(int num_threads) : impl_(std::make_unique<Impl>()) {
 
 ThreadPool::~ThreadPool() {
   {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->stop = true;
+    absl::MutexLock lock(&impl_->mu);
+    impl_->stop.store(true, std::memory_order_relaxed);
+    impl_->work_cv.SignalAll();
   }
-  impl_->work_cv.notify_all();
   for (auto& t : impl_->workers) t.join();
 }
 
@@ -117,29 +148,30 @@ void ThreadPool::ParallelFor(int64_t n, int64_t min_chunk,
   // A few chunks per thread balance load when a core is busy elsewhere,
   // without making the shared counter hot.
   const int64_t max_chunks = static_cast<int64_t>(s.num_threads) * 4;
-  const int64_t num_chunks = std::min((n + min_chunk - 1) / min_chunk, max_chunks);
-  if (s.workers.empty() || num_chunks <= 1) {
+  const int64_t wanted = std::min((n + min_chunk - 1) / min_chunk, max_chunks);
+  if (s.workers.empty() || wanted <= 1) {
     fn(0, n);
     return;
   }
   s.fn = &fn;
   s.n = n;
-  s.chunk = (n + num_chunks - 1) / num_chunks;
+  s.chunk = std::max(min_chunk, (n + wanted - 1) / wanted);
   s.num_chunks = (n + s.chunk - 1) / s.chunk;
-  s.next_chunk.store(0, std::memory_order_relaxed);
-  s.workers_left.store(static_cast<int>(s.workers.size()), std::memory_order_relaxed);
+  s.chunks_done.store(0, std::memory_order_relaxed);
+  const uint32_t gen = Impl::Generation(s.state.load(std::memory_order_relaxed)) + 1;
   {
-    std::lock_guard<std::mutex> lock(s.mu);
-    s.generation.fetch_add(1, std::memory_order_release);
+    // Publishing under mu orders it against a worker's check-then-Wait, so
+    // the wake-up cannot be lost.
+    absl::MutexLock lock(&s.mu);
+    s.state.store((static_cast<uint64_t>(gen) << 32) | static_cast<uint64_t>(s.num_chunks),
+                  std::memory_order_release);
+    s.work_cv.SignalAll();
   }
-  s.work_cv.notify_all();
-  s.RunChunks();
-  for (int i = 0; i < kSpinIterations; ++i) {
-    if (s.workers_left.load(std::memory_order_acquire) == 0) return;
-    CpuRelax();
-  }
-  std::unique_lock<std::mutex> lock(s.mu);
-  s.done_cv.wait(lock, [&] { return s.workers_left.load(std::memory_order_acquire) == 0; });
+  s.RunChunks(gen);
+  const int64_t total = s.num_chunks;
+  if (SpinUntil([&] { return s.chunks_done.load(std::memory_order_acquire) == total; })) return;
+  absl::MutexLock lock(&s.mu);
+  while (s.chunks_done.load(std::memory_order_acquire) != total) s.done_cv.Wait(&s.mu);
 }
 
 void ParallelFor(ThreadPool* pool, int64_t n, int64_t min_chunk,

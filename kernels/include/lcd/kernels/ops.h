@@ -11,7 +11,13 @@
 //
 // Each function dispatches at run time (CPUID) to the fastest available
 // implementation: AVX-512F, AVX2+FMA or the scalar reference in
-// kernels/reference (the oracle used by the tests). SetIsaForTesting forces one.
+// kernels/reference (the oracle used by the tests). SetIsaForTesting forces one;
+// operators can also cap the level with the environment variable
+// LCD_KERNELS_ISA=reference|avx2|avx512 (read once, at the first dispatch).
+//
+// Threading: the functions are reentrant (no global state besides the ISA
+// choice), so different threads may call them concurrently with different
+// pools; `pool` itself must only be used by one call at a time.
 #ifndef LCD_KERNELS_OPS_H_
 #define LCD_KERNELS_OPS_H_
 

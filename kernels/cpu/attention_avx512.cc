@@ -1,0 +1,15 @@
+// AVX-512 paged attention; the algorithm is in paged_attention_impl.inc.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "cpu/ops_cpu.h"
+#include "cpu/vec_math_avx512.h"
+
+namespace lcd::kernels::avx512 {
+
+#include "cpu/paged_attention_impl.inc"
+
+}  // namespace lcd::kernels::avx512
