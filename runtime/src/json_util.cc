@@ -3,10 +3,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <set>
-#include <sstream>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -48,13 +46,13 @@ absl::StatusOr<nlohmann::json> ParseJson(std::string_view text, std::string_view
                                          int max_depth) {
   if (!NestingWithin(text, max_depth)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(what, ": JSON nests deeper than ", max_depth, " levels"));
+        absl::StrCat(Sv(what), ": JSON nests deeper than ", max_depth, " levels"));
   }
   // One set of keys per open object, to catch duplicate keys at any level.
   std::vector<std::set<std::string>> keys;
   std::string duplicate;
   nlohmann::json::parser_callback_t cb = [&](int /*depth*/, nlohmann::json::parse_event_t event,
-                                            nlohmann::json& parsed) {
+                                             nlohmann::json& parsed) {
     using E = nlohmann::json::parse_event_t;
     if (event == E::object_start) {
       keys.emplace_back();
@@ -72,11 +70,11 @@ absl::StatusOr<nlohmann::json> ParseJson(std::string_view text, std::string_view
     value = nlohmann::json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/true,
                                   /*ignore_comments=*/false);
   } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": invalid JSON: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(Sv(what), ": invalid JSON: ", e.what()));
   }
   if (!duplicate.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(what, ": duplicate key \"", duplicate, "\""));
+        absl::StrCat(Sv(what), ": duplicate key \"", duplicate, "\""));
   }
   return value;
 }
@@ -95,8 +93,7 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path, uint64_t max_b
     out.append(buf, n);
     if (out.size() > max_bytes) {
       std::fclose(f);
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": larger than ", max_bytes, " bytes"));
+      return absl::InvalidArgumentError(absl::StrCat(path, ": larger than ", max_bytes, " bytes"));
     }
   }
   const bool failed = std::ferror(f) != 0;
@@ -117,16 +114,25 @@ std::optional<int64_t> AsInt64(const nlohmann::json& v) {
 
 std::string_view TypeName(const nlohmann::json& v) {
   switch (v.type()) {
-    case nlohmann::json::value_t::null: return "null";
-    case nlohmann::json::value_t::object: return "object";
-    case nlohmann::json::value_t::array: return "array";
-    case nlohmann::json::value_t::string: return "string";
-    case nlohmann::json::value_t::boolean: return "boolean";
+    case nlohmann::json::value_t::null:
+      return "null";
+    case nlohmann::json::value_t::object:
+      return "object";
+    case nlohmann::json::value_t::array:
+      return "array";
+    case nlohmann::json::value_t::string:
+      return "string";
+    case nlohmann::json::value_t::boolean:
+      return "boolean";
     case nlohmann::json::value_t::number_integer:
-    case nlohmann::json::value_t::number_unsigned: return "integer";
-    case nlohmann::json::value_t::number_float: return "number";
-    case nlohmann::json::value_t::binary: return "binary";
-    case nlohmann::json::value_t::discarded: return "discarded";
+    case nlohmann::json::value_t::number_unsigned:
+      return "integer";
+    case nlohmann::json::value_t::number_float:
+      return "number";
+    case nlohmann::json::value_t::binary:
+      return "binary";
+    case nlohmann::json::value_t::discarded:
+      return "discarded";
   }
   return "unknown";
 }

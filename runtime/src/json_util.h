@@ -10,9 +10,14 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
 namespace lcd::runtime::json_util {
+
+// Debian's Abseil is built with its own absl::string_view, which StrCat
+// takes but std::string_view does not convert to implicitly.
+inline absl::string_view Sv(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 // Deepest array/object nesting ParseJson accepts by default. Every format we
 // read needs at most 4 levels.

@@ -30,7 +30,10 @@ class Checkpoint {
  public:
   // Opens `dir`. Errors: NotFound when neither weight file exists;
   // InvalidArgument for a malformed index or shard, a shard path escaping the
-  // directory, or a tensor listed in the index but absent from its shard.
+  // directory (a shard name must be a plain file name: no '/', not ".."), a
+  // shard listed in the index that does not exist, or a tensor listed in the
+  // index but absent from its shard. With an index, it alone decides which
+  // tensors exist; extra tensors in a shard are ignored, as in transformers.
   static absl::StatusOr<std::unique_ptr<Checkpoint>> Open(const std::string& dir);
 
   // NotFound naming the tensor when absent.

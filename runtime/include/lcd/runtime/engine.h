@@ -49,7 +49,10 @@ struct TokenLogprobs {
 };
 
 // One chunk of output. The last event of a request has finish != kNone and
-// carries usage and timing; `error` is set only when finish == kError.
+// carries usage and timing. `error` is set when finish == kError, and to
+// DeadlineExceeded when finish == kCancelled because the request's deadline
+// passed (a client's Cancel leaves it OK). Token ids of an EOS or stop token
+// are reported; their text, and a matched stop string, are not.
 struct GenerationEvent {
   std::vector<int32_t> token_ids;
   std::string text;  // Complete UTF-8 only (see IncrementalDetokenizer).
@@ -149,6 +152,8 @@ class Engine {
   // elapses, then cancels the rest and stops the thread. Blocks until done.
   virtual void Shutdown(absl::Duration drain) = 0;
 
+  // A snapshot taken after the last iteration: it may trail the events
+  // already delivered to handles by one iteration.
   virtual EngineStats Stats() const = 0;
   virtual const Model& model() const = 0;
   virtual const Tokenizer& tokenizer() const = 0;

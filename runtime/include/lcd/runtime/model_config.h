@@ -26,7 +26,8 @@ struct RopeScaling {
   double factor = 1.0;
   double low_freq_factor = 1.0;                 // llama3 only
   double high_freq_factor = 4.0;                // llama3 only
-  int64_t original_max_position_embeddings = 8192;  // llama3 only
+  // llama3 only; transformers takes max_position_embeddings when absent.
+  int64_t original_max_position_embeddings = 8192;
 };
 
 struct ModelConfig {
@@ -36,7 +37,9 @@ struct ModelConfig {
   int64_t intermediate_size = 0;
   int64_t num_layers = 0;
   int64_t num_heads = 0;
-  int64_t num_kv_heads = 0;  // == num_heads when absent from config.json
+  // When absent: num_heads for llama, 8 for mistral, 32 for qwen2 (the
+  // transformers class defaults); an explicit null means num_heads.
+  int64_t num_kv_heads = 0;
   int64_t head_dim = 0;      // hidden_size / num_heads when absent
   int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
@@ -50,12 +53,18 @@ struct ModelConfig {
   std::string torch_dtype;  // As declared ("float32", "bfloat16", ...); informational.
 
   // inv_freq[i] for i < head_dim/2 with rope scaling applied, as in
-  // transformers' modeling_rope_utils.
+  // transformers' modeling_rope_utils (computed in double, rounded once to
+  // float: within a few float ulps of transformers' float32 values).
   std::vector<float> RopeInvFreq() const;
 };
 
-// Parses and validates config.json text: positive sizes, num_heads divisible
-// by num_kv_heads, even head_dim, known architecture. Errors name the field.
+// Parses and validates config.json text as transformers 5.x reads it (also
+// the 4.x keys "rope_scaling" and top-level "rope_theta"): positive sizes,
+// each at most 2^24 (positions 2^30), num_heads divisible by num_kv_heads,
+// even head_dim, known architecture. Errors name the field: InvalidArgument
+// for malformed or missing values, Unimplemented for a well-formed but
+// unsupported feature (architecture, rope type other than default/linear/
+// llama3, hidden_act other than silu, mlp_bias, partial rotary).
 absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json);
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);
 

@@ -6,8 +6,14 @@
 // Files come from outside, so the header is validated strictly before any
 // tensor is touched: size limits, known dtypes, shape/size consistency,
 // offsets inside the data section, no two tensors overlapping, no duplicate
-// names. A malformed or hostile file yields InvalidArgumentError (or
-// DataLossError for truncation), never a crash.
+// names, and (as in the reference Rust crate) the tensors must tile the data
+// section exactly: no holes, no trailing bytes. The JSON must be valid UTF-8,
+// nest at most 64 levels and repeat no key at any level; a tensor entry has
+// exactly the fields dtype, shape and data_offsets; "__metadata__" maps
+// strings to strings. A malformed or hostile file yields InvalidArgumentError
+// (DataLossError when the file is shorter than its header or tensors say,
+// i.e. truncated), with a message naming the tensor and the problem; never a
+// crash.
 //
 // Thread safety: a SafetensorsFile is immutable after Open and may be read
 // from any number of threads.
@@ -68,6 +74,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsBuffer(std::string_view file_b
 // A memory-mapped, validated safetensors file.
 class SafetensorsFile {
  public:
+  // Maps and validates `path`. Errors: NotFound when it does not exist;
+  // otherwise as ParseSafetensorsBuffer, with the path in the message.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path,
                                                                const SafetensorsLimits& limits = {});
   ~SafetensorsFile();
@@ -79,7 +87,10 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
   // nullptr when absent.
   const TensorInfo* Find(std::string_view name) const;
-  // Pointer to the tensor's first byte inside the mapping (valid while *this lives).
+  // Pointer to the tensor's first byte inside the mapping (valid while *this
+  // lives). Files written by the Python package or WriteSafetensors align
+  // every tensor to its element size; other files need not, so readers of
+  // arbitrary files should memcpy rather than cast.
   const uint8_t* Data(const TensorInfo& t) const { return data_ + t.begin; }
 
  private:
@@ -93,7 +104,14 @@ class SafetensorsFile {
 };
 
 // Writes tensors to a safetensors file (used by tests, tools and the
-// artifact writer). Tensors are laid out in the given order, 8-byte aligned.
+// artifact writer). The header is space-padded so the data section starts
+// 8-byte aligned; tensors follow without gaps (the format forbids them) in
+// order of decreasing element size, ties in the given order, so that each is
+// aligned to its element size. The file is written to `path`.tmp, fsynced and
+// renamed over `path`, so readers never see a partial file. Errors:
+// InvalidArgument for a byte count that does not match shape and dtype, a
+// duplicate, empty or "__metadata__" name, a negative dimension, or names or
+// metadata that are not valid UTF-8; Internal for I/O failures.
 struct TensorToWrite {
   std::string name;
   StDType dtype = StDType::kF32;
