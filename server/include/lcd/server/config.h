@@ -1,0 +1,96 @@
+// lcd-server configuration: every setting can come from a JSON file
+// (--config FILE or LCD_CONFIG), an LCD_* environment variable, or a flag.
+// Precedence, lowest to highest: built-in default < file < environment < flag.
+//
+//   JSON key                  flag                          environment
+//   grpc_address              --grpc-address                LCD_GRPC_ADDRESS
+//   grpc_port                 --grpc-port                   LCD_GRPC_PORT
+//   metrics_address           --metrics-address             LCD_METRICS_ADDRESS
+//   metrics_port              --metrics-port                LCD_METRICS_PORT
+//   models                    --model NAME=PATH (repeat)    LCD_MODELS=NAME=PATH[,NAME=PATH]
+//   block_size                --block-size                  LCD_BLOCK_SIZE
+//   kv_cache_bytes            --kv-cache-bytes              LCD_KV_CACHE_BYTES
+//   max_num_seqs              --max-num-seqs                LCD_MAX_NUM_SEQS
+//   max_tokens_per_iteration  --max-tokens-per-iteration    LCD_MAX_TOKENS_PER_ITERATION
+//   max_waiting               --max-waiting                 LCD_MAX_WAITING
+//   max_context               --max-context                 LCD_MAX_CONTEXT
+//   threads                   --threads                     LCD_THREADS
+//   max_message_bytes         --max-message-bytes           LCD_MAX_MESSAGE_BYTES
+//   drain_timeout_seconds     --drain-timeout-seconds       LCD_DRAIN_TIMEOUT_SECONDS
+//   log_level                 --log-level                   LCD_LOG_LEVEL
+//
+// In the JSON file `models` is an array of {"name": ..., "path": ...}.
+// Byte sizes accept a plain integer or a KiB/MiB/GiB suffix ("256MiB").
+// Unknown JSON keys, unknown flags, malformed numbers and out-of-range values
+// are rejected with an InvalidArgument message naming the setting and where
+// it came from.
+#ifndef LCD_SERVER_CONFIG_H_
+#define LCD_SERVER_CONFIG_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "lcd/runtime/engine.h"
+
+namespace lcd::server {
+
+struct ModelSpec {
+  std::string name;  // [A-Za-z0-9._-]+, unique.
+  std::string path;  // Model directory (checked when loaded).
+};
+
+struct ServerConfig {
+  std::string grpc_address = "0.0.0.0";
+  int grpc_port = 50051;  // 0 = any free port (logged at start).
+  std::string metrics_address = "0.0.0.0";
+  int metrics_port = 9400;  // 0 = any free port, -1 = no metrics endpoint.
+  std::vector<ModelSpec> models;
+  int64_t block_size = 16;                 // 1..1024
+  uint64_t kv_cache_bytes = 256ull << 20;  // >= 1 MiB
+  int64_t max_num_seqs = 32;               // 1..4096
+  int64_t max_tokens_per_iteration = 512;  // 1..1048576
+  int64_t max_waiting = 256;               // 0..1000000
+  int64_t max_context = 0;                 // 0 = model's own limit
+  int threads = 0;                         // 0 = all hardware threads; 0..1024
+  int64_t max_message_bytes = 4 << 20;     // 1 KiB .. 1 GiB
+  double drain_timeout_seconds = 30.0;     // 0..3600
+  std::string log_level = "info";          // debug|info|warning|error
+
+  bool help_requested = false;  // --help was given; print ServerConfigHelp().
+
+  // The engine options these settings describe (observer left null).
+  runtime::EngineOptions ToEngineOptions() const;
+  // One line for the start-up log.
+  std::string ToString() const;
+};
+
+// Reads `getenv(name)` for environment values; nullptr means unset. Tests
+// pass a fake; the daemon passes ::getenv.
+using GetEnvFn = std::function<const char*(const char*)>;
+
+// Defaults, then the JSON file named by --config (or LCD_CONFIG), then the
+// environment, then flags; validated at the end.
+absl::StatusOr<ServerConfig> LoadServerConfig(int argc, const char* const* argv,
+                                              const GetEnvFn& getenv);
+
+// Applies a JSON document on top of `base` (unknown keys rejected) and
+// validates the result. `origin` names the source in error messages.
+absl::StatusOr<ServerConfig> ApplyConfigJson(absl::string_view json, const ServerConfig& base,
+                                             absl::string_view origin = "config");
+
+// Checks every range; InvalidArgument naming the first bad setting.
+absl::Status ValidateServerConfig(const ServerConfig& config);
+
+// "256MiB" -> 268435456; plain integers as is.
+absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text);
+
+// Usage text for --help.
+std::string ServerConfigHelp();
+
+}  // namespace lcd::server
+
+#endif  // LCD_SERVER_CONFIG_H_

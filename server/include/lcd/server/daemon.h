@@ -1,0 +1,38 @@
+// lcd-server wired together: the gRPC server (GenerationService,
+// ModelService, grpc.health.v1.Health, server reflection), the model
+// registry, the metrics registry with its HTTP endpoint, and a sampler that
+// copies engine gauges into the metrics.
+//
+// Lifecycle: Start binds the ports and begins serving (health NOT_SERVING),
+// then loads the configured models (health turns SERVING once all are
+// READY). Shutdown is the graceful path: health NOT_SERVING, stop admitting
+// (new calls get UNAVAILABLE), drain running requests up to the drain
+// timeout, cancel the rest, stop the gRPC and HTTP servers.
+//
+// Thread safety: Start, Shutdown and the destructor from one thread.
+#ifndef LCD_SERVER_DAEMON_H_
+#define LCD_SERVER_DAEMON_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "lcd/server/config.h"
+
+namespace lcd::server {
+
+class Daemon {
+ public:
+  // Errors: Unavailable when a port cannot be bound; the loader's error
+  // (NotFound / InvalidArgument) when a configured model fails to load.
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const ServerConfig& config);
+  virtual ~Daemon() = default;  // Calls Shutdown if it has not run.
+
+  virtual int grpc_port() const = 0;
+  virtual int metrics_port() const = 0;  // -1 when disabled.
+  // Graceful shutdown as described above; idempotent; blocks until done.
+  virtual void Shutdown() = 0;
+};
+
+}  // namespace lcd::server
+
+#endif  // LCD_SERVER_DAEMON_H_

@@ -1,0 +1,81 @@
+// The daemon's metric set, named in the conventions of vLLM/TGI with an lcd_
+// prefix, and the EngineObserver that feeds it from each engine thread.
+//
+//   lcd_requests_total{model,status}            counter  finished requests by status
+//                                                        (ok|cancelled|error|rejected)
+//   lcd_request_duration_seconds{model}         histogram end-to-end latency
+//   lcd_request_queue_seconds{model}            histogram submit -> first scheduled
+//   lcd_time_to_first_token_seconds{model}      histogram
+//   lcd_inter_token_latency_seconds{model}      histogram
+//   lcd_prompt_tokens_total{model}              counter
+//   lcd_generation_tokens_total{model}          counter
+//   lcd_requests_running{model}                 gauge    (sampled from Engine::Stats)
+//   lcd_requests_waiting{model}                 gauge
+//   lcd_kv_cache_usage_ratio{model}             gauge    used / total KV blocks, 0..1
+//   lcd_batch_size{model}                       histogram sequences per engine iteration
+//   lcd_iteration_tokens{model}                 histogram tokens per engine iteration
+//   lcd_model_load_seconds{model}               histogram
+//   lcd_preemptions_total{model}                counter
+//
+// Thread safety: all methods are thread-safe (the Registry's guarantees).
+#ifndef LCD_SERVER_SERVER_METRICS_H_
+#define LCD_SERVER_SERVER_METRICS_H_
+
+#include <memory>
+#include <string>
+
+#include "lcd/runtime/engine.h"
+#include "lcd/server/metrics.h"
+
+namespace lcd::server {
+
+class ServerMetrics {
+ public:
+  explicit ServerMetrics(Registry* registry);  // Not owned; must outlive this.
+
+  // An observer recording engine events under label model=`model`. Owned by
+  // the caller, who must keep it alive as long as the engine using it.
+  std::unique_ptr<runtime::EngineObserver> NewObserver(const std::string& model);
+
+  // A request that ended at the gRPC layer: `status` is one of ok,
+  // cancelled, error, rejected (refused before reaching the engine).
+  void RecordRequest(const std::string& model, const std::string& status);
+  void RecordModelLoad(const std::string& model, double seconds);
+  // Samples the engine's gauges (called periodically and on scrape).
+  void RecordEngineStats(const std::string& model, const runtime::EngineStats& stats);
+
+  CounterFamily& requests_total() { return *requests_total_; }
+  HistogramFamily& request_duration() { return *request_duration_; }
+  HistogramFamily& queue_time() { return *queue_time_; }
+  HistogramFamily& ttft() { return *ttft_; }
+  HistogramFamily& inter_token_latency() { return *itl_; }
+  CounterFamily& prompt_tokens() { return *prompt_tokens_; }
+  CounterFamily& generation_tokens() { return *generation_tokens_; }
+  GaugeFamily& running() { return *running_; }
+  GaugeFamily& waiting() { return *waiting_; }
+  GaugeFamily& kv_cache_usage() { return *kv_usage_; }
+  HistogramFamily& batch_size() { return *batch_size_; }
+  HistogramFamily& iteration_tokens() { return *iteration_tokens_; }
+  HistogramFamily& model_load() { return *model_load_; }
+  CounterFamily& preemptions() { return *preemptions_; }
+
+ private:
+  CounterFamily* requests_total_;
+  HistogramFamily* request_duration_;
+  HistogramFamily* queue_time_;
+  HistogramFamily* ttft_;
+  HistogramFamily* itl_;
+  CounterFamily* prompt_tokens_;
+  CounterFamily* generation_tokens_;
+  GaugeFamily* running_;
+  GaugeFamily* waiting_;
+  GaugeFamily* kv_usage_;
+  HistogramFamily* batch_size_;
+  HistogramFamily* iteration_tokens_;
+  HistogramFamily* model_load_;
+  CounterFamily* preemptions_;
+};
+
+}  // namespace lcd::server
+
+#endif  // LCD_SERVER_SERVER_METRICS_H_

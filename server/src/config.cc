@@ -1,0 +1,405 @@
+#include "lcd/server/config.h"
+
+#include <cxxopts.hpp>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "lcd/base/status_macros.h"
+
+namespace lcd::server {
+namespace {
+
+using Json = nlohmann::json;
+
+// One setting: how it is read from a string (environment, flag) and from
+// JSON. Everything else (names of the env var and flag) derives from `key`,
+// so the three sources cannot drift apart.
+struct Setting {
+  const char* key;
+  const char* help;
+  std::function<absl::Status(ServerConfig&, absl::string_view)> from_string;
+  std::function<absl::Status(ServerConfig&, const Json&)> from_json;
+};
+
+absl::Status Bad(absl::string_view key, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(key, ": ", why));
+}
+
+template <typename T>
+Setting IntSetting(const char* key, const char* help, T ServerConfig::*member) {
+  return Setting{key, help,
+                 [key, member](ServerConfig& c, absl::string_view s) -> absl::Status {
+                   int64_t v;
+                   if (!absl::SimpleAtoi(s, &v) || v < std::numeric_limits<T>::min() ||
+                       v > std::numeric_limits<T>::max()) {
+                     return Bad(key, absl::StrCat("'", s, "' is not an integer"));
+                   }
+                   c.*member = static_cast<T>(v);
+                   return absl::OkStatus();
+                 },
+                 [key, member](ServerConfig& c, const Json& j) -> absl::Status {
+                   if (!j.is_number_integer()) return Bad(key, "must be an integer");
+                   const int64_t v = j.get<int64_t>();
+                   if (v < std::numeric_limits<T>::min() || v > std::numeric_limits<T>::max()) {
+                     return Bad(key, "integer out of range");
+                   }
+                   c.*member = static_cast<T>(v);
+                   return absl::OkStatus();
+                 }};
+}
+
+Setting BytesSetting(const char* key, const char* help, uint64_t ServerConfig::*member) {
+  return Setting{key, help,
+                 [key, member](ServerConfig& c, absl::string_view s) -> absl::Status {
+                   auto v = ParseByteSize(s);
+                   if (!v.ok()) return Bad(key, v.status().message());
+                   c.*member = *v;
+                   return absl::OkStatus();
+                 },
+                 [key, member](ServerConfig& c, const Json& j) -> absl::Status {
+                   if (j.is_number_unsigned()) {
+                     c.*member = j.get<uint64_t>();
+                     return absl::OkStatus();
+                   }
+                   if (!j.is_string())
+                     return Bad(key, "must be a byte count or a string like \"256MiB\"");
+                   auto v = ParseByteSize(j.get<std::string>());
+                   if (!v.ok()) return Bad(key, v.status().message());
+                   c.*member = *v;
+                   return absl::OkStatus();
+                 }};
+}
+
+Setting DoubleSetting(const char* key, const char* help, double ServerConfig::*member) {
+  return Setting{key, help,
+                 [key, member](ServerConfig& c, absl::string_view s) -> absl::Status {
+                   double v;
+                   if (!absl::SimpleAtod(s, &v))
+                     return Bad(key, absl::StrCat("'", s, "' is not a number"));
+                   c.*member = v;
+                   return absl::OkStatus();
+                 },
+                 [key, member](ServerConfig& c, const Json& j) -> absl::Status {
+                   if (!j.is_number()) return Bad(key, "must be a number");
+                   c.*member = j.get<double>();
+                   return absl::OkStatus();
+                 }};
+}
+
+Setting StringSetting(const char* key, const char* help, std::string ServerConfig::*member) {
+  return Setting{key, help,
+                 [member](ServerConfig& c, absl::string_view s) -> absl::Status {
+                   c.*member = std::string(s);
+                   return absl::OkStatus();
+                 },
+                 [key, member](ServerConfig& c, const Json& j) -> absl::Status {
+                   if (!j.is_string()) return Bad(key, "must be a string");
+                   c.*member = j.get<std::string>();
+                   return absl::OkStatus();
+                 }};
+}
+
+// "a=/p/a,b=/p/b" (environment) or one "a=/p/a" per --model flag.
+absl::Status ParseModelList(absl::string_view s, std::vector<ModelSpec>* out) {
+  for (absl::string_view item : absl::StrSplit(s, ',', absl::SkipWhitespace())) {
+    std::pair<absl::string_view, absl::string_view> kv =
+        absl::StrSplit(item, absl::MaxSplits('=', 1));
+    if (kv.first.empty() || kv.second.empty()) {
+      return Bad("models", absl::StrCat("'", item, "' is not NAME=PATH"));
+    }
+    out->push_back({std::string(absl::StripAsciiWhitespace(kv.first)),
+                    std::string(absl::StripAsciiWhitespace(kv.second))});
+  }
+  return absl::OkStatus();
+}
+
+Setting ModelsSetting() {
+  return Setting{"models", "models to load at start, NAME=PATH (repeatable; env: comma-separated)",
+                 [](ServerConfig& c, absl::string_view s) -> absl::Status {
+                   std::vector<ModelSpec> models;
+                   LCD_RETURN_IF_ERROR(ParseModelList(s, &models));
+                   c.models = std::move(models);
+                   return absl::OkStatus();
+                 },
+                 [](ServerConfig& c, const Json& j) -> absl::Status {
+                   if (!j.is_array())
+                     return Bad("models", "must be an array of {\"name\", \"path\"}");
+                   std::vector<ModelSpec> models;
+                   for (size_t i = 0; i < j.size(); ++i) {
+                     const Json& m = j[i];
+                     const std::string where = absl::StrCat("models[", i, "]");
+                     if (!m.is_object()) return Bad(where, "must be an object");
+                     for (const auto& [k, v] : m.items()) {
+                       if (k != "name" && k != "path")
+                         return Bad(where, absl::StrCat("unknown key '", k, "'"));
+                     }
+                     if (!m.contains("name") || !m["name"].is_string())
+                       return Bad(where, "needs a string 'name'");
+                     if (!m.contains("path") || !m["path"].is_string())
+                       return Bad(where, "needs a string 'path'");
+                     models.push_back({m["name"].get<std::string>(), m["path"].get<std::string>()});
+                   }
+                   c.models = std::move(models);
+                   return absl::OkStatus();
+                 }};
+}
+
+const std::vector<Setting>& Settings() {
+  static const auto* settings = new std::vector<Setting>{
+      StringSetting("grpc_address", "address the gRPC server binds", &ServerConfig::grpc_address),
+      IntSetting("grpc_port", "gRPC port (0 = any free port)", &ServerConfig::grpc_port),
+      StringSetting("metrics_address", "address of the HTTP /metrics endpoint",
+                    &ServerConfig::metrics_address),
+      IntSetting("metrics_port", "HTTP /metrics port (0 = any, -1 = off)",
+                 &ServerConfig::metrics_port),
+      ModelsSetting(),
+      IntSetting("block_size", "KV cache block size in tokens", &ServerConfig::block_size),
+      BytesSetting("kv_cache_bytes", "KV cache memory per model (e.g. 256MiB)",
+                   &ServerConfig::kv_cache_bytes),
+      IntSetting("max_num_seqs", "running sequences per iteration", &ServerConfig::max_num_seqs),
+      IntSetting("max_tokens_per_iteration", "token budget per engine iteration",
+                 &ServerConfig::max_tokens_per_iteration),
+      IntSetting("max_waiting", "waiting-queue bound; beyond it RESOURCE_EXHAUSTED",
+                 &ServerConfig::max_waiting),
+      IntSetting("max_context", "context limit (0 = the model's)", &ServerConfig::max_context),
+      IntSetting("threads", "compute threads per model (0 = all cores)", &ServerConfig::threads),
+      IntSetting("max_message_bytes", "largest gRPC message accepted",
+                 &ServerConfig::max_message_bytes),
+      DoubleSetting("drain_timeout_seconds", "graceful-shutdown drain limit",
+                    &ServerConfig::drain_timeout_seconds),
+      StringSetting("log_level", "debug|info|warning|error", &ServerConfig::log_level),
+  };
+  return *settings;
+}
+
+std::string EnvName(absl::string_view key) {
+  return absl::StrCat("LCD_", absl::AsciiStrToUpper(key));
+}
+std::string FlagName(absl::string_view key) {
+  if (key == "models") return "model";
+  std::string f(key);
+  for (char& ch : f) ch = ch == '_' ? '-' : ch;
+  return f;
+}
+
+absl::Status Range(absl::string_view key, double v, double lo, double hi) {
+  if (!(v >= lo && v <= hi)) {
+    return Bad(key, absl::StrFormat("%g is out of range [%g, %g]", v, lo, hi));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open config file '", path, "'"));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+absl::Status ApplyJsonUnvalidated(absl::string_view json, absl::string_view origin,
+                                  ServerConfig* c) {
+  Json doc = Json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded())
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": not valid JSON"));
+  if (!doc.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": must be a JSON object"));
+  for (const auto& [key, value] : doc.items()) {
+    const Setting* s = nullptr;
+    for (const auto& candidate : Settings()) {
+      if (key == candidate.key) s = &candidate;
+    }
+    if (s == nullptr)
+      return absl::InvalidArgumentError(absl::StrCat(origin, ": unknown key '", key, "'"));
+    absl::Status st;
+    try {
+      st = s->from_json(*c, value);
+    } catch (const std::exception& e) {  // nlohmann type errors stay inside.
+      st = Bad(key, e.what());
+    }
+    if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat(origin, ": ", st.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text) {
+  absl::string_view s = absl::StripAsciiWhitespace(text);
+  uint64_t mult = 1;
+  for (const auto& [suffix, m] : {std::pair<absl::string_view, uint64_t>{"KiB", 1ull << 10},
+                                  {"MiB", 1ull << 20},
+                                  {"GiB", 1ull << 30}}) {
+    if (absl::EndsWith(s, suffix)) {
+      mult = m;
+      s.remove_suffix(suffix.size());
+      break;
+    }
+  }
+  uint64_t v;
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(s), &v)) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not a byte size"));
+  }
+  if (v > std::numeric_limits<uint64_t>::max() / mult) {
+    return absl::InvalidArgumentError(absl::StrCat("'", text, "' is too large"));
+  }
+  return v * mult;
+}
+
+absl::Status ValidateServerConfig(const ServerConfig& c) {
+  if (c.grpc_address.empty()) return Bad("grpc_address", "must not be empty");
+  LCD_RETURN_IF_ERROR(Range("grpc_port", c.grpc_port, 0, 65535));
+  LCD_RETURN_IF_ERROR(Range("metrics_port", c.metrics_port, -1, 65535));
+  if (c.metrics_port >= 0 && c.metrics_port == c.grpc_port && c.grpc_port != 0) {
+    return Bad("metrics_port", "must differ from grpc_port");
+  }
+  LCD_RETURN_IF_ERROR(Range("block_size", c.block_size, 1, 1024));
+  if (c.kv_cache_bytes < (1ull << 20)) return Bad("kv_cache_bytes", "must be at least 1MiB");
+  LCD_RETURN_IF_ERROR(Range("max_num_seqs", c.max_num_seqs, 1, 4096));
+  LCD_RETURN_IF_ERROR(Range("max_tokens_per_iteration", c.max_tokens_per_iteration, 1, 1 << 20));
+  LCD_RETURN_IF_ERROR(Range("max_waiting", c.max_waiting, 0, 1000000));
+  LCD_RETURN_IF_ERROR(Range("max_context", c.max_context, 0, 1 << 24));
+  LCD_RETURN_IF_ERROR(Range("threads", c.threads, 0, 1024));
+  LCD_RETURN_IF_ERROR(Range("max_message_bytes", c.max_message_bytes, 1024, 1 << 30));
+  LCD_RETURN_IF_ERROR(Range("drain_timeout_seconds", c.drain_timeout_seconds, 0, 3600));
+  if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warning" &&
+      c.log_level != "error") {
+    return Bad("log_level", absl::StrCat("'", c.log_level, "' is not debug|info|warning|error"));
+  }
+  for (size_t i = 0; i < c.models.size(); ++i) {
+    const ModelSpec& m = c.models[i];
+    const std::string where = absl::StrCat("models[", i, "]");
+    if (m.name.empty()) return Bad(where, "name must not be empty");
+    for (char ch : m.name) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '_' &&
+          ch != '-') {
+        return Bad(where, absl::StrCat("name '", m.name, "' may only hold [A-Za-z0-9._-]"));
+      }
+    }
+    if (m.path.empty()) return Bad(where, "path must not be empty");
+    for (size_t j = 0; j < i; ++j) {
+      if (c.models[j].name == m.name)
+        return Bad(where, absl::StrCat("duplicate name '", m.name, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ServerConfig> ApplyConfigJson(absl::string_view json, const ServerConfig& base,
+                                             absl::string_view origin) {
+  ServerConfig c = base;
+  LCD_RETURN_IF_ERROR(ApplyJsonUnvalidated(json, origin, &c));
+  LCD_RETURN_IF_ERROR(ValidateServerConfig(c));
+  return c;
+}
+
+absl::StatusOr<ServerConfig> LoadServerConfig(int argc, const char* const* argv,
+                                              const GetEnvFn& getenv) {
+  cxxopts::Options options("lcd-server", "lcdserve gRPC serving daemon");
+  options.add_options()("config", "JSON config file", cxxopts::value<std::string>())(
+      "h,help", "print this help");
+  for (const Setting& s : Settings()) {
+    if (absl::string_view(s.key) == "models") {
+      options.add_options()(FlagName(s.key), s.help, cxxopts::value<std::vector<std::string>>());
+    } else {
+      options.add_options()(FlagName(s.key), s.help, cxxopts::value<std::string>());
+    }
+  }
+  ServerConfig c;
+  try {
+    // cxxopts wants a mutable argv.
+    std::vector<std::string> args(argv, argv + argc);
+    std::vector<char*> ptrs;
+    for (auto& a : args) ptrs.push_back(a.data());
+    auto result = options.parse(static_cast<int>(ptrs.size()), ptrs.data());
+    if (!result.unmatched().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unexpected argument '", result.unmatched()[0], "'"));
+    }
+    if (result.count("help")) {
+      c.help_requested = true;
+      return c;
+    }
+    std::string config_path;
+    if (const char* env = getenv("LCD_CONFIG"); env != nullptr) config_path = env;
+    if (result.count("config")) config_path = result["config"].as<std::string>();
+    if (!config_path.empty()) {
+      LCD_ASSIGN_OR_RETURN(std::string text, ReadFile(config_path));
+      // Validation waits until every source has been applied.
+      LCD_RETURN_IF_ERROR(ApplyJsonUnvalidated(text, config_path, &c));
+    }
+    for (const Setting& s : Settings()) {
+      const std::string env = EnvName(s.key);
+      if (const char* v = getenv(env.c_str()); v != nullptr) {
+        absl::Status st = s.from_string(c, v);
+        if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat(env, ": ", st.message()));
+      }
+    }
+    for (const Setting& s : Settings()) {
+      const std::string flag = FlagName(s.key);
+      if (!result.count(flag)) continue;
+      absl::Status st;
+      if (absl::string_view(s.key) == "models") {
+        std::vector<ModelSpec> models;
+        for (const auto& item : result[flag].as<std::vector<std::string>>()) {
+          st.Update(ParseModelList(item, &models));
+        }
+        c.models = std::move(models);
+      } else {
+        st = s.from_string(c, result[flag].as<std::string>());
+      }
+      if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", st.message()));
+    }
+  } catch (const std::exception& e) {  // cxxopts reports bad flags by throwing.
+    return absl::InvalidArgumentError(e.what());
+  }
+  LCD_RETURN_IF_ERROR(ValidateServerConfig(c));
+  return c;
+}
+
+runtime::EngineOptions ServerConfig::ToEngineOptions() const {
+  runtime::EngineOptions o;
+  o.block_size = block_size;
+  o.kv_cache_bytes = kv_cache_bytes;
+  o.max_num_seqs = max_num_seqs;
+  o.max_tokens_per_iteration = max_tokens_per_iteration;
+  o.max_waiting = max_waiting;
+  o.max_context = max_context;
+  return o;
+}
+
+std::string ServerConfig::ToString() const {
+  std::string models_str;
+  for (const auto& m : models)
+    absl::StrAppend(&models_str, models_str.empty() ? "" : ",", m.name, "=", m.path);
+  return absl::StrFormat(
+      "grpc=%s:%d metrics=%s:%d models=[%s] block_size=%d kv_cache_bytes=%d max_num_seqs=%d "
+      "max_tokens_per_iteration=%d max_waiting=%d max_context=%d threads=%d max_message_bytes=%d "
+      "drain_timeout_seconds=%g log_level=%s",
+      grpc_address, grpc_port, metrics_address, metrics_port, models_str, block_size,
+      kv_cache_bytes, max_num_seqs, max_tokens_per_iteration, max_waiting, max_context, threads,
+      max_message_bytes, drain_timeout_seconds, log_level);
+}
+
+std::string ServerConfigHelp() {
+  std::string out =
+      "Usage: lcd-server [--config FILE] [flags]\n"
+      "Every setting may also come from the JSON file or an LCD_* environment variable\n"
+      "(precedence: default < file < environment < flag).\n\n"
+      "  --config FILE (LCD_CONFIG)  JSON file with the keys below\n";
+  for (const Setting& s : Settings()) {
+    absl::StrAppendFormat(&out, "  --%-26s %-30s %s\n", FlagName(s.key),
+                          absl::StrCat("(", EnvName(s.key), ")"), s.help);
+  }
+  return out;
+}
+
+}  // namespace lcd::server

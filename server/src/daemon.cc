@@ -1,0 +1,138 @@
+#include "lcd/server/daemon.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "lcd/base/logging.h"
+#include "lcd/server/generation_service.h"
+#include "lcd/server/health.h"
+#include "lcd/server/metrics.h"
+#include "lcd/server/metrics_http.h"
+#include "lcd/server/model_registry.h"
+#include "lcd/server/model_service.h"
+#include "lcd/server/server_metrics.h"
+
+namespace lcd::server {
+namespace {
+
+class DaemonImpl final : public Daemon {
+ public:
+  explicit DaemonImpl(const ServerConfig& config) : config_(config), metrics_(&registry_) {}
+  ~DaemonImpl() override { Shutdown(); }
+
+  absl::Status Init() {
+    ModelRegistryOptions ropts;
+    ropts.engine = config_.ToEngineOptions();
+    ropts.threads = config_.threads;
+    ropts.metrics = &metrics_;
+    ropts.on_serving_change = [this](const std::string& name, bool serving) {
+      if (health_ != nullptr) health_->SetModel(name, serving);
+    };
+    models_ = std::make_unique<ModelRegistry>(std::move(ropts));
+    generation_ = std::make_unique<GenerationServiceImpl>(models_.get(), &metrics_);
+    model_service_ = std::make_unique<ModelServiceImpl>(models_.get(), Drain());
+
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(absl::StrCat(config_.grpc_address, ":", config_.grpc_port),
+                             grpc::InsecureServerCredentials(), &grpc_port_);
+    builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_message_bytes));
+    builder.RegisterService(generation_.get());
+    builder.RegisterService(model_service_.get());
+    server_ = builder.BuildAndStart();
+    if (server_ == nullptr || grpc_port_ == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", config_.grpc_address, ":", config_.grpc_port));
+    }
+    health_ = std::make_unique<HealthReporter>(server_->GetHealthCheckService(),
+                                               [this] { return Ready(); });
+    LCD_LOG(INFO) << "grpc: listening on " << config_.grpc_address << ":" << grpc_port_;
+
+    if (config_.metrics_port >= 0) {
+      auto http = MetricsHttpServer::Start(config_.metrics_address, config_.metrics_port,
+                                           &registry_, [this] { return Ready(); });
+      if (!http.ok()) return http.status();
+      http_ = std::move(*http);
+    }
+    sampler_ = std::thread([this] {
+      while (!stop_sampler_.WaitForNotificationWithTimeout(absl::Milliseconds(200))) {
+        models_->SampleStats();
+      }
+    });
+
+    for (const ModelSpec& m : config_.models) {
+      absl::Status st = models_->Load(m.name, m.path, "", Drain());
+      if (!st.ok()) {
+        return absl::Status(st.code(), absl::StrCat("model '", m.name, "': ", st.message()));
+      }
+    }
+    started_ = true;
+    health_->Refresh();
+    LCD_LOG(INFO) << "lcd-server: ready (" << config_.models.size() << " model(s))";
+    return absl::OkStatus();
+  }
+
+  int grpc_port() const override { return grpc_port_; }
+  int metrics_port() const override { return http_ != nullptr ? http_->port() : -1; }
+
+  void Shutdown() override {
+    if (shut_down_) return;
+    shut_down_ = true;
+    LCD_LOG(INFO) << "lcd-server: shutting down (drain up to " << config_.drain_timeout_seconds
+                  << " s)";
+    if (health_ != nullptr) health_->Shutdown();
+    // Draining the engines ends every accepted generation call; what is left
+    // (calls arriving now) gets UNAVAILABLE from the registry.
+    if (models_ != nullptr) models_->Shutdown(Drain());
+    if (server_ != nullptr) {
+      server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      server_->Wait();
+    }
+    stop_sampler_.Notify();
+    if (sampler_.joinable()) sampler_.join();
+    if (http_ != nullptr) http_->Stop();
+    models_.reset();  // Joins LoadModel/UnloadModel workers.
+    LCD_LOG(INFO) << "lcd-server: stopped";
+  }
+
+ private:
+  absl::Duration Drain() const { return absl::Seconds(config_.drain_timeout_seconds); }
+  // Overall readiness: every configured model loaded, and one still serving.
+  bool Ready() const { return started_.load() && models_ != nullptr && models_->AnyReady(); }
+
+  const ServerConfig config_;
+  Registry registry_;
+  ServerMetrics metrics_;
+  std::unique_ptr<ModelRegistry> models_;
+  std::unique_ptr<GenerationServiceImpl> generation_;
+  std::unique_ptr<ModelServiceImpl> model_service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<HealthReporter> health_;
+  std::unique_ptr<MetricsHttpServer> http_;
+  std::thread sampler_;
+  absl::Notification stop_sampler_;
+  int grpc_port_ = 0;
+  std::atomic<bool> started_{false};
+  bool shut_down_ = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const ServerConfig& config) {
+  auto daemon = std::make_unique<DaemonImpl>(config);
+  absl::Status st = daemon->Init();
+  if (!st.ok()) {
+    daemon->Shutdown();
+    return st;
+  }
+  return daemon;
+}
+
+}  // namespace lcd::server

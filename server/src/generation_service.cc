@@ -1,0 +1,304 @@
+#include "lcd/server/generation_service.h"
+
+#include <chrono>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "lcd/base/logging.h"
+#include "lcd/base/status_macros.h"
+#include "lcd/server/request_validation.h"
+#include "lcd/server/status_mapping.h"
+#include "src/generation_util.h"
+
+namespace lcd::server {
+
+using runtime::FinishReason;
+using runtime::GenerationEvent;
+using runtime::RequestHandle;
+
+namespace {
+
+// What every generation call shares between its reactor (gRPC threads) and
+// the handle's notify callback (the engine thread, or the SetNotify caller).
+// Held by shared_ptr from both sides, so a late notify never touches a
+// deleted reactor: the reactor pointer is used only while !finished, and only
+// the thread that sets `finished` calls Finish.
+struct CallCore {
+  GenerationServiceImpl* service = nullptr;
+  grpc::CallbackServerContext* ctx = nullptr;
+  std::shared_ptr<ModelInstance> model;
+  std::shared_ptr<RequestHandle> handle;
+  std::string request_id;
+  absl::Time start;
+  absl::Mutex mu;
+  bool finished ABSL_GUARDED_BY(mu) = false;
+  bool writing ABSL_GUARDED_BY(mu) = false;  // Streaming: a write is in flight.
+};
+
+// The final gRPC status for a request that ended with `ev`.
+grpc::Status FinalStatus(const GenerationEvent& ev, grpc::CallbackServerContext* ctx) {
+  if (ev.finish == FinishReason::kError) {
+    return ToGrpcStatus(ev.error.ok() ? absl::InternalError("engine error") : ev.error);
+  }
+  if (ev.finish == FinishReason::kCancelled && ctx->IsCancelled()) {
+    const bool expired = ctx->deadline() <= std::chrono::system_clock::now();
+    return ToGrpcStatus(expired ? absl::DeadlineExceededError("deadline exceeded")
+                                : absl::CancelledError("cancelled by the client"));
+  }
+  return grpc::Status::OK;
+}
+
+void Finished(const CallCore& core, const GenerationEvent& ev, const grpc::Status& status) {
+  LogRequest(core.request_id, core.model->name, core.model->version, ev, absl::Now() - core.start,
+             status);
+  if (core.service->metrics() != nullptr) {
+    core.service->metrics()->RecordRequest(core.model->name, RequestStatusLabel(ev, status));
+  }
+}
+
+absl::Time ContextDeadline(grpc::CallbackServerContext* ctx) {
+  const auto deadline = ctx->deadline();
+  const auto now = std::chrono::system_clock::now();
+  // An unset deadline is the far future; keep it out of absl's arithmetic.
+  if (deadline - now > std::chrono::hours(24 * 365)) return absl::InfiniteFuture();
+  return absl::FromChrono(deadline);
+}
+
+// ---------------------------------------------------------------- unary
+
+class UnaryGenerate final : public grpc::ServerUnaryReactor {
+ public:
+  UnaryGenerate(GenerationServiceImpl* service, grpc::CallbackServerContext* ctx,
+                const lcd::v1::GenerateRequest* request, lcd::v1::GenerateResponse* response)
+      : core_(std::make_shared<CallCore>()), response_(response) {
+    core_->service = service;
+    core_->ctx = ctx;
+    core_->start = absl::Now();
+    auto admitted = service->Admit(*request, ContextDeadline(ctx));
+    if (!admitted.ok()) {
+      Reject(service, request->model(), admitted.status());
+      return;
+    }
+    core_->model = std::move(admitted->model);
+    core_->request_id = std::move(admitted->request_id);
+    core_->handle = std::move(admitted->handle);
+    response_->set_request_id(core_->request_id);
+    response_->set_model_version(core_->model->version);
+    // From here the engine drives the call; the constructor returns at once.
+    core_->handle->SetNotify([core = core_, self = this] { Drain(core, self); });
+  }
+
+  void OnCancel() override {
+    if (core_->handle != nullptr) core_->handle->Cancel();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Reject(GenerationServiceImpl* service, const std::string& model, const absl::Status& st) {
+    LCD_LOG(INFO) << "request rejected model=" << model << " status=" << st;
+    if (service->metrics() != nullptr) {
+      service->metrics()->RecordRequest(MetricsModelLabel(service->registry(), model), "rejected");
+    }
+    {
+      absl::MutexLock lock(&core_->mu);
+      core_->finished = true;
+    }
+    Finish(ToGrpcStatus(st));
+  }
+
+  // Static: `self` is dereferenced only while the call is not finished,
+  // which keeps the reactor alive (see CallCore).
+  static void Drain(const std::shared_ptr<CallCore>& core, UnaryGenerate* self) {
+    GenerationEvent ev;
+    GenerationEvent last;
+    bool done = false;
+    {
+      absl::MutexLock lock(&core->mu);
+      if (core->finished) return;
+      while (core->handle->TryNext(&ev)) {
+        lcd::v1::GenerateResponse* response = self->response_;
+        AppendChunk(ev, response->mutable_token_ids(), response->mutable_logprobs());
+        response->mutable_text()->append(ev.text);
+        if (ev.finish != FinishReason::kNone) {
+          FillFinal(ev, absl::Now() - core->start, response->mutable_usage(),
+                    response->mutable_timing());
+          response->set_finish_reason(ToProtoFinishReason(ev.finish));
+          last = std::move(ev);
+          done = true;
+          core->finished = true;
+          break;
+        }
+      }
+    }
+    if (!done) return;
+    const grpc::Status status = FinalStatus(last, core->ctx);
+    Finished(*core, last, status);
+    self->Finish(status);  // May delete self; nothing below touches it.
+  }
+
+  std::shared_ptr<CallCore> core_;
+  lcd::v1::GenerateResponse* response_;
+};
+
+// ---------------------------------------------------------------- streaming
+
+class StreamGenerate final : public grpc::ServerWriteReactor<lcd::v1::GenerateStreamResponse> {
+ public:
+  StreamGenerate(GenerationServiceImpl* service, grpc::CallbackServerContext* ctx,
+                 const lcd::v1::GenerateRequest* request)
+      : core_(std::make_shared<CallCore>()) {
+    core_->service = service;
+    core_->ctx = ctx;
+    core_->start = absl::Now();
+    auto admitted = service->Admit(*request, ContextDeadline(ctx));
+    if (!admitted.ok()) {
+      Reject(service, request->model(), admitted.status());
+      return;
+    }
+    core_->model = std::move(admitted->model);
+    core_->request_id = std::move(admitted->request_id);
+    core_->handle = std::move(admitted->handle);
+    core_->handle->SetNotify([core = core_, self = this] { Pump(core, self); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&core_->mu);
+      core_->writing = false;
+    }
+    // A failed write means the client is gone; the engine then ends the
+    // request with kCancelled and Pump finishes the call.
+    if (!ok) core_->handle->Cancel();
+    Pump(core_, this);
+  }
+  void OnCancel() override {
+    if (core_->handle != nullptr) core_->handle->Cancel();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Reject(GenerationServiceImpl* service, const std::string& model, const absl::Status& st) {
+    LCD_LOG(INFO) << "request rejected model=" << model << " status=" << st;
+    if (service->metrics() != nullptr) {
+      service->metrics()->RecordRequest(MetricsModelLabel(service->registry(), model), "rejected");
+    }
+    {
+      absl::MutexLock lock(&core_->mu);
+      core_->finished = true;
+    }
+    Finish(ToGrpcStatus(st));
+  }
+
+  // Moves whatever the handle holds into the next message and starts one
+  // write, unless one is already in flight (OnWriteDone pumps again then).
+  // Static for the same reason as UnaryGenerate::Drain.
+  static void Pump(const std::shared_ptr<CallCore>& core, StreamGenerate* self) {
+    GenerationEvent ev;
+    GenerationEvent last;
+    bool any = false;
+    bool done = false;
+    {
+      absl::MutexLock lock(&core->mu);
+      if (core->finished || core->writing) return;
+      self->msg_.Clear();
+      while (core->handle->TryNext(&ev)) {
+        any = true;
+        AppendChunk(ev, self->msg_.mutable_token_ids(), self->msg_.mutable_logprobs());
+        self->msg_.mutable_text()->append(ev.text);
+        if (ev.finish != FinishReason::kNone) {
+          FillFinal(ev, absl::Now() - core->start, self->msg_.mutable_usage(),
+                    self->msg_.mutable_timing());
+          self->msg_.set_finish_reason(ToProtoFinishReason(ev.finish));
+          last = std::move(ev);
+          done = true;
+          core->finished = true;
+          break;
+        }
+      }
+      if (!any) return;
+      self->msg_.set_request_id(core->request_id);
+      core->writing = !done;
+    }
+    if (!done) {
+      self->StartWrite(&self->msg_);
+      return;
+    }
+    const grpc::Status status = FinalStatus(last, core->ctx);
+    Finished(*core, last, status);
+    if (status.ok()) {
+      self->StartWriteAndFinish(&self->msg_, grpc::WriteOptions(), status);  // May delete self.
+    } else {
+      self->Finish(status);  // The client is gone or the engine failed: no final message.
+    }
+  }
+
+  std::shared_ptr<CallCore> core_;
+  lcd::v1::GenerateStreamResponse msg_;  // Touched only by the thread that set core_->writing.
+};
+
+}  // namespace
+
+GenerationServiceImpl::GenerationServiceImpl(ModelRegistry* registry, ServerMetrics* metrics)
+    : registry_(registry), metrics_(metrics) {}
+
+absl::StatusOr<GenerationServiceImpl::Prepared> GenerationServiceImpl::Prepare(
+    const lcd::v1::GenerateRequest& r, absl::Time deadline) {
+  LCD_RETURN_IF_ERROR(ValidateGenerateRequest(r));
+  Prepared p;
+  LCD_ASSIGN_OR_RETURN(p.model, registry_->Get(r.model()));
+  const int64_t vocab = p.model->model->config().vocab_size;
+  std::vector<int32_t> ids;
+  if (r.prompt_case() == lcd::v1::GenerateRequest::kText ||
+      r.prompt_case() == lcd::v1::GenerateRequest::kTextBytes) {
+    const std::string& text =
+        r.prompt_case() == lcd::v1::GenerateRequest::kText ? r.text() : r.text_bytes();
+    LCD_ASSIGN_OR_RETURN(ids, p.model->tokenizer->Encode(text, /*add_bos=*/true));
+    if (ids.empty()) return absl::InvalidArgumentError("text: prompt encodes to no tokens");
+  } else {
+    ids.assign(r.token_ids().ids().begin(), r.token_ids().ids().end());
+  }
+  LCD_RETURN_IF_ERROR(ValidateTokenIds(ids, vocab, "prompt"));
+  LCD_ASSIGN_OR_RETURN(p.request.sampling,
+                       ToSamplingParams(r.sampling(), static_cast<int64_t>(ids.size()),
+                                        p.model->max_context, vocab));
+  p.request.prompt_tokens = std::move(ids);
+  p.request.num_logprobs = r.num_logprobs();
+  p.request.deadline = deadline;
+  p.request.request_id =
+      r.request_id().empty() ? absl::StrCat("req-", next_id_.fetch_add(1)) : r.request_id();
+  return p;
+}
+
+absl::StatusOr<GenerationServiceImpl::Admitted> GenerationServiceImpl::Admit(
+    const lcd::v1::GenerateRequest& r, absl::Time deadline) {
+  for (int attempt = 0;; ++attempt) {
+    LCD_ASSIGN_OR_RETURN(Prepared p, Prepare(r, deadline));
+    Admitted a;
+    a.model = p.model;
+    a.request_id = p.request.request_id;
+    auto handle = p.model->engine->Submit(std::move(p.request));
+    if (handle.ok()) {
+      a.handle = std::move(*handle);
+      return a;
+    }
+    auto now = registry_->Get(r.model());
+    const bool swapped = now.ok() && *now != a.model;
+    if (!absl::IsUnavailable(handle.status()) || !swapped || attempt > 0) return handle.status();
+  }
+}
+
+grpc::ServerUnaryReactor* GenerationServiceImpl::Generate(grpc::CallbackServerContext* ctx,
+                                                          const lcd::v1::GenerateRequest* request,
+                                                          lcd::v1::GenerateResponse* response) {
+  return new UnaryGenerate(this, ctx, request, response);
+}
+
+grpc::ServerWriteReactor<lcd::v1::GenerateStreamResponse>* GenerationServiceImpl::GenerateStream(
+    grpc::CallbackServerContext* ctx, const lcd::v1::GenerateRequest* request) {
+  return new StreamGenerate(this, ctx, request);
+}
+
+}  // namespace lcd::server

@@ -1,0 +1,222 @@
+// The whole daemon in-process, driven by our own C++ gRPC client: unary and
+// streaming agree, cancellation, bad input codes, ModelService status, the
+// metrics endpoint, and a graceful shutdown that lets a running stream finish.
+// The model is a small random Llama written here with the GPT-2 tokenizer
+// from shared/data (skipped when that is absent).
+#include "lcd/server/daemon.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lcd/runtime/safetensors.h"
+#include "lcd/v1/generate.grpc.pb.h"
+#include "lcd/v1/model.grpc.pb.h"
+
+namespace lcd::server {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr int64_t kVocab = 50257, kHidden = 64, kInter = 128, kLayers = 2, kHeads = 4, kKvHeads = 2;
+
+// Writes the random model; returns "" when the tokenizer is unavailable.
+std::string WriteRandomModel() {
+  const char* src = std::getenv("LCD_SOURCE_DIR");
+  const fs::path tok = fs::path(src ? src : ".") / ".." / "shared" / "data" / "tokenizers" /
+                       "gpt2" / "tokenizer.json";
+  if (!fs::exists(tok)) return "";
+  const fs::path dir =
+      fs::temp_directory_path() / ("lcd_daemon_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::copy_file(tok, dir / "tokenizer.json", fs::copy_options::overwrite_existing);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<std::string> storage;
+  std::vector<runtime::TensorToWrite> tensors;
+  storage.reserve(64);
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, float scale, float offset) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& x : v) x = offset + scale * normal(rng);
+    storage.emplace_back(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+    tensors.push_back({name, runtime::StDType::kF32, std::move(shape), storage.back()});
+  };
+  const int64_t hd = kHidden / kHeads;
+  add("model.embed_tokens.weight", {kVocab, kHidden}, 1.0f, 0.0f);
+  add("lm_head.weight", {kVocab, kHidden}, 0.5f, 0.0f);
+  add("model.norm.weight", {kHidden}, 0.1f, 1.0f);
+  for (int i = 0; i < kLayers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    const float s = 1.0f / std::sqrt(static_cast<float>(kHidden));
+    add(p + "self_attn.q_proj.weight", {kHeads * hd, kHidden}, s, 0);
+    add(p + "self_attn.k_proj.weight", {kKvHeads * hd, kHidden}, s, 0);
+    add(p + "self_attn.v_proj.weight", {kKvHeads * hd, kHidden}, s, 0);
+    add(p + "self_attn.o_proj.weight", {kHidden, kHeads * hd}, s, 0);
+    add(p + "mlp.gate_proj.weight", {kInter, kHidden}, s, 0);
+    add(p + "mlp.up_proj.weight", {kInter, kHidden}, s, 0);
+    add(p + "mlp.down_proj.weight", {kHidden, kInter}, 1.0f / std::sqrt(float(kInter)), 0);
+    add(p + "input_layernorm.weight", {kHidden}, 0.1f, 1.0f);
+    add(p + "post_attention_layernorm.weight", {kHidden}, 0.1f, 1.0f);
+  }
+  if (!runtime::WriteSafetensors((dir / "model.safetensors").string(), tensors).ok()) return "";
+  std::ofstream(dir / "config.json")
+      << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+    "vocab_size": 50257, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
+    "bos_token_id": 50256, "eos_token_id": 50256, "torch_dtype": "float32"})";
+  return dir.string();
+}
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { model_dir_ = new std::string(WriteRandomModel()); }
+  static void TearDownTestSuite() {
+    if (!model_dir_->empty()) fs::remove_all(*model_dir_);
+    delete model_dir_;
+  }
+
+  void SetUp() override {
+    if (model_dir_->empty()) GTEST_SKIP() << "GPT-2 tokenizer not in shared/data";
+    ServerConfig c;
+    c.grpc_address = "127.0.0.1";
+    c.grpc_port = 0;
+    c.metrics_address = "127.0.0.1";
+    c.metrics_port = 0;
+    c.threads = 1;
+    c.kv_cache_bytes = 16 << 20;
+    c.drain_timeout_seconds = 30;
+    c.models.push_back({"rand", *model_dir_});
+    auto d = Daemon::Start(c);
+    ASSERT_TRUE(d.ok()) << d.status();
+    daemon_ = std::move(*d);
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(daemon_->grpc_port()),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = lcd::v1::GenerationService::NewStub(channel_);
+  }
+
+  lcd::v1::GenerateRequest Greedy(const std::string& text, int n) {
+    lcd::v1::GenerateRequest r;
+    r.set_model("rand");
+    r.set_text(text);
+    r.mutable_sampling()->set_temperature(0);
+    r.mutable_sampling()->set_max_new_tokens(n);
+    r.mutable_sampling()->set_ignore_eos(true);
+    return r;
+  }
+
+  static std::string* model_dir_;
+  std::unique_ptr<Daemon> daemon_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<lcd::v1::GenerationService::Stub> stub_;
+};
+std::string* DaemonTest::model_dir_ = nullptr;
+
+TEST_F(DaemonTest, UnaryAndStreamAgree) {
+  grpc::ClientContext uctx;
+  lcd::v1::GenerateResponse unary;
+  ASSERT_TRUE(stub_->Generate(&uctx, Greedy("Hello world", 10), &unary).ok());
+  EXPECT_EQ(unary.token_ids_size(), 10);
+  EXPECT_EQ(unary.finish_reason(), lcd::v1::FINISH_REASON_LENGTH);
+
+  grpc::ClientContext sctx;
+  auto reader = stub_->GenerateStream(&sctx, Greedy("Hello world", 10));
+  lcd::v1::GenerateStreamResponse chunk;
+  std::vector<int32_t> ids;
+  std::string text;
+  lcd::v1::FinishReason finish = lcd::v1::FINISH_REASON_UNSPECIFIED;
+  while (reader->Read(&chunk)) {
+    ids.insert(ids.end(), chunk.token_ids().begin(), chunk.token_ids().end());
+    text += chunk.text();
+    finish = chunk.finish_reason();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(ids, std::vector<int32_t>(unary.token_ids().begin(), unary.token_ids().end()));
+  EXPECT_EQ(text, unary.text());
+  EXPECT_EQ(finish, lcd::v1::FINISH_REASON_LENGTH);
+}
+
+TEST_F(DaemonTest, CancelMidStream) {
+  grpc::ClientContext ctx;
+  auto reader = stub_->GenerateStream(&ctx, Greedy("Cancel", 200));
+  lcd::v1::GenerateStreamResponse chunk;
+  ASSERT_TRUE(reader->Read(&chunk));
+  ctx.TryCancel();
+  while (reader->Read(&chunk)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+TEST_F(DaemonTest, BadInputCodes) {
+  lcd::v1::GenerateResponse resp;
+  {
+    grpc::ClientContext ctx;
+    auto r = Greedy("x", 1);
+    r.set_model("missing");
+    EXPECT_EQ(stub_->Generate(&ctx, r, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    grpc::ClientContext ctx;
+    auto r = Greedy("x", 1);
+    r.set_text_bytes(std::string("\xC3\x28", 2));
+    grpc::Status st = stub_->Generate(&ctx, r, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(st.error_message(), HasSubstr("UTF-8"));
+  }
+  {
+    grpc::ClientContext ctx;
+    auto r = Greedy("x", 1);
+    r.mutable_sampling()->set_top_p(5);
+    EXPECT_EQ(stub_->Generate(&ctx, r, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+}
+
+TEST_F(DaemonTest, ModelStatusAndMetrics) {
+  auto ms = lcd::v1::ModelService::NewStub(channel_);
+  grpc::ClientContext ctx;
+  lcd::v1::GetModelStatusRequest req;
+  req.set_name("rand");
+  lcd::v1::ModelStatus status;
+  ASSERT_TRUE(ms->GetModelStatus(&ctx, req, &status).ok());
+  EXPECT_EQ(status.state(), lcd::v1::MODEL_STATE_READY);
+  EXPECT_EQ(status.source_path(), *model_dir_);
+  EXPECT_GT(daemon_->metrics_port(), 0);
+}
+
+TEST_F(DaemonTest, ShutdownDrainsARunningStream) {
+  grpc::ClientContext ctx;
+  auto reader = stub_->GenerateStream(&ctx, Greedy("Drain me", 80));
+  lcd::v1::GenerateStreamResponse chunk;
+  ASSERT_TRUE(reader->Read(&chunk));
+  int tokens = chunk.token_ids_size();
+  std::thread stopper([this] { daemon_->Shutdown(); });
+  lcd::v1::FinishReason finish = chunk.finish_reason();
+  while (reader->Read(&chunk)) {
+    tokens += chunk.token_ids_size();
+    finish = chunk.finish_reason();
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  stopper.join();
+  EXPECT_EQ(tokens, 80);
+  EXPECT_EQ(finish, lcd::v1::FINISH_REASON_LENGTH);
+  // After shutdown nothing is admitted.
+  grpc::ClientContext ctx2;
+  ctx2.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  lcd::v1::GenerateResponse resp;
+  EXPECT_FALSE(stub_->Generate(&ctx2, Greedy("late", 1), &resp).ok());
+}
+
+}  // namespace
+}  // namespace lcd::server
