@@ -108,9 +108,10 @@ void WriteTinyModel(const fs::path& dir) {
     // Weights scaled by 1/sqrt(fan_in) keep activations O(1); the embedding
     // and head are larger so the logits have clear margins (greedy argmax
     // must not hinge on float rounding between batched and solo runs).
+    const float fan_in = shape.size() == 2 ? float(shape[1]) : 1.0f;
     const float scale = name.find("embed") != std::string::npos ? 1.0f
-                        : name == "lm_head.weight"              ? 2.0f / std::sqrt(float(shape[1]))
-                                                                : 1.0f / std::sqrt(float(shape[1]));
+                        : name == "lm_head.weight"              ? 2.0f / std::sqrt(fan_in)
+                                                                : 1.0f / std::sqrt(fan_in);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     std::string bytes;
     for (int64_t i = 0; i < n; ++i) {
