@@ -63,7 +63,13 @@ class Model {
 
   // Runs the batch: writes the new tokens' K/V into `cache` at their
   // positions and returns logits. InvalidArgument for token ids out of range,
-  // positions beyond max_position_embeddings, or block tables too short.
+  // positions beyond max_position_embeddings, block tables too short or
+  // naming blocks outside the cache, a cache shaped for another model, and
+  // contexts longer than config().sliding_window when the model has one
+  // (attention here always spans the whole context, so a window is never
+  // applied silently; Mistral checkpoints with sliding_window >= the context
+  // used are computed exactly).
+  // Thread safety: not reentrant (see the file comment).
   virtual absl::StatusOr<ForwardOutput> Forward(const std::vector<SeqBatchEntry>& batch,
                                                 KvCache& cache) = 0;
 };

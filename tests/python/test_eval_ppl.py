@@ -1,0 +1,169 @@
+"""`lcd eval-ppl` against the same perplexity computed with transformers.
+
+Setup: a byte-level BPE tokenizer.json trained on the fly with the
+`tokenizers` library (with <s>/</s> specials and a tokenizer_config.json
+declaring <s> as BOS), and a random 2-layer Llama with that vocabulary
+(max_position_embeddings 128, so the default window is 128 tokens).
+
+Protocol checked (see tools/lcd/eval_ppl.cc): the text is tokenized once
+without BOS; with BOS, window k is [BOS] + text tokens [k*(W-1), (k+1)*(W-1))
+and every text token is predicted once; with --no-bos, window k is text
+tokens [k*W, (k+1)*W) and its first token is context only; a final partial
+window is included. ppl = exp(mean NLL over all predicted tokens).
+
+Reference: transformers in float64 on the same weights and token ids.
+Tolerance: 1e-3 relative on the perplexity (lcd computes in fp32).
+When models/tiny-shakespeare (committed by the training script) is present,
+its eval-ppl is also checked against transformers on a slice of its text.
+"""
+import json
+import math
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+REL_TOL = 1e-3
+WORDS = ("the of and to in a is that for it as was with be by on not he I this are or his from at which "
+         "but have an they you were her she there been one all we their has would when if so no will can "
+         "model token weight cluster distil serve batch cache kernel layer").split()
+
+
+def _lcd():
+    build = os.environ.get("LCD_BUILD_DIR")
+    if not build:
+        pytest.skip("LCD_BUILD_DIR not set (run through ctest)")
+    path = os.path.join(build, "tools", "lcd")
+    assert os.path.exists(path), f"{path} not built (ninja lcd)"
+    return path
+
+
+def _text(seed=5, n_words=1200):
+    rng = np.random.default_rng(seed)
+    words = rng.choice(WORDS, size=n_words)
+    lines, line = [], []
+    for w in words:
+        line.append(str(w))
+        if len(line) >= rng.integers(5, 14):
+            lines.append(" ".join(line) + ("." if rng.random() < 0.5 else ","))
+            line = []
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    root = tmp_path_factory.mktemp("ppl")
+    text = _text()
+    text_path = root / "text.txt"
+    text_path.write_text(text, encoding="utf-8")
+
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([_text(seed=s) for s in range(10)], trainer)
+    model_dir = root / "model"
+    model_dir.mkdir()
+    tok.save(str(model_dir / "tokenizer.json"))
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True}))
+
+    vocab = tok.get_vocab_size()
+    cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                   rms_norm_eps=1e-5, bos_token_id=tok.token_to_id("<s>"),
+                                   eos_token_id=tok.token_to_id("</s>"), tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(1.0 + 0.2 * torch.randn(p.shape) if name.endswith("norm.weight") else 0.15 * torch.randn(p.shape))
+    model.eval().save_pretrained(str(model_dir), safe_serialization=True)
+    ref = transformers.LlamaForCausalLM.from_pretrained(str(model_dir), dtype=torch.float64,
+                                                        attn_implementation="eager").eval()
+    ids = tok.encode(text, add_special_tokens=False).ids
+    return dict(model_dir=str(model_dir), text_path=str(text_path), ids=ids, bos=tok.token_to_id("<s>"), ref=ref)
+
+
+def _hf_ppl(ref, ids, window, bos, max_windows=0):
+    import torch
+    per = window - 1 if bos is not None else window
+    starts = list(range(0, len(ids), per))
+    if bos is None and len(ids) - starts[-1] == 1:
+        starts.pop()
+    if max_windows:
+        starts = starts[:max_windows]
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for s in starts:
+            win = ([bos] if bos is not None else []) + ids[s:s + per]
+            x = torch.tensor([win])
+            logits = ref(x).logits[0, :-1]
+            nll += torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum").item()
+            count += len(win) - 1
+    return math.exp(nll / count), count, len(starts)
+
+
+def _run(setup, *flags):
+    res = subprocess.run([_lcd(), "eval-ppl", "--model", setup["model_dir"], "--text", setup["text_path"],
+                          "--threads", "2", "--json", *flags], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "window 1/" in res.stderr  # Progress is reported per window.
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_ppl_with_bos_matches_transformers(setup):
+    got = _run(setup)
+    want, count, windows = _hf_ppl(setup["ref"], setup["ids"], 128, setup["bos"])
+    assert got["window"] == 128
+    assert got["predicted_tokens"] == count == len(setup["ids"])
+    assert got["windows"] == windows > 5
+    assert abs(got["ppl"] - want) <= REL_TOL * want, (got, want)
+
+
+def test_ppl_without_bos_and_window_limit_matches_transformers(setup):
+    got = _run(setup, "--no-bos", "--window", "48", "--max-windows", "4")
+    want, count, windows = _hf_ppl(setup["ref"], setup["ids"], 48, None, max_windows=4)
+    assert got["predicted_tokens"] == count == 4 * 47
+    assert got["windows"] == windows == 4
+    assert abs(got["ppl"] - want) <= REL_TOL * want, (got, want)
+
+
+def test_bad_window_is_refused(setup):
+    res = subprocess.run([_lcd(), "eval-ppl", "--model", setup["model_dir"], "--text", setup["text_path"],
+                          "--window", "4096"], capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "--window" in res.stderr
+
+
+def test_tiny_shakespeare_if_present(tmp_path):
+    src = os.environ.get("LCD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+    model_dir = os.path.join(src, "models", "tiny-shakespeare")
+    if not os.path.exists(os.path.join(model_dir, "config.json")) or \
+            not os.path.exists(os.path.join(model_dir, "tokenizer.json")):
+        pytest.skip("models/tiny-shakespeare not present")
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    text = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+            "First Citizen:\nYou are all resolved rather to die than to famish?\n") * 4
+    text_path = tmp_path / "t.txt"
+    text_path.write_text(text)
+    res = subprocess.run([_lcd(), "eval-ppl", "--model", model_dir, "--text", str(text_path), "--threads", "2",
+                          "--json", "--no-bos", "--window", "64"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    tok = tokenizers.Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    ids = tok.encode(text, add_special_tokens=False).ids
+    ref = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64,
+                                                            attn_implementation="eager").eval()
+    want, count, _ = _hf_ppl(ref, ids, 64, None)
+    assert got["predicted_tokens"] == count
+    assert abs(got["ppl"] - want) <= REL_TOL * want, (got, want)
