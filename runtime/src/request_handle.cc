@@ -39,8 +39,10 @@ void RequestHandle::SetNotify(std::function<void()> notify) {
   bool pending = false;
   {
     absl::MutexLock lock(&mu_);
-    notify_ = notify;
     pending = !queue_.empty();
+    // After the final event there is nothing more to announce; keeping the
+    // callback would only keep whatever it captures alive (see Push).
+    if (!final_pushed_) notify_ = notify;
   }
   // Outside the lock: the callback may call TryNext.
   if (pending && notify) notify();
@@ -68,7 +70,15 @@ void RequestHandle::Push(GenerationEvent event) {
     LCD_CHECK(!final_pushed_) << "event pushed after the final one for " << request_id_;
     if (event.finish != FinishReason::kNone) final_pushed_ = true;
     queue_.push_back(std::move(event));
-    notify = notify_;
+    // The final event is the last notification, so the handle lets go of the
+    // callback then. Consumers' callbacks usually own the consumer's state,
+    // which owns this handle; dropping it breaks that cycle.
+    if (final_pushed_) {
+      notify = std::move(notify_);
+      notify_ = nullptr;
+    } else {
+      notify = notify_;
+    }
   }
   // Outside the lock, so a reactor's callback can drain with TryNext.
   if (notify) notify();

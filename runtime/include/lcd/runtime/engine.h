@@ -80,6 +80,9 @@ class RequestHandle {
   bool TryNext(GenerationEvent* event);
   // `notify` runs on the engine thread whenever an event is queued; it must
   // not block. Events queued before the call trigger one immediate notify.
+  // The handle releases the callback once the final event is queued, so a
+  // callback may own its consumer's state (which owns this handle) without
+  // creating a reference cycle.
   void SetNotify(std::function<void()> notify);
   // Asks the engine to stop this request; it ends with kCancelled at the
   // next iteration and its KV blocks are freed. Idempotent.
