@@ -103,14 +103,9 @@ std::optional<int32_t> SentencePieceTokenizer::TokenToId(std::string_view token)
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std::string& path) {
-  std::string error;
-  bool not_found = false;
-  auto sp = SentencePieceLibrary::Load(path, &error, &not_found);
-  if (sp == nullptr) {
-    return absl::Status(not_found ? absl::StatusCode::kNotFound : absl::StatusCode::kInvalidArgument,
-                        absl::StrCat("cannot load SentencePiece model ", path, ": ", error));
-  }
-  return std::unique_ptr<Tokenizer>(new SentencePieceTokenizer(std::move(sp)));
+  absl::StatusOr<std::unique_ptr<SentencePieceLibrary>> sp = SentencePieceLibrary::Load(path);
+  if (!sp.ok()) return sp.status();
+  return std::unique_ptr<Tokenizer>(new SentencePieceTokenizer(*std::move(sp)));
 }
 
 }  // namespace lcd::runtime

@@ -1,11 +1,9 @@
 // Debian's libsentencepiece bundles its own protobuf-lite (3.14) and exports
 // it; a binary that also links libprotobuf 3.21 (every lcd_server binary)
-// crashed at start before the link-order fix in server/CMakeLists.txt. That
-// fix makes the process start and use protobuf (first test), but
-// SentencePiece's own generated code then refuses the 3.21 runtime, so
-// SentencePiece tokenizers cannot load inside the server until the runtime
-// loads libsentencepiece privately (dlopen RTLD_LOCAL|RTLD_DEEPBIND). The
-// second test is DISABLED until then; enable it with that change.
+// used to crash at start, or have SentencePiece refuse the 3.21 runtime.
+// lcd_runtime now reaches libsentencepiece only through liblcd_spm_shim.so,
+// dlopen()ed with RTLD_LOCAL | RTLD_DEEPBIND, so this binary (which links
+// gRPC and protobuf) can both use protobuf and load a tokenizer.model.
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -28,7 +26,7 @@ TEST(SentencePieceInServer, ProtobufWorksInAProcessThatLinksSentencePiece) {
   EXPECT_EQ(back.text(), "hello");
 }
 
-TEST(SentencePieceInServer, DISABLED_SentencePieceTokenizesInAProcessThatLinksProtobuf) {
+TEST(SentencePieceInServer, SentencePieceTokenizesInAProcessThatLinksProtobuf) {
   const char* src = std::getenv("LCD_SOURCE_DIR");
   const std::filesystem::path model = std::filesystem::path(src ? src : ".") / ".." / "shared" /
                                       "data" / "tokenizers" / "llama2-sentencepiece" /
