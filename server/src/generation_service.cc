@@ -67,6 +67,22 @@ absl::Time ContextDeadline(grpc::CallbackServerContext* ctx) {
   return absl::FromChrono(deadline);
 }
 
+// Ends a call that was refused before reaching the engine (unary or
+// streaming reactor alike): logs it, counts it, and finishes with its status.
+template <typename Reactor>
+void Reject(Reactor* reactor, CallCore& core, const std::string& model, const absl::Status& st) {
+  LCD_LOG(INFO) << "request rejected model=" << model << " status=" << st;
+  if (core.service->metrics() != nullptr) {
+    core.service->metrics()->RecordRequest(MetricsModelLabel(core.service->registry(), model),
+                                           "rejected");
+  }
+  {
+    absl::MutexLock lock(&core.mu);
+    core.finished = true;
+  }
+  reactor->Finish(ToGrpcStatus(st));
+}
+
 // ---------------------------------------------------------------- unary
 
 class UnaryGenerate final : public grpc::ServerUnaryReactor {
@@ -79,7 +95,7 @@ class UnaryGenerate final : public grpc::ServerUnaryReactor {
     core_->start = absl::Now();
     auto admitted = service->Admit(*request, ContextDeadline(ctx));
     if (!admitted.ok()) {
-      Reject(service, request->model(), admitted.status());
+      Reject(this, *core_, request->model(), admitted.status());
       return;
     }
     core_->model = std::move(admitted->model);
@@ -97,18 +113,6 @@ class UnaryGenerate final : public grpc::ServerUnaryReactor {
   void OnDone() override { delete this; }
 
  private:
-  void Reject(GenerationServiceImpl* service, const std::string& model, const absl::Status& st) {
-    LCD_LOG(INFO) << "request rejected model=" << model << " status=" << st;
-    if (service->metrics() != nullptr) {
-      service->metrics()->RecordRequest(MetricsModelLabel(service->registry(), model), "rejected");
-    }
-    {
-      absl::MutexLock lock(&core_->mu);
-      core_->finished = true;
-    }
-    Finish(ToGrpcStatus(st));
-  }
-
   // Static: `self` is dereferenced only while the call is not finished,
   // which keeps the reactor alive (see CallCore).
   static void Drain(const std::shared_ptr<CallCore>& core, UnaryGenerate* self) {
@@ -155,7 +159,7 @@ class StreamGenerate final : public grpc::ServerWriteReactor<lcd::v1::GenerateSt
     core_->start = absl::Now();
     auto admitted = service->Admit(*request, ContextDeadline(ctx));
     if (!admitted.ok()) {
-      Reject(service, request->model(), admitted.status());
+      Reject(this, *core_, request->model(), admitted.status());
       return;
     }
     core_->model = std::move(admitted->model);
@@ -180,18 +184,6 @@ class StreamGenerate final : public grpc::ServerWriteReactor<lcd::v1::GenerateSt
   void OnDone() override { delete this; }
 
  private:
-  void Reject(GenerationServiceImpl* service, const std::string& model, const absl::Status& st) {
-    LCD_LOG(INFO) << "request rejected model=" << model << " status=" << st;
-    if (service->metrics() != nullptr) {
-      service->metrics()->RecordRequest(MetricsModelLabel(service->registry(), model), "rejected");
-    }
-    {
-      absl::MutexLock lock(&core_->mu);
-      core_->finished = true;
-    }
-    Finish(ToGrpcStatus(st));
-  }
-
   // Moves whatever the handle holds into the next message and starts one
   // write, unless one is already in flight (OnWriteDone pumps again then).
   // Static for the same reason as UnaryGenerate::Drain.
