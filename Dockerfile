@@ -42,22 +42,26 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 
-# Binaries land at build/<preset>/tools/lcd and build/<preset>/server/lcd-server.
+# Binaries land at build/<preset>/tools/lcd and build/<preset>/server/lcd-server;
+# liblcd_spm_shim.so (libsentencepiece behind a C API, dlopen()ed at run time
+# because Debian's libsentencepiece clashes with libprotobuf) at build/<preset>/lib.
 RUN set -eux; \
     if [ "${CUDA}" = 1 ]; then preset=cuda-release; else preset=cpu-release; fi; \
     cmake --preset "${preset}" -DLCD_BUILD_TESTS=OFF -DLCD_BUILD_BENCHMARKS=OFF; \
-    cmake --build --preset "${preset}" --target lcd lcd-server; \
-    mkdir -p /out/bin; \
+    cmake --build --preset "${preset}" --target lcd lcd-server lcd_spm_shim; \
+    mkdir -p /out/bin /out/lib; \
     cp "build/${preset}/tools/lcd" "build/${preset}/server/lcd-server" /out/bin/; \
-    strip /out/bin/*
+    cp "build/${preset}/lib/liblcd_spm_shim.so" /out/lib/; \
+    strip /out/bin/*; \
+    strip --strip-unneeded /out/lib/*
 
 # The runtime packages are the ones that own the shared libraries the binaries
-# load, found here with ldd + dpkg rather than listed by hand, so the list is
+# and the shim load, found here with ldd + dpkg rather than listed by hand, so the list is
 # right for either base image. On Debian 12 it comes out as libgrpc++1.51,
 # libgrpc29, libprotobuf32, libabsl20220623, libsentencepiece0, libpcre2-8-0,
 # libsqlite3-0, libcpp-httplib0.11 and their dependencies (libssl3, ...).
 RUN set -eux; \
-    ldd /out/bin/* | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u \
+    ldd /out/bin/* /out/lib/* | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u \
       | while read -r lib; do dpkg -S "*/$(basename "$(dirname "${lib}")")/$(basename "${lib}")" 2>/dev/null | head -n1 | cut -d: -f1; done \
       | sort -u > /out/runtime-packages.txt; \
     cat /out/runtime-packages.txt; \
@@ -76,6 +80,9 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/lcd --create-h
  && chown -R lcd:lcd /var/lib/lcd
 
 COPY --from=builder /out/bin/ /usr/local/bin/
+# One of the places the runtime looks for the shim (others: $LCD_SPM_SHIM,
+# <binary dir>/../lib, /usr/local/lib/lcd); see runtime/src/sentencepiece_library.h.
+COPY --from=builder /out/lib/liblcd_spm_shim.so /opt/lcd/lib/
 # The small committed model, so the image can serve something with no volume.
 COPY models/tiny-shakespeare/ /opt/lcd/models/tiny-shakespeare/
 # Example server configuration; Kubernetes mounts its ConfigMap over it.
