@@ -26,7 +26,22 @@ TEST(SentencePieceInServer, ProtobufWorksInAProcessThatLinksSentencePiece) {
   EXPECT_EQ(back.text(), "hello");
 }
 
+// Sanitizer runtimes refuse libraries opened with RTLD_DEEPBIND, which is
+// what keeps the two protobufs apart, so sanitizer builds open the shim
+// without it and SentencePiece then meets protobuf 3.21 in this process.
+// The release build runs this test; sanitizer builds skip it.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define LCD_SANITIZER_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define LCD_SANITIZER_BUILD 1
+#endif
+#endif
+
 TEST(SentencePieceInServer, SentencePieceTokenizesInAProcessThatLinksProtobuf) {
+#ifdef LCD_SANITIZER_BUILD
+  GTEST_SKIP() << "needs RTLD_DEEPBIND, which sanitizer runtimes refuse";
+#endif
   const char* src = std::getenv("LCD_SOURCE_DIR");
   const std::filesystem::path model = std::filesystem::path(src ? src : ".") / ".." / "shared" /
                                       "data" / "tokenizers" / "llama2-sentencepiece" /
