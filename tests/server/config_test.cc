@@ -177,6 +177,18 @@ TEST(Config, ExampleFileIsValidAndComplete) {
   }
 }
 
+// The configuration shipped for containers and Kubernetes must be accepted
+// as it is (unknown keys are rejected, so a stale key would stop the pod).
+TEST(Config, DeployConfigIsValid) {
+  const char* src = std::getenv("LCD_SOURCE_DIR");
+  const std::string path = std::string(src ? src : ".") + "/deploy/config/server.json";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << "no " << path;
+  auto c = Load({"--config", path});
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->models.size(), 1u);
+  EXPECT_EQ(c->models[0].name, "tiny-shakespeare");
+}
+
 TEST(Config, ByteSizes) {
   EXPECT_EQ(*ParseByteSize("1024"), 1024u);
   EXPECT_EQ(*ParseByteSize("2KiB"), 2048u);
