@@ -32,7 +32,7 @@ cmake --build --preset release -j "$JOBS" --target lcd-server lcd
 
 echo "== start lcd-server (model tiny-shakespeare from $MODEL)"
 LOG=$(mktemp -t lcd-server.XXXXXX.log)
-"$BIN/server/lcd-server" --models "tiny-shakespeare=$MODEL" \
+"$BIN/server/lcd-server" --model "tiny-shakespeare=$MODEL" \
   --grpc-address 127.0.0.1 --grpc-port "$GRPC_PORT" \
   --metrics-address 127.0.0.1 --metrics-port "$METRICS_PORT" >"$LOG" 2>&1 &
 SERVER_PID=$!
