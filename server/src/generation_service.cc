@@ -67,6 +67,19 @@ absl::Time ContextDeadline(grpc::CallbackServerContext* ctx) {
   return absl::FromChrono(deadline);
 }
 
+// Folds one engine event into a response message (GenerateResponse or
+// GenerateStreamResponse, which share these fields). Returns true for the
+// final event, after filling usage, timing and the finish reason.
+template <typename Message>
+bool AppendEvent(const GenerationEvent& ev, absl::Time start, Message* msg) {
+  AppendChunk(ev, msg->mutable_token_ids(), msg->mutable_logprobs());
+  msg->mutable_text()->append(ev.text);
+  if (ev.finish == FinishReason::kNone) return false;
+  FillFinal(ev, absl::Now() - start, msg->mutable_usage(), msg->mutable_timing());
+  msg->set_finish_reason(ToProtoFinishReason(ev.finish));
+  return true;
+}
+
 // Ends a call that was refused before reaching the engine (unary or
 // streaming reactor alike): logs it, counts it, and finishes with its status.
 template <typename Reactor>
@@ -123,13 +136,7 @@ class UnaryGenerate final : public grpc::ServerUnaryReactor {
       absl::MutexLock lock(&core->mu);
       if (core->finished) return;
       while (core->handle->TryNext(&ev)) {
-        lcd::v1::GenerateResponse* response = self->response_;
-        AppendChunk(ev, response->mutable_token_ids(), response->mutable_logprobs());
-        response->mutable_text()->append(ev.text);
-        if (ev.finish != FinishReason::kNone) {
-          FillFinal(ev, absl::Now() - core->start, response->mutable_usage(),
-                    response->mutable_timing());
-          response->set_finish_reason(ToProtoFinishReason(ev.finish));
+        if (AppendEvent(ev, core->start, self->response_)) {
           last = std::move(ev);
           done = true;
           core->finished = true;
@@ -198,12 +205,7 @@ class StreamGenerate final : public grpc::ServerWriteReactor<lcd::v1::GenerateSt
       self->msg_.Clear();
       while (core->handle->TryNext(&ev)) {
         any = true;
-        AppendChunk(ev, self->msg_.mutable_token_ids(), self->msg_.mutable_logprobs());
-        self->msg_.mutable_text()->append(ev.text);
-        if (ev.finish != FinishReason::kNone) {
-          FillFinal(ev, absl::Now() - core->start, self->msg_.mutable_usage(),
-                    self->msg_.mutable_timing());
-          self->msg_.set_finish_reason(ToProtoFinishReason(ev.finish));
+        if (AppendEvent(ev, core->start, &self->msg_)) {
           last = std::move(ev);
           done = true;
           core->finished = true;
