@@ -12,8 +12,10 @@
 #define LCD_RUNTIME_MODEL_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -40,6 +42,13 @@ struct SeqBatchEntry {
   bool all_logits = false;
 };
 
+// Calibration hook: called during Forward, on the forward thread, with the
+// input x [m][cols] of every linear layer, named by its Hugging Face weight
+// name ("model.layers.3.mlp.down_proj.weight"). Layers that read the same
+// input (q/k/v, gate/up) are each reported, with the same x.
+using LinearInputObserver =
+    std::function<void(std::string_view weight_name, const float* x, int64_t m, int64_t cols)>;
+
 struct ForwardOutput {
   // Rows of vocab_size logits, in batch order: for each entry, either one row
   // (its last token) or tokens.size() rows (all_logits).
@@ -49,8 +58,10 @@ struct ForwardOutput {
 
 class Model {
  public:
-  // Loads config.json + weights from a Hugging Face model directory. Errors
-  // name the missing tensor or unsupported field.
+  // Loads a Hugging Face model directory (config.json + safetensors) or an
+  // artifact directory (manifest.json, lcd/runtime/artifact.h; verified in
+  // full before use). Errors name the missing tensor, unsupported field or
+  // corrupt file.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& dir,
                                                      const ModelOptions& options = {});
   virtual ~Model() = default;
@@ -72,6 +83,10 @@ class Model {
   // Thread safety: not reentrant (see the file comment).
   virtual absl::StatusOr<ForwardOutput> Forward(const std::vector<SeqBatchEntry>& batch,
                                                 KvCache& cache) = 0;
+
+  // Installs (or, with nullptr, removes) the calibration hook. Not to be
+  // called while Forward runs.
+  virtual void SetLinearInputObserver(LinearInputObserver observer) = 0;
 };
 
 }  // namespace lcd::runtime
