@@ -127,6 +127,7 @@ class Artifact {
   ModelConfig config_;
   std::unique_ptr<Checkpoint> checkpoint_;
   std::map<std::string, size_t, std::less<>> by_name_;
+  std::map<std::string, kernels::QuantMatrixView, std::less<>> quant_views_;  // Checked at Open.
 };
 
 }  // namespace lcd::runtime
