@@ -178,6 +178,23 @@ void Expect(const PackedQuantMatrix& packed, const QuantActivations& act, const 
   }
 }
 
+// The designs quant_linear.h promises for a layout under an ISA.
+bool LutPromised(const QuantLayout& l, Isa isa) {
+  if (isa == Isa::kReference || l.group_size % 32 != 0) return false;
+  switch (l.format) {
+    case QuantFormat::kCodebook:
+      return l.bits == 2;
+    case QuantFormat::kAffine:
+      return l.bits >= 2 && l.bits <= 4;
+    case QuantFormat::kBinaryCoded:
+      return l.bits <= 2;
+  }
+  return false;
+}
+bool CentroidPromised(const QuantLayout& l, Isa isa) {
+  return isa != Isa::kReference && l.bits <= 4 && l.group_size % 8 == 0;
+}
+
 constexpr QuantKernel kDesigns[] = {QuantKernel::kAuto, QuantKernel::kReference,
                                     QuantKernel::kCentroidTable, QuantKernel::kActivationLut};
 
@@ -200,10 +217,21 @@ void CheckMatrix(std::mt19937_64& rng, const QuantLayout& l, ThreadPool* pool) {
                                             << QuantKernelName(k) << " m=" << m << " bias="
                                             << with_bias << " pool=" << (pool != nullptr));
           auto packed = PackedQuantMatrix::Pack(q.view(), k);
+          const bool promised = k == QuantKernel::kActivationLut   ? LutPromised(l, isa)
+                                : k == QuantKernel::kCentroidTable ? CentroidPromised(l, isa)
+                                                                   : true;
+          ASSERT_EQ(packed.ok(), promised) << packed.status();
           if (!packed.ok()) {
-            ASSERT_EQ(packed.status().code(), absl::StatusCode::kUnimplemented)
-                << packed.status();
+            ASSERT_EQ(packed.status().code(), absl::StatusCode::kUnimplemented);
             continue;
+          }
+          if (k == QuantKernel::kAuto) {
+            const QuantKernel want = LutPromised(l, isa)        ? QuantKernel::kActivationLut
+                                     : CentroidPromised(l, isa) ? QuantKernel::kCentroidTable
+                                                                : QuantKernel::kReference;
+            ASSERT_EQ((*packed)->kernel(), want);
+          } else {
+            ASSERT_EQ((*packed)->kernel(), k);
           }
           ASSERT_LE(static_cast<int>((*packed)->isa()), static_cast<int>(isa));
           Expect(**packed, act, o, b, pool);

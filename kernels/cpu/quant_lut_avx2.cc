@@ -1,0 +1,255 @@
+// AVX2 design (b) of QuantLinear, kActivationLut (T-MAC / LUT-GEMM style).
+//
+// Why: at 2 bits a weight is a quarter of a byte, so decoding each weight to
+// fp32 and issuing an FMA (design (a), quant_centroid_avx2.cc) costs ~5
+// vector ops per 8 weights and is compute-bound far below memory bandwidth.
+// Here the work per weight is shared: for every 4 activations a 16-entry
+// table of partial sums (one per bit pattern) is built once per input and
+// quantized to int8 (quant_linear.h, "LUT quantization"); one vpshufb then
+// looks up 32 (row, bit plane) nibbles = 128 bit-products at once, and one
+// vpmaddubsw widens pairs to int16 while weighting the planes (1, 2 for
+// affine; a 0/1 mask to keep planes apart for codebook and binary-coded).
+// Per 32-column block the int16 sums are scaled to fp32; per group the
+// plane sums are combined with the group's coefficients (the Moebius
+// expansion of its decoded values) and the constant term times sum(x).
+// A 2-bit codebook needs planes b0, b1 and b0&b1, the last made on the fly
+// with one vpand of the byte pair; binary-coded and affine need only the
+// single planes.
+// Measured against design (a) in docs/PERFORMANCE.md ("Quantized linear").
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "cpu/ops_cpu.h"
+#include "cpu/quant_linear_cpu.h"
+
+namespace lcd::kernels::avx2 {
+namespace {
+
+inline __m256i Bytes2(int a, int b) {
+  return _mm256_set1_epi16(static_cast<int16_t>((b << 8) | a));
+}
+
+template <QuantFormat F, int B>
+struct LutShape {
+  static constexpr int kTileRows = (B == 1 || B == 3) ? 32 : 16;
+  static constexpr int kHalves = kTileRows / 16;
+  static constexpr int kVecs = B == 3 ? 3 : (B == 4 ? 2 : 1);
+  // int16 accumulators per 16 rows: one per separately weighted quantity.
+  static constexpr int kQ = F == QuantFormat::kCodebook ? 3 : (F == QuantFormat::kAffine ? 1 : B);
+  static constexpr int kP = F == QuantFormat::kCodebook ? (1 << B) : (F == QuantFormat::kAffine ? 2 : B + 1);
+};
+
+// One row tile against one input row: yrow[rows of the tile] = x . W^T + bias.
+template <QuantFormat F, int B>
+void LutTile(const LutPackedView& w, const LutTablesView& tv, int64_t tile, int64_t t,
+             const float* bias, float* yrow) {
+  using S = LutShape<F, B>;
+  constexpr int TR = S::kTileRows, H = S::kHalves, NV = S::kVecs, Q = S::kQ, P = S::kP;
+  constexpr int R8 = TR / 8;
+  const __m256i nib = _mm256_set1_epi8(0x0f);
+  const __m256i w12 = Bytes2(1, 2), w48 = Bytes2(4, 8), w10 = Bytes2(1, 0), w01 = Bytes2(0, 1);
+  const __m256i w40 = Bytes2(4, 0), w04 = Bytes2(0, 4);
+  const uint8_t* codes = w.codes + tile * w.blocks32 * 4 * NV * 32;
+  const int8_t* lut = tv.lut + t * tv.blocks32 * 8 * 16;
+  const float* scale = tv.scale + t * tv.blocks32;
+  const float* bsum = tv.sum + t * tv.blocks32;
+  const int64_t bpg = w.group_size / 32;
+  __m256 yacc[R8];
+  for (int r = 0; r < R8; ++r) yacc[r] = _mm256_setzero_ps();
+
+  for (int64_t g = 0; g < w.groups; ++g) {
+    const int64_t b_end = std::min(w.blocks32, (g + 1) * bpg);
+    __m256 facc[Q][R8];
+    for (int q = 0; q < Q; ++q)
+      for (int r = 0; r < R8; ++r) facc[q][r] = _mm256_setzero_ps();
+    float sumx = 0.0f;
+    for (int64_t b = g * bpg; b < b_end; ++b) {
+      __m256i iacc[Q][H];
+      for (int q = 0; q < Q; ++q)
+        for (int h = 0; h < H; ++h) iacc[q][h] = _mm256_setzero_si256();
+      const uint8_t* cb = codes + b * 4 * NV * 32;
+#pragma GCC unroll 4
+      for (int chunk = 0; chunk < 4; ++chunk) {
+        const int8_t* tj = lut + (b * 8 + chunk * 2) * 16;
+        const __m256i tlo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)tj));
+        const __m256i thi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(tj + 16)));
+        const uint8_t* cv = cb + chunk * NV * 32;
+        // Looks up both nibbles of v: r[0] for columns 0..3, r[1] for 4..7.
+        auto look = [&](__m256i v, __m256i* r) {
+          r[0] = _mm256_shuffle_epi8(tlo, _mm256_and_si256(v, nib));
+          r[1] = _mm256_shuffle_epi8(thi, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib));
+        };
+        auto mad = [](__m256i wt, const __m256i* r) {
+          return _mm256_add_epi16(_mm256_maddubs_epi16(wt, r[0]), _mm256_maddubs_epi16(wt, r[1]));
+        };
+        __m256i r0[2];
+        const __m256i v0 = _mm256_load_si256((const __m256i*)cv);
+        look(v0, r0);
+        if constexpr (F == QuantFormat::kAffine && B == 2) {
+          iacc[0][0] = _mm256_add_epi16(iacc[0][0], mad(w12, r0));
+        } else if constexpr (F == QuantFormat::kAffine && B == 4) {
+          __m256i r1[2];
+          look(_mm256_load_si256((const __m256i*)(cv + 32)), r1);
+          iacc[0][0] = _mm256_add_epi16(iacc[0][0], _mm256_add_epi16(mad(w12, r0), mad(w48, r1)));
+        } else if constexpr (F == QuantFormat::kAffine && B == 3) {
+          __m256i r1[2], r2[2];
+          look(_mm256_load_si256((const __m256i*)(cv + 32)), r1);
+          look(_mm256_load_si256((const __m256i*)(cv + 64)), r2);
+          iacc[0][0] = _mm256_add_epi16(iacc[0][0], _mm256_add_epi16(mad(w12, r0), mad(w40, r2)));
+          iacc[0][1] = _mm256_add_epi16(iacc[0][1], _mm256_add_epi16(mad(w12, r1), mad(w04, r2)));
+        } else if constexpr (F == QuantFormat::kBinaryCoded && B == 1) {
+          iacc[0][0] = _mm256_add_epi16(iacc[0][0], mad(w10, r0));
+          iacc[0][1] = _mm256_add_epi16(iacc[0][1], mad(w01, r0));
+        } else if constexpr (F == QuantFormat::kBinaryCoded && B == 2) {
+          iacc[0][0] = _mm256_add_epi16(iacc[0][0], mad(w10, r0));
+          iacc[1][0] = _mm256_add_epi16(iacc[1][0], mad(w01, r0));
+        } else {  // codebook, b = 2: planes b0, b1 and b0 & b1 (T[0] = 0 pads)
+          static_assert(F == QuantFormat::kCodebook && B == 2);
+          __m256i r3[2];
+          look(_mm256_and_si256(v0, _mm256_srli_epi16(v0, 8)), r3);
+          iacc[0][0] = _mm256_add_epi16(iacc[0][0], mad(w10, r0));
+          iacc[1][0] = _mm256_add_epi16(iacc[1][0], mad(w01, r0));
+          iacc[2][0] = _mm256_add_epi16(iacc[2][0], mad(w10, r3));
+        }
+      }
+      const __m256 s = _mm256_set1_ps(scale[b]);
+      sumx += bsum[b];
+      for (int q = 0; q < Q; ++q) {
+        for (int h = 0; h < H; ++h) {
+          const __m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(iacc[q][h]));
+          const __m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(iacc[q][h], 1));
+          facc[q][2 * h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), s, facc[q][2 * h]);
+          facc[q][2 * h + 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), s, facc[q][2 * h + 1]);
+        }
+      }
+    }
+    // Combine the plane sums with the group's coefficients.
+    const uint16_t* pp = w.params + (tile * w.groups + g) * P * TR;
+    const __m256 sx = _mm256_set1_ps(sumx);
+    for (int r = 0; r < R8; ++r) {
+      __m256 p[P];
+      for (int i = 0; i < P; ++i) {
+        p[i] = _mm256_cvtph_ps(_mm_load_si128((const __m128i*)(pp + i * TR + r * 8)));
+      }
+      __m256 acc = yacc[r];
+      if constexpr (F == QuantFormat::kAffine) {
+        // s * (sum x q - z * sum x)
+        acc = _mm256_fmadd_ps(p[0], _mm256_fnmadd_ps(p[1], sx, facc[0][r]), acc);
+      } else if constexpr (F == QuantFormat::kBinaryCoded) {
+        // sum_i 2 p_i (x . plane_i) + (p_b - sum_i p_i) sum x
+        __m256 c0 = p[B];
+        for (int i = 0; i < B; ++i) {
+          acc = _mm256_fmadd_ps(_mm256_add_ps(p[i], p[i]), facc[i][r], acc);
+          c0 = _mm256_sub_ps(c0, p[i]);
+        }
+        acc = _mm256_fmadd_ps(c0, sx, acc);
+      } else {
+        const __m256 d1 = _mm256_sub_ps(p[1], p[0]);
+        const __m256 d2 = _mm256_sub_ps(p[2], p[0]);
+        const __m256 d3 = _mm256_sub_ps(_mm256_sub_ps(p[3], p[2]), d1);
+        acc = _mm256_fmadd_ps(d1, facc[0][r], acc);
+        acc = _mm256_fmadd_ps(d2, facc[1][r], acc);
+        acc = _mm256_fmadd_ps(d3, facc[2][r], acc);
+        acc = _mm256_fmadd_ps(p[0], sx, acc);
+      }
+      yacc[r] = acc;
+    }
+  }
+  alignas(32) float out[TR];
+  for (int r = 0; r < R8; ++r) _mm256_store_ps(out + 8 * r, yacc[r]);
+  const int64_t row0 = tile * TR;
+  const int n = static_cast<int>(std::min<int64_t>(TR, w.rows - row0));
+  for (int i = 0; i < n; ++i) yrow[row0 + i] = out[i] + (bias ? bias[row0 + i] : 0.0f);
+}
+
+template <QuantFormat F, int B>
+void LutLinearTyped(const LutPackedView& w, const LutTablesView& tv, int64_t m, const float* bias,
+                    float* y, ThreadPool* pool) {
+  // Enough tiles per chunk that a chunk is ~64K weights (dispatch cost).
+  const int64_t min_tiles = std::max<int64_t>(1, 65536 / (w.tile_rows * w.cols * m));
+  ParallelFor(pool, w.tiles, min_tiles, [&](int64_t begin, int64_t end) {
+    // Token loop inside the tile: the tile's codes come from DRAM once and
+    // from L1/L2 for the other tokens.
+    for (int64_t tile = begin; tile < end; ++tile) {
+      for (int64_t t = 0; t < m; ++t) LutTile<F, B>(w, tv, tile, t, bias, y + t * w.rows);
+    }
+  });
+}
+
+}  // namespace
+
+void LutLinear(const LutPackedView& w, const LutTablesView& t, int64_t m, const float* bias,
+               float* y, ThreadPool* pool) {
+  switch (w.format) {
+    case QuantFormat::kCodebook:
+      return LutLinearTyped<QuantFormat::kCodebook, 2>(w, t, m, bias, y, pool);
+    case QuantFormat::kAffine:
+      if (w.bits == 2) return LutLinearTyped<QuantFormat::kAffine, 2>(w, t, m, bias, y, pool);
+      if (w.bits == 3) return LutLinearTyped<QuantFormat::kAffine, 3>(w, t, m, bias, y, pool);
+      return LutLinearTyped<QuantFormat::kAffine, 4>(w, t, m, bias, y, pool);
+    case QuantFormat::kBinaryCoded:
+      if (w.bits == 1) return LutLinearTyped<QuantFormat::kBinaryCoded, 1>(w, t, m, bias, y, pool);
+      return LutLinearTyped<QuantFormat::kBinaryCoded, 2>(w, t, m, bias, y, pool);
+  }
+}
+
+void BuildLutTables(const float* x, int64_t m, int64_t cols, int64_t blocks32, int8_t* lut,
+                    float* scale, float* sum) {
+  // Pattern p of the low 8 entries has bits 0..2 of p; the high 8 add x3.
+  const __m256 b0 = _mm256_setr_ps(0, 1, 0, 1, 0, 1, 0, 1);
+  const __m256 b1 = _mm256_setr_ps(0, 0, 1, 1, 0, 0, 1, 1);
+  const __m256 b2 = _mm256_setr_ps(0, 0, 0, 0, 1, 1, 1, 1);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t t = 0; t < m; ++t) {
+    const float* xt = x + t * cols;
+    for (int64_t b = 0; b < blocks32; ++b) {
+      alignas(32) float xs[32];
+      const int64_t c0 = b * 32;
+      if (c0 + 32 <= cols) {
+        std::copy(xt + c0, xt + c0 + 32, xs);
+      } else {
+        std::fill(xs, xs + 32, 0.0f);
+        std::copy(xt + c0, xt + cols, xs);
+      }
+      __m256 tab[8][2];
+      __m256 vmax = _mm256_setzero_ps(), vmin = _mm256_setzero_ps();
+      __m256 vs = _mm256_setzero_ps();
+      for (int j = 0; j < 8; ++j) {
+        const float* q = xs + 4 * j;
+        __m256 lo = _mm256_mul_ps(_mm256_set1_ps(q[0]), b0);
+        lo = _mm256_fmadd_ps(_mm256_set1_ps(q[1]), b1, lo);
+        lo = _mm256_fmadd_ps(_mm256_set1_ps(q[2]), b2, lo);
+        const __m256 hi = _mm256_add_ps(lo, _mm256_set1_ps(q[3]));
+        tab[j][0] = lo;
+        tab[j][1] = hi;
+        vmax = _mm256_max_ps(vmax, _mm256_max_ps(lo, hi));
+        vmin = _mm256_min_ps(vmin, _mm256_min_ps(lo, hi));
+        if (j % 2 == 0) vs = _mm256_add_ps(vs, _mm256_load_ps(xs + 4 * j));
+      }
+      alignas(32) float mx[8], mn[8], sv[8];
+      _mm256_store_ps(mx, vmax);
+      _mm256_store_ps(mn, vmin);
+      _mm256_store_ps(sv, vs);
+      float maxabs = 0.0f, s = 0.0f;
+      for (int i = 0; i < 8; ++i) {
+        maxabs = std::max(maxabs, std::max(mx[i], -mn[i]));
+        s += sv[i];
+      }
+      scale[t * blocks32 + b] = maxabs / 127.0f;
+      sum[t * blocks32 + b] = s;
+      const __m256 inv = _mm256_set1_ps(maxabs > 0.0f ? 127.0f / maxabs : 0.0f);
+      int8_t* out = lut + (t * blocks32 + b) * 8 * 16;
+      for (int j = 0; j < 8; ++j) {
+        // Round to nearest (MXCSR default); |T * inv| <= 127 so no saturation.
+        const __m256i lo = _mm256_cvtps_epi32(_mm256_mul_ps(tab[j][0], inv));
+        const __m256i hi = _mm256_cvtps_epi32(_mm256_mul_ps(tab[j][1], inv));
+        const __m256i p16 = _mm256_packs_epi32(lo, hi);  // lo0-3 hi0-3 | lo4-7 hi4-7
+        const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16, p16), order);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j * 16), _mm256_castsi256_si128(p8));
+      }
+    }
+  }
+}
+
+}  // namespace lcd::kernels::avx2
