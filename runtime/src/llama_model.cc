@@ -14,30 +14,36 @@
 namespace lcd::runtime {
 namespace {
 
-uint64_t MatrixBytes(const kernels::MatrixView& m) {
-  return static_cast<uint64_t>(m.rows) * static_cast<uint64_t>(m.cols) * kernels::DTypeSize(m.dtype);
-}
-
 void Grow(std::vector<float>& v, int64_t n) {
   if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
 }
 
 }  // namespace
 
-LlamaModel::LlamaModel(ModelConfig config, std::unique_ptr<Checkpoint> checkpoint, LlamaWeights weights,
+LlamaModel::LlamaModel(ModelConfig config, std::unique_ptr<TensorSource> source, LlamaWeights weights,
                        int num_threads)
     : config_(std::move(config)),
-      checkpoint_(std::move(checkpoint)),
+      source_(std::move(source)),
       weights_(std::move(weights)),
       pool_(std::make_unique<kernels::ThreadPool>(num_threads)),
       inv_freq_(config_.RopeInvFreq()) {
-  for (const LlamaLayerWeights& l : weights_.layers) {
-    for (const kernels::MatrixView* m :
-         {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) {
-      weight_bytes_ += MatrixBytes(*m);
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    const LlamaLayerWeights& l = weights_.layers[i];
+    for (const LinearWeight* w : {l.qkv.get(), l.o_proj.get(), l.gate_up.get(), l.down_proj.get()}) {
+      weight_bytes_ += w->BytesRead();
     }
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    qkv_names_.push_back({p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight"});
+    o_names_.push_back({p + "self_attn.o_proj.weight"});
+    gate_up_names_.push_back({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"});
+    down_names_.push_back({p + "mlp.down_proj.weight"});
   }
-  weight_bytes_ += MatrixBytes(weights_.lm_head);
+  weight_bytes_ += weights_.lm_head->BytesRead();
+}
+
+void LlamaModel::Observe(const std::vector<std::string>& names, const LinearInput& in) const {
+  if (!observer_) return;
+  for (const std::string& n : names) observer_(n, in.x(), in.m(), in.cols());
 }
 
 kernels::KvLayout LlamaModel::KvLayoutFor(int64_t block_size) const {
@@ -143,7 +149,9 @@ absl::StatusOr<ForwardOutput> LlamaModel::Forward(const std::vector<SeqBatchEntr
   ForwardOutput out;
   out.num_rows = rows;
   out.logits.resize(static_cast<size_t>(rows * config_.vocab_size));
-  kernels::Linear(h_.data(), rows, weights_.lm_head, nullptr, out.logits.data(), pool_.get());
+  in_.Reset(h_.data(), rows, hidden);
+  Observe({"lm_head.weight"}, in_);
+  weights_.lm_head->Forward(in_, nullptr, out.logits.data(), pool_.get());
   return out;
 }
 
@@ -158,19 +166,28 @@ void LlamaModel::RunLayer(int64_t layer, int64_t num_tokens, KvCache& cache) {
   kernels::ThreadPool* pool = pool_.get();
   auto bias = [](const std::vector<float>& b) { return b.empty() ? nullptr : b.data(); };
 
+  const int64_t qkv_dim = q_dim + 2 * kv_dim;
   Grow(h_, num_tokens * std::max(hidden, q_dim));
+  Grow(qkv_, num_tokens * qkv_dim);
   Grow(q_, num_tokens * q_dim);
   Grow(k_, num_tokens * kv_dim);
   Grow(v_, num_tokens * kv_dim);
   Grow(attn_, num_tokens * q_dim);
+  Grow(gate_up_, num_tokens * 2 * inter);
   Grow(gate_, num_tokens * inter);
   Grow(up_, num_tokens * inter);
 
-  // Attention block.
+  // Attention block: q, k and v from one stacked weight, then split per token.
   kernels::RmsNorm(x_.data(), num_tokens, hidden, w.input_norm.data(), eps, h_.data());
-  kernels::Linear(h_.data(), num_tokens, w.q_proj, bias(w.q_bias), q_.data(), pool);
-  kernels::Linear(h_.data(), num_tokens, w.k_proj, bias(w.k_bias), k_.data(), pool);
-  kernels::Linear(h_.data(), num_tokens, w.v_proj, bias(w.v_bias), v_.data(), pool);
+  in_.Reset(h_.data(), num_tokens, hidden);
+  Observe(qkv_names_[layer], in_);
+  w.qkv->Forward(in_, bias(w.qkv_bias), qkv_.data(), pool);
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    const float* row = qkv_.data() + t * qkv_dim;
+    std::copy_n(row, q_dim, q_.data() + t * q_dim);
+    std::copy_n(row + q_dim, kv_dim, k_.data() + t * kv_dim);
+    std::copy_n(row + q_dim + kv_dim, kv_dim, v_.data() + t * kv_dim);
+  }
   kernels::ApplyRope(q_.data(), num_tokens, c.num_heads, c.head_dim, positions_.data(), inv_freq_.data());
   kernels::ApplyRope(k_.data(), num_tokens, c.num_kv_heads, c.head_dim, positions_.data(), inv_freq_.data());
   const kernels::KvLayout& layout = cache.layout();
@@ -179,15 +196,24 @@ void LlamaModel::RunLayer(int64_t layer, int64_t num_tokens, KvCache& cache) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   kernels::PagedAttention(q_.data(), c.num_heads, seqs_.data(), static_cast<int64_t>(seqs_.size()), layout,
                           cache.k_pool(layer), cache.v_pool(layer), scale, attn_.data(), pool);
-  kernels::Linear(attn_.data(), num_tokens, w.o_proj, bias(w.o_bias), h_.data(), pool);
+  in_.Reset(attn_.data(), num_tokens, q_dim);
+  Observe(o_names_[layer], in_);
+  w.o_proj->Forward(in_, bias(w.o_bias), h_.data(), pool);
   kernels::Add(h_.data(), num_tokens * hidden, x_.data());
 
-  // MLP block.
+  // MLP block: gate and up from one stacked weight.
   kernels::RmsNorm(x_.data(), num_tokens, hidden, w.post_attention_norm.data(), eps, h_.data());
-  kernels::Linear(h_.data(), num_tokens, w.gate_proj, nullptr, gate_.data(), pool);
-  kernels::Linear(h_.data(), num_tokens, w.up_proj, nullptr, up_.data(), pool);
+  in_.Reset(h_.data(), num_tokens, hidden);
+  Observe(gate_up_names_[layer], in_);
+  w.gate_up->Forward(in_, nullptr, gate_up_.data(), pool);
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    std::copy_n(gate_up_.data() + t * 2 * inter, inter, gate_.data() + t * inter);
+    std::copy_n(gate_up_.data() + t * 2 * inter + inter, inter, up_.data() + t * inter);
+  }
   kernels::SiluMul(gate_.data(), up_.data(), num_tokens * inter, gate_.data());
-  kernels::Linear(gate_.data(), num_tokens, w.down_proj, nullptr, h_.data(), pool);
+  in_.Reset(gate_.data(), num_tokens, inter);
+  Observe(down_names_[layer], in_);
+  w.down_proj->Forward(in_, nullptr, h_.data(), pool);
   kernels::Add(h_.data(), num_tokens * hidden, x_.data());
 }
 

@@ -7,56 +7,64 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "lcd/kernels/ops.h"
 #include "lcd/kernels/thread_pool.h"
-#include "lcd/runtime/checkpoint.h"
+#include "lcd/runtime/linear_weight.h"
 #include "lcd/runtime/model.h"
 #include "lcd/runtime/model_config.h"
+#include "src/weights/tensor_source.h"
 
 namespace lcd::runtime {
 
-// Weights of one decoder layer. Matrices point into the checkpoint mapping;
-// the small vectors are widened to fp32 copies. Empty bias = no bias.
+// Weights of one decoder layer. Linear layers that read the same input are
+// stacked (qkv: q_dim + 2 kv_dim output rows; gate_up: 2 * intermediate); the
+// small vectors are widened to fp32 copies. Empty bias = no bias.
 struct LlamaLayerWeights {
-  kernels::MatrixView q_proj, k_proj, v_proj, o_proj;
-  kernels::MatrixView gate_proj, up_proj, down_proj;
-  std::vector<float> q_bias, k_bias, v_bias, o_bias;
+  std::unique_ptr<LinearWeight> qkv, o_proj, gate_up, down_proj;
+  std::vector<float> qkv_bias, o_bias;
   std::vector<float> input_norm, post_attention_norm;
 };
 
 struct LlamaWeights {
-  kernels::MatrixView embed_tokens;
-  kernels::MatrixView lm_head;  // == embed_tokens when tied.
+  kernels::MatrixView embed_tokens;      // Always dense: a lookup reads one row per token.
+  std::unique_ptr<LinearWeight> lm_head;  // The embedding's matrix when tied and not stored apart.
   std::vector<float> final_norm;
   std::vector<LlamaLayerWeights> layers;
 };
 
-// Validates and binds every tensor the config calls for: dtype F32/F16/BF16,
-// exact shape. NotFound names a missing tensor; InvalidArgument names a
-// tensor with a wrong shape or dtype.
-absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& config, const Checkpoint& ckpt);
+// Validates and binds every tensor the config calls for, with exact shapes.
+// NotFound names a missing tensor; InvalidArgument names a tensor with a
+// wrong shape or dtype. A tied model whose checkpoint stores the matrix only
+// as lm_head.weight (transformers accepts that) uses it for both.
+absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& config, const TensorSource& source);
 
 class LlamaModel : public Model {
  public:
-  LlamaModel(ModelConfig config, std::unique_ptr<Checkpoint> checkpoint, LlamaWeights weights,
-             int num_threads);
+  LlamaModel(ModelConfig config, std::unique_ptr<TensorSource> source, LlamaWeights weights, int num_threads);
 
   const ModelConfig& config() const override { return config_; }
   kernels::KvLayout KvLayoutFor(int64_t block_size) const override;
   uint64_t WeightBytes() const override { return weight_bytes_; }
   absl::StatusOr<ForwardOutput> Forward(const std::vector<SeqBatchEntry>& batch,
                                         KvCache& cache) override;
+  void SetLinearInputObserver(LinearInputObserver observer) override { observer_ = std::move(observer); }
 
  private:
+  // Reports `in` to the observer under each name (no-op without one).
+  void Observe(const std::vector<std::string>& names, const LinearInput& in) const;
   absl::Status ValidateBatch(const std::vector<SeqBatchEntry>& batch, const KvCache& cache) const;
   void RunLayer(int64_t layer, int64_t num_tokens, KvCache& cache);
 
   ModelConfig config_;
-  std::unique_ptr<Checkpoint> checkpoint_;  // Owns the mappings the views point into.
+  std::unique_ptr<TensorSource> source_;  // Owns the mappings the weights point into.
   LlamaWeights weights_;
+  LinearInputObserver observer_;
+  // Per layer, the Hugging Face names behind each stacked weight (observer).
+  std::vector<std::vector<std::string>> qkv_names_, o_names_, gate_up_names_, down_names_;
   std::unique_ptr<kernels::ThreadPool> pool_;
   std::vector<float> inv_freq_;
   uint64_t weight_bytes_ = 0;
@@ -67,7 +75,8 @@ class LlamaModel : public Model {
   std::vector<int64_t> slots_;
   std::vector<kernels::AttentionSeq> seqs_;
   // Scratch activations, grown as needed and reused across calls.
-  std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_;
+  std::vector<float> x_, h_, qkv_, q_, k_, v_, attn_, gate_up_, gate_, up_;
+  LinearInput in_;
 };
 
 }  // namespace lcd::runtime

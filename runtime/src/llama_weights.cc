@@ -1,6 +1,6 @@
-// Binds a Hugging Face Llama/Mistral/Qwen2 checkpoint's tensors to the
-// decoder's weight slots, checking every dtype and shape up front so Forward
-// never reads out of bounds.
+// Binds a Llama/Mistral/Qwen2 model's tensors (from a Hugging Face checkpoint
+// or an artifact, through TensorSource) to the decoder's weight slots,
+// checking every shape up front so Forward never reads out of bounds.
 #include <string>
 #include <vector>
 
@@ -17,27 +17,16 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-absl::StatusOr<TensorView> GetChecked(const Checkpoint& ckpt, const std::string& name,
-                                      const std::vector<int64_t>& shape) {
-  absl::StatusOr<TensorView> t = ckpt.Get(name);
-  if (!t.ok()) {
-    return absl::NotFoundError(absl::StrCat("checkpoint has no tensor ", name, " (", t.status().message(), ")"));
-  }
-  absl::StatusOr<kernels::DType> dtype = ToKernelDType(t->dtype);
-  if (!dtype.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has dtype ", std::string(StDTypeName(t->dtype)),
-                                                   "; expected F32, F16 or BF16"));
-  }
-  if (t->shape != shape) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has shape ", ShapeString(t->shape),
-                                                   "; expected ", ShapeString(shape)));
-  }
-  return t;
+absl::Status ShapeError(const std::string& name, const std::vector<int64_t>& got,
+                        const std::vector<int64_t>& want) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("tensor ", name, " has shape ", ShapeString(got), "; expected ", ShapeString(want)));
 }
 
-absl::StatusOr<kernels::MatrixView> GetMatrix(const Checkpoint& ckpt, const std::string& name, int64_t rows,
-                                              int64_t cols) {
-  LCD_ASSIGN_OR_RETURN(TensorView t, GetChecked(ckpt, name, {rows, cols}));
+absl::StatusOr<kernels::MatrixView> GetDenseMatrix(const TensorSource& src, const std::string& name, int64_t rows,
+                                                   int64_t cols) {
+  LCD_ASSIGN_OR_RETURN(TensorView t, src.Dense(name));
+  if (t.shape != std::vector<int64_t>{rows, cols}) return ShapeError(name, t.shape, {rows, cols});
   kernels::MatrixView m;
   m.data = t.data;
   m.dtype = *ToKernelDType(t.dtype);
@@ -46,16 +35,36 @@ absl::StatusOr<kernels::MatrixView> GetMatrix(const Checkpoint& ckpt, const std:
   return m;
 }
 
-absl::StatusOr<std::vector<float>> GetVector(const Checkpoint& ckpt, const std::string& name, int64_t n) {
-  LCD_ASSIGN_OR_RETURN(TensorView t, GetChecked(ckpt, name, {n}));
+absl::StatusOr<LinearSource> GetLinear(const TensorSource& src, const std::string& name, int64_t rows,
+                                       int64_t cols) {
+  LCD_ASSIGN_OR_RETURN(LinearSource s, src.Linear(name));
+  if (s.rows() != rows || s.cols() != cols) return ShapeError(name, {s.rows(), s.cols()}, {rows, cols});
+  return s;
+}
+
+absl::StatusOr<std::vector<float>> GetVector(const TensorSource& src, const std::string& name, int64_t n) {
+  LCD_ASSIGN_OR_RETURN(TensorView t, src.Dense(name));
+  if (t.shape != std::vector<int64_t>{n}) return ShapeError(name, t.shape, {n});
   std::vector<float> out(static_cast<size_t>(n));
   kernels::ConvertToF32(t.data, *ToKernelDType(t.dtype), static_cast<size_t>(n), out.data());
   return out;
 }
 
+// Binds the named linear layers (same input) as one stacked weight.
+absl::StatusOr<std::unique_ptr<LinearWeight>> GetStacked(const TensorSource& src,
+                                                         const std::vector<std::string>& names,
+                                                         const std::vector<int64_t>& rows, int64_t cols) {
+  std::vector<LinearSource> parts;
+  for (size_t i = 0; i < names.size(); ++i) {
+    LCD_ASSIGN_OR_RETURN(LinearSource s, GetLinear(src, names[i], rows[i], cols));
+    parts.push_back(s);
+  }
+  return StackLinearWeights(parts);
+}
+
 }  // namespace
 
-absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& c, const Checkpoint& ckpt) {
+absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& c, const TensorSource& src) {
   const int64_t hidden = c.hidden_size;
   const int64_t q_dim = c.num_heads * c.head_dim;
   const int64_t kv_dim = c.num_kv_heads * c.head_dim;
@@ -63,18 +72,24 @@ absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& c, const Checkp
 
   // Llama's optional MLP biases (config mlp_bias) are not modelled; refuse
   // rather than silently computing without them.
-  if (ckpt.Has("model.layers.0.mlp.gate_proj.bias")) {
+  if (src.Has("model.layers.0.mlp.gate_proj.bias")) {
     return absl::UnimplementedError("checkpoint has MLP biases (mlp_bias=true), which are not supported");
   }
 
   LlamaWeights w;
-  LCD_ASSIGN_OR_RETURN(w.embed_tokens, GetMatrix(ckpt, "model.embed_tokens.weight", c.vocab_size, hidden));
-  if (c.tie_word_embeddings) {
-    w.lm_head = w.embed_tokens;
+  // Tied models: transformers accepts the shared matrix under either name.
+  const bool embed_stored = src.Has("model.embed_tokens.weight");
+  const bool head_stored = src.Has("lm_head.weight");
+  const std::string embed_name =
+      embed_stored || !c.tie_word_embeddings || !head_stored ? "model.embed_tokens.weight" : "lm_head.weight";
+  LCD_ASSIGN_OR_RETURN(w.embed_tokens, GetDenseMatrix(src, embed_name, c.vocab_size, hidden));
+  if (head_stored || !c.tie_word_embeddings) {
+    // An artifact may store a tied model's head apart, quantized.
+    LCD_ASSIGN_OR_RETURN(w.lm_head, GetStacked(src, {"lm_head.weight"}, {c.vocab_size}, hidden));
   } else {
-    LCD_ASSIGN_OR_RETURN(w.lm_head, GetMatrix(ckpt, "lm_head.weight", c.vocab_size, hidden));
+    w.lm_head = MakeDenseWeight(w.embed_tokens);
   }
-  LCD_ASSIGN_OR_RETURN(w.final_norm, GetVector(ckpt, "model.norm.weight", hidden));
+  LCD_ASSIGN_OR_RETURN(w.final_norm, GetVector(src, "model.norm.weight", hidden));
 
   // Qwen2 always has q/k/v biases and no o_proj bias; Llama's attention_bias
   // adds all four (transformers' LlamaAttention).
@@ -85,23 +100,25 @@ absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& c, const Checkp
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     LlamaLayerWeights& l = w.layers[i];
-    LCD_ASSIGN_OR_RETURN(l.q_proj, GetMatrix(ckpt, p + "self_attn.q_proj.weight", q_dim, hidden));
-    LCD_ASSIGN_OR_RETURN(l.k_proj, GetMatrix(ckpt, p + "self_attn.k_proj.weight", kv_dim, hidden));
-    LCD_ASSIGN_OR_RETURN(l.v_proj, GetMatrix(ckpt, p + "self_attn.v_proj.weight", kv_dim, hidden));
-    LCD_ASSIGN_OR_RETURN(l.o_proj, GetMatrix(ckpt, p + "self_attn.o_proj.weight", hidden, q_dim));
+    LCD_ASSIGN_OR_RETURN(l.qkv, GetStacked(src,
+                                           {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
+                                            p + "self_attn.v_proj.weight"},
+                                           {q_dim, kv_dim, kv_dim}, hidden));
+    LCD_ASSIGN_OR_RETURN(l.o_proj, GetStacked(src, {p + "self_attn.o_proj.weight"}, {hidden}, q_dim));
     if (qkv_bias) {
-      LCD_ASSIGN_OR_RETURN(l.q_bias, GetVector(ckpt, p + "self_attn.q_proj.bias", q_dim));
-      LCD_ASSIGN_OR_RETURN(l.k_bias, GetVector(ckpt, p + "self_attn.k_proj.bias", kv_dim));
-      LCD_ASSIGN_OR_RETURN(l.v_bias, GetVector(ckpt, p + "self_attn.v_proj.bias", kv_dim));
+      for (const auto& [name, n] : {std::pair<std::string, int64_t>{"q", q_dim}, {"k", kv_dim}, {"v", kv_dim}}) {
+        LCD_ASSIGN_OR_RETURN(std::vector<float> b, GetVector(src, p + "self_attn." + name + "_proj.bias", n));
+        l.qkv_bias.insert(l.qkv_bias.end(), b.begin(), b.end());
+      }
     }
     if (o_bias) {
-      LCD_ASSIGN_OR_RETURN(l.o_bias, GetVector(ckpt, p + "self_attn.o_proj.bias", hidden));
+      LCD_ASSIGN_OR_RETURN(l.o_bias, GetVector(src, p + "self_attn.o_proj.bias", hidden));
     }
-    LCD_ASSIGN_OR_RETURN(l.gate_proj, GetMatrix(ckpt, p + "mlp.gate_proj.weight", inter, hidden));
-    LCD_ASSIGN_OR_RETURN(l.up_proj, GetMatrix(ckpt, p + "mlp.up_proj.weight", inter, hidden));
-    LCD_ASSIGN_OR_RETURN(l.down_proj, GetMatrix(ckpt, p + "mlp.down_proj.weight", hidden, inter));
-    LCD_ASSIGN_OR_RETURN(l.input_norm, GetVector(ckpt, p + "input_layernorm.weight", hidden));
-    LCD_ASSIGN_OR_RETURN(l.post_attention_norm, GetVector(ckpt, p + "post_attention_layernorm.weight", hidden));
+    LCD_ASSIGN_OR_RETURN(l.gate_up,
+                         GetStacked(src, {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}, {inter, inter}, hidden));
+    LCD_ASSIGN_OR_RETURN(l.down_proj, GetStacked(src, {p + "mlp.down_proj.weight"}, {hidden}, inter));
+    LCD_ASSIGN_OR_RETURN(l.input_norm, GetVector(src, p + "input_layernorm.weight", hidden));
+    LCD_ASSIGN_OR_RETURN(l.post_attention_norm, GetVector(src, p + "post_attention_layernorm.weight", hidden));
   }
   return w;
 }

@@ -6,13 +6,22 @@
 #include "absl/strings/str_cat.h"
 #include "lcd/base/logging.h"
 #include "lcd/base/status_macros.h"
+#include "lcd/runtime/artifact.h"
 #include "lcd/runtime/checkpoint.h"
 #include "llama_model.h"
 
 namespace lcd::runtime {
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const ModelOptions& options) {
-  LCD_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
+  ModelConfig config;
+  std::unique_ptr<TensorSource> source;
+  if (IsArtifactDir(dir)) {
+    LCD_ASSIGN_OR_RETURN(std::unique_ptr<Artifact> artifact, Artifact::Open(dir));
+    config = artifact->config();
+    source = MakeArtifactSource(std::move(artifact));
+  } else {
+    LCD_ASSIGN_OR_RETURN(config, LoadModelConfig(dir));
+  }
   switch (config.arch) {
     case Architecture::kLlama:
     case Architecture::kMistral:
@@ -21,13 +30,16 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const
     default:
       return absl::UnimplementedError(absl::StrCat("unsupported architecture ", std::string(ArchitectureName(config.arch))));
   }
-  LCD_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(dir));
-  LCD_ASSIGN_OR_RETURN(LlamaWeights weights, BindLlamaWeights(config, *checkpoint));
-  LCD_LOG(DEBUG) << "loaded " << ArchitectureName(config.arch) << " model from " << dir << ": "
-                 << config.num_layers << " layers, hidden " << config.hidden_size << ", vocab "
-                 << config.vocab_size;
+  if (source == nullptr) {
+    LCD_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(dir));
+    source = MakeCheckpointSource(std::move(checkpoint));
+  }
+  LCD_ASSIGN_OR_RETURN(LlamaWeights weights, BindLlamaWeights(config, *source));
+  LCD_LOG(DEBUG) << "loaded " << ArchitectureName(config.arch) << " model from " << dir << " ("
+                 << source->Describe() << "): " << config.num_layers << " layers, hidden " << config.hidden_size
+                 << ", vocab " << config.vocab_size << ", layer 0 qkv " << weights.layers[0].qkv->Describe();
   return std::unique_ptr<Model>(
-      new LlamaModel(std::move(config), std::move(checkpoint), std::move(weights), options.num_threads));
+      new LlamaModel(std::move(config), std::move(source), std::move(weights), options.num_threads));
 }
 
 }  // namespace lcd::runtime

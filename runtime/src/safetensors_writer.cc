@@ -1,11 +1,5 @@
 // WriteSafetensors: the writer half of lcd/runtime/safetensors.h.
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -13,43 +7,11 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "lcd/base/file_util.h"
 #include "lcd/runtime/safetensors.h"
 #include "nlohmann/json.hpp"
 
 namespace lcd::runtime {
-namespace {
-
-absl::Status ErrnoError(const std::string& what, const std::string& path) {
-  return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
-}
-
-absl::Status WriteAll(int fd, const char* p, size_t n, const std::string& path) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoError("write", path);
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return absl::OkStatus();
-}
-
-// Directory entry durability: the rename is only persistent once the parent
-// directory is synced too.
-void SyncParentDir(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  const std::string dir =
-      slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
-}  // namespace
 
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                               const std::map<std::string, std::string>& metadata) {
@@ -117,28 +79,9 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   uint64_t n = header_text.size();
   for (int i = 0; i < 8; ++i) prefix[i] = static_cast<char>((n >> (8 * i)) & 0xff);
 
-  // Write to a temporary file and rename so that readers never see a
-  // partially written file under `path`.
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoError("cannot create", tmp);
-  absl::Status status = WriteAll(fd, prefix, sizeof(prefix), tmp);
-  if (status.ok()) status = WriteAll(fd, header_text.data(), header_text.size(), tmp);
-  for (size_t i : order) {
-    if (!status.ok()) break;
-    status = WriteAll(fd, tensors[i].bytes.data(), tensors[i].bytes.size(), tmp);
-  }
-  if (status.ok() && ::fsync(fd) != 0) status = ErrnoError("fsync", tmp);
-  if (::close(fd) != 0 && status.ok()) status = ErrnoError("close", tmp);
-  if (status.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
-    status = ErrnoError("rename to " + path, tmp);
-  }
-  if (!status.ok()) {
-    ::unlink(tmp.c_str());
-    return status;
-  }
-  SyncParentDir(path);
-  return absl::OkStatus();
+  std::vector<std::string_view> chunks = {std::string_view(prefix, sizeof(prefix)), header_text};
+  for (size_t i : order) chunks.push_back(tensors[i].bytes);
+  return WriteFileAtomic(path, chunks);
 }
 
 }  // namespace lcd::runtime

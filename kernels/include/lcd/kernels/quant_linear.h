@@ -38,6 +38,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "lcd/kernels/ops.h"
 #include "lcd/kernels/thread_pool.h"
 
 namespace lcd::kernels {
@@ -81,22 +82,64 @@ float DecodeCode(QuantFormat format, int bits, const float* group_params, int co
 // (the reference meaning of the matrix; used by tests and quantizers).
 void DequantizeRows(const QuantMatrixView& w, int64_t row_begin, int64_t row_end, float* out);
 
+// The kernel design a packed matrix runs with. Pack picks one from the ISA
+// active at pack time (ActiveIsa()) and the layout; the object remembers it,
+// so QuantLinear runs the implementation that packed it even if the ISA is
+// changed (SetIsaForTesting) between Pack and QuantLinear.
+//
+//   kReference     scalar twin (canonical codes, fp32 params): the oracle and
+//                  the fallback for layouts no fast kernel covers.
+//   kCentroidTable AVX2 design (a): per (row, group) the 2^b decoded values in
+//                  registers, looked up with vpermps, FMA with x. Exact up to
+//                  fp32 rounding. Any format, b <= 4, any group_size.
+//   kActivationLut AVX2 design (b), T-MAC style: tables of partial sums of x
+//                  (QuantActivations::Tables) looked up with vpshufb by the
+//                  bit planes of many rows at once. Needs group_size % 32 == 0;
+//                  codebook b = 2, affine b = 2..4, binary-coded b = 1..2.
+//                  Not exact: see "LUT quantization" below.
+//
+// LUT quantization (kActivationLut only). For every input row and block of
+// 4 columns j, T_j[pattern] = sum_{t<4} x[4j+t] * bit_t(pattern) is rounded
+// to int8 with one scale per 32-column block B (columns past cols count as
+// x = 0): s_B = max_{j in B, pattern} |T_j[pattern]| / 127, Tq = round(T/s_B).
+// A code's value is expanded over its bits (Moebius transform of the group's
+// 2^b decoded values: value(q) = sum over bit subsets S of q of c_S), so the
+// kernel's result differs from the exact one by at most
+//   sum over 4-column blocks j (in block B, group g) of
+//       s_B / 2 * sum_{S nonempty} |c_S(row, g)|
+// plus fp32 rounding. The constant term c_{} uses the exact fp32 sum of x.
+enum class QuantKernel : uint8_t { kAuto = 0, kReference, kCentroidTable, kActivationLut };
+std::string_view QuantKernelName(QuantKernel k);  // "auto", "reference", "centroid_table", "activation_lut"
+
+class QuantActivations;
+
 // A quantized matrix repacked for the kernels of this machine. Owns its
 // memory; immutable after Pack, so any number of threads may read it.
 class PackedQuantMatrix {
  public:
-  // Repacks `w` (which may be freed afterwards). InvalidArgument for a bad
+  // Repacks `w` (which may be freed afterwards) for the fastest kernel
+  // available under ActiveIsa() for this layout. InvalidArgument for a bad
   // layout; codes outside [0, 2^b) cannot occur by construction.
   static absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> Pack(const QuantMatrixView& w);
+  // As above with a forced design (benchmarks and tests compare designs).
+  // kAuto is the choice Pack makes. Unimplemented when `kernel` cannot run
+  // this layout or needs an ISA above ActiveIsa().
+  static absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> Pack(const QuantMatrixView& w,
+                                                                 QuantKernel kernel);
   // Several matrices with the same cols, format, bits and group_size stacked
   // row-wise into one (q/k/v, gate/up), so one call computes all of them:
   // output columns are w[0]'s rows, then w[1]'s, ... InvalidArgument when the
   // layouts differ in anything but rows.
   static absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackStacked(
       const std::vector<QuantMatrixView>& parts);
+  static absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackStacked(
+      const std::vector<QuantMatrixView>& parts, QuantKernel kernel);
 
   virtual ~PackedQuantMatrix() = default;
   const QuantLayout& layout() const { return layout_; }
+  // The design and ISA that packed this matrix (what QuantLinear will run).
+  virtual QuantKernel kernel() const = 0;
+  virtual Isa isa() const = 0;
   // Bytes a kernel streams per call (codes plus parameters, as packed).
   virtual uint64_t BytesRead() const = 0;
   // Short description of the packing, for logs ("avx2 lut16 rows x8").
@@ -104,12 +147,20 @@ class PackedQuantMatrix {
 
  protected:
   explicit PackedQuantMatrix(const QuantLayout& layout) : layout_(layout) {}
+  // The kernel behind QuantLinear (same contract).
+  virtual void Run(const QuantActivations& x, const float* bias, float* y,
+                   ThreadPool* pool) const = 0;
+  friend void QuantLinear(const QuantActivations& x, const PackedQuantMatrix& w, const float* bias,
+                          float* y, ThreadPool* pool);
+
   QuantLayout layout_;
 };
 
 // Input-side preparation, built once per activation matrix and shared by every
 // quantized matrix that reads the same input (q/k/v; gate/up): whatever the
-// active kernel derives from x alone (e.g. activation lookup tables). Holds a
+// active kernel derives from x alone (the int8 activation tables of
+// kActivationLut, built when ActiveIsa() >= kAvx2 at Prepare; a LUT matrix
+// given activations prepared without them builds its own per call). Holds a
 // pointer to x: x must outlive its use. Reusable across calls (buffers grow).
 // Thread safety: Prepare is not reentrant; a prepared object may be read by
 // any number of QuantLinear calls.
@@ -126,13 +177,14 @@ class QuantActivations {
   int64_t m() const { return m_; }
   int64_t cols() const { return cols_; }
 
-  struct Tables;  // Kernel-private derived data.
-  const Tables* tables() const { return tables_.get(); }
+  struct Tables;  // Kernel-private derived data (nullptr when not built).
+  const Tables* tables() const { return has_tables_ ? tables_.get() : nullptr; }
 
  private:
   const float* x_ = nullptr;
   int64_t m_ = 0;
   int64_t cols_ = 0;
+  bool has_tables_ = false;
   std::unique_ptr<Tables> tables_;
 };
 
