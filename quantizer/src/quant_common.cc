@@ -1,0 +1,50 @@
+#include "src/quant_common.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace lcd::quantizer::internal {
+
+absl::Status ValidateMatrixArgs(const char* method, const float* w, int64_t rows, int64_t cols,
+                                int bits, int min_bits, int max_bits, int64_t group_size) {
+  if (bits < min_bits || bits > max_bits) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(method, ": bits must be in [", min_bits, ", ", max_bits, "], got ", bits));
+  }
+  if (group_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(method, ": group_size must be >= 1, got ", group_size));
+  }
+  if (rows < 1 || cols < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(method, ": matrix must be at least 1x1, got ", rows, "x", cols));
+  }
+  if (w == nullptr) return absl::InvalidArgumentError(absl::StrCat(method, ": weights are null"));
+  // One pass up front, so a NaN can never turn into a silently wrong code.
+  const int64_t n = rows * cols;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(w[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(method, ": non-finite weight at row ", i / cols,
+                                                     ", column ", i % cols));
+    }
+  }
+  return absl::OkStatus();
+}
+
+QuantizedMatrix AllocateQuantized(kernels::QuantFormat format, int bits, int64_t rows, int64_t cols,
+                                  int64_t group_size) {
+  QuantizedMatrix q;
+  q.layout.format = format;
+  q.layout.bits = bits;
+  q.layout.rows = rows;
+  q.layout.cols = cols;
+  q.layout.group_size = group_size;
+  // ParamsPerGroup() lives in the kernels library, which another engineer is
+  // writing; the two formats made here have fixed P.
+  const int64_t p = format == kernels::QuantFormat::kAffine ? 2 : (int64_t{1} << bits);
+  q.codes.assign(static_cast<size_t>(q.layout.CodeBytes()), 0);
+  q.params.assign(static_cast<size_t>(rows * q.layout.groups() * p), 0);
+  return q;
+}
+
+}  // namespace lcd::quantizer::internal
