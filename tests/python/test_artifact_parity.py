@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import artifact_numpy  # noqa: E402
 
 REL_TOL = 2e-4
+LUT_REL_TOL = 2e-2
 GROUP = 48
 UNIFORM = [("codebook", 2), ("codebook", 3), ("codebook", 4), ("affine", 2), ("affine", 3), ("affine", 4),
            ("binary_coded", 1), ("binary_coded", 2)]
@@ -95,7 +96,7 @@ def _lcd_logits(artifact_dir, prompts, tmp_path):
         return json.load(f)
 
 
-def _check(model_dir, plan, tmp_path):
+def _check(model_dir, plan, tmp_path, rel_tol=REL_TOL):
     with open(os.path.join(model_dir, "reference.json")) as f:
         prompts = json.load(f)["prompts"]
     fp_logits = np.load(os.path.join(model_dir, "reference.npz"))
@@ -112,12 +113,22 @@ def _check(model_dir, plan, tmp_path):
             actual = np.asarray(got[mode][i], dtype=np.float64)
             assert actual.shape == expected[i].shape
             rel = np.abs(actual - expected[i]).max(axis=1) / np.abs(expected[i]).max(axis=1)
-            assert rel.max() <= REL_TOL, f"prompt {i} {mode}: max rel err {rel.max():.3g} at row {rel.argmax()}"
+            print(f"{mode} prompt {i}: max rel err {rel.max():.3g}")
+            assert rel.max() <= rel_tol, f"prompt {i} {mode}: max rel err {rel.max():.3g} at row {rel.argmax()}"
 
 
 @pytest.mark.parametrize("fmt,bits", UNIFORM)
 def test_each_format_matches_numpy_dequantization(models, fmt, bits, tmp_path):
     _check(models["llama_fp32"], _uniform_plan(fmt, bits), tmp_path)
+
+
+@pytest.mark.parametrize("fmt,bits", [("codebook", 2), ("affine", 2), ("affine", 4), ("binary_coded", 2)])
+def test_activation_lut_kernels_within_their_bound(models, fmt, bits, tmp_path):
+    # g = 64 lets Pack choose the int8 activation-table design where it is
+    # the faster one; its tables carry int8 rounding of partial sums of x
+    # (quant_linear.h, "LUT quantization"), so the bound is looser.
+    plan = {n: (fmt, bits, 64) for n in _linear_names()}
+    _check(models["llama_fp32"], plan, tmp_path, rel_tol=LUT_REL_TOL)
 
 
 @pytest.mark.parametrize("name", ["llama_fp32", "llama_tied_fp32", "qwen2_fp32"])

@@ -41,6 +41,7 @@ class ArtifactWriter {
   // folder the tokenizer files and config.json are taken from.
   static absl::StatusOr<std::unique_ptr<ArtifactWriter>> Create(const std::string& out_dir,
                                                                 const std::string& source_dir);
+  ~ArtifactWriter();
 
   // Stores a tensor unchanged (its bytes are copied).
   absl::Status AddDense(const std::string& name, runtime::StDType dtype, const std::vector<int64_t>& shape,
