@@ -72,6 +72,8 @@ struct ArtifactWriter::Pending {
   QuantizedMatrix matrix;
 };
 
+ArtifactWriter::~ArtifactWriter() = default;
+
 absl::StatusOr<std::unique_ptr<ArtifactWriter>> ArtifactWriter::Create(const std::string& out_dir,
                                                                        const std::string& source_dir) {
   std::error_code ec;
