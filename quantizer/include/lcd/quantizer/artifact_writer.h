@@ -41,6 +41,8 @@ class ArtifactWriter {
   // folder the tokenizer files and config.json are taken from.
   static absl::StatusOr<std::unique_ptr<ArtifactWriter>> Create(const std::string& out_dir,
                                                                 const std::string& source_dir);
+  // Out of line: Pending is incomplete here, so callers could not destroy
+  // the writer otherwise.
   ~ArtifactWriter();
 
   // Stores a tensor unchanged (its bytes are copied).

@@ -1,0 +1,41 @@
+// Perplexity of a model on a token stream, with exactly the protocol of
+// `lcd eval-ppl` (tools/lcd/eval_ppl.cc), so a figure stamped into an
+// artifact's manifest can be reproduced with that command:
+//
+// the stream (text tokenized without BOS) is cut into non-overlapping
+// windows; with `bos` each window is [BOS] + the next window-1 text tokens
+// and every text token is predicted once; without it a window is `window`
+// text tokens and its first token is context only (a 1-token tail is
+// dropped). ppl = exp(mean NLL over predicted tokens), accumulated in double.
+//
+// Thread safety: drives `model` (Forward is not reentrant).
+#ifndef LCD_QUANTIZER_PERPLEXITY_H_
+#define LCD_QUANTIZER_PERPLEXITY_H_
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "lcd/runtime/model.h"
+
+namespace lcd::quantizer {
+
+struct PerplexityResult {
+  double ppl = 0.0;
+  double mean_nll = 0.0;
+  int64_t predicted_tokens = 0;
+  int64_t windows = 0;
+  int64_t window = 0;  // The window length used.
+};
+
+// window 0 = min(2048, max_position_embeddings); max_windows 0 = all.
+// InvalidArgument for a window outside [2, max_position_embeddings] or a
+// stream too short to predict anything; Forward's errors unchanged.
+absl::StatusOr<PerplexityResult> EvaluatePerplexity(runtime::Model& model, const std::vector<int32_t>& tokens,
+                                                    std::optional<int32_t> bos, int64_t window = 0,
+                                                    int64_t max_windows = 0);
+
+}  // namespace lcd::quantizer
+
+#endif  // LCD_QUANTIZER_PERPLEXITY_H_

@@ -1,0 +1,90 @@
+// The offline quantization driver behind `lcd quantize` (and, later, the job
+// service's workers): a Hugging Face checkpoint in, an artifact v1 directory
+// out (lcd/runtime/artifact.h, written by ArtifactWriter).
+//
+// What is quantized: every decoder linear weight,
+// model.layers.<i>.{self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj}.weight,
+// with one method, bit width and group size. lm_head.weight stays dense
+// unless lm_head_bits > 0; then it is quantized with the same method at that
+// width, and with tied embeddings (no lm_head.weight stored) a separate
+// quantized "lm_head.weight" is written from the embedding matrix while
+// model.embed_tokens.weight stays dense. Every other tensor (embeddings,
+// norms, biases) is stored unchanged in its dtype.
+//
+// Calibration (k-means only): the text file is tokenized without BOS, cut
+// to calib_tokens tokens, and run through the full-precision model
+// (lcd/quantizer/calibration.h); E[x_j^2] of each layer's input is the
+// importance of column j. Without it, k-means uses uniform importance.
+//
+// Provenance stamped in the manifest: source path as given; source_sha256 =
+// the sha256 of the source's weight file when it has one (model.safetensors),
+// otherwise the sha256 of the text "<sha256>  <file>\n" over its *.safetensors
+// files sorted by name (sha256sum's output format); tool "lcd <version>";
+// created time (UTC, ISO 8601); calibration "none" or
+// "file:<name> sha256:<hex> tokens:<n>"; wall seconds of calibration plus
+// quantization plus writing. Quality: always "bits_per_weight" (codes plus
+// fp16 params of the quantized tensors, ArtifactWriter's figure) and
+// "file_bits_per_param" (8 x weight-file bytes / all parameters); with
+// eval_text, after writing, the artifact is loaded back with
+// runtime::Model::Load and "ppl_<stem>" (artifact) and "ppl_<stem>_source"
+// (source model) are measured with lcd eval-ppl's protocol
+// (lcd/quantizer/perplexity.h), <stem> being the text file's name without
+// its extension, non-alphanumerics replaced by '_'; the manifest is then
+// rewritten atomically.
+//
+// Errors (absl::Status; nothing is thrown): InvalidArgument for an unknown
+// method, bits outside 2..4, lm_head_bits outside the method's range
+// (rtn 2..8, kmeans 2..4), group_size < 1, --calib with rtn, an out_dir that
+// exists and is not empty (left untouched), a checkpoint lacking a decoder
+// linear weight or holding one that is not a 2-D float tensor; the
+// loaders' errors (NotFound, Unimplemented for an unsupported architecture)
+// unchanged. On any error after out_dir was created by this call, out_dir is
+// removed again, so no partial artifact remains.
+//
+// Thread safety: one call at a time per out_dir; `threads` workers are used
+// for the forward passes and the per-row quantization.
+#ifndef LCD_QUANTIZER_QUANTIZE_MODEL_H_
+#define LCD_QUANTIZER_QUANTIZE_MODEL_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "lcd/runtime/artifact.h"
+
+namespace lcd::quantizer {
+
+struct QuantizeModelOptions {
+  std::string model_dir;  // Hugging Face folder (config.json, safetensors, tokenizer).
+  std::string out_dir;    // Must not exist or be empty.
+  std::string method;     // "rtn" or "kmeans".
+  int bits = 4;
+  int64_t group_size = 128;
+  int lm_head_bits = 0;   // 0 = lm_head stays dense.
+  int kmeans_iters = 20;
+
+  std::string calib_path;        // Empty = no calibration.
+  int64_t calib_tokens = 16384;  // At most this many text tokens (0 = whole file).
+  int64_t calib_window = 0;      // 0 = min(512, max_position_embeddings).
+
+  std::string eval_text;         // Empty = no perplexity figures.
+  int64_t eval_window = 0;       // 0 = min(2048, max_position_embeddings).
+  int64_t eval_max_windows = 0;  // 0 = all.
+
+  int threads = 0;  // 0 = all hardware threads.
+  // Receives one human-readable progress line at a time (no newline); may be
+  // empty. Called on the calling thread.
+  std::function<void(const std::string&)> log;
+};
+
+// Quantizes options.model_dir into options.out_dir and returns the manifest
+// as finally written (with quality figures).
+absl::StatusOr<runtime::ArtifactManifest> QuantizeModel(const QuantizeModelOptions& options);
+
+// The "lcd <version>" string stamped as provenance.tool.
+std::string ToolVersionString();
+
+}  // namespace lcd::quantizer
+
+#endif  // LCD_QUANTIZER_QUANTIZE_MODEL_H_

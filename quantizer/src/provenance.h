@@ -1,0 +1,25 @@
+// Private: the provenance and naming helpers of the quantization driver
+// (their meaning is specified in lcd/quantizer/quantize_model.h).
+#ifndef LCD_QUANTIZER_SRC_PROVENANCE_H_
+#define LCD_QUANTIZER_SRC_PROVENANCE_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace lcd::quantizer::internal {
+
+// sha256 of model.safetensors when it is the only weight file, else of the
+// sha256sum-style listing of every *.safetensors file. NotFound when the
+// directory holds none.
+absl::StatusOr<std::string> SourceWeightsSha256(const std::string& model_dir);
+
+// "2026-11-29T12:57:40Z".
+std::string UtcNowIso8601();
+
+// "wiki.test.raw" -> "wiki_test"; "val.txt" -> "val". Never empty ("text").
+std::string TextStem(const std::string& path);
+
+}  // namespace lcd::quantizer::internal
+
+#endif  // LCD_QUANTIZER_SRC_PROVENANCE_H_

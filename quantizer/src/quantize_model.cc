@@ -1,0 +1,259 @@
+// The offline quantization driver (contract in quantize_model.h).
+#include "lcd/quantizer/quantize_model.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "lcd/base/status_macros.h"
+#include "lcd/kernels/dtype.h"
+#include "lcd/kernels/thread_pool.h"
+#include "lcd/quantizer/artifact_writer.h"
+#include "lcd/quantizer/calibration.h"
+#include "lcd/quantizer/perplexity.h"
+#include "lcd/quantizer/quantize_matrix.h"
+#include "lcd/runtime/checkpoint.h"
+#include "lcd/runtime/model.h"
+#include "lcd/runtime/model_config.h"
+#include "lcd/runtime/tokenizer.h"
+#include "src/provenance.h"
+
+namespace lcd::quantizer {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kLinearSuffixes[] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                                           "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+                                           "mlp.gate_proj.weight",    "mlp.up_proj.weight",
+                                           "mlp.down_proj.weight"};
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+absl::Status ValidateOptions(const QuantizeModelOptions& o) {
+  if (o.method != "rtn" && o.method != "kmeans") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown method '", o.method, "' (rtn or kmeans)"));
+  }
+  if (o.bits < 2 || o.bits > 4) {
+    return absl::InvalidArgumentError(absl::StrCat("bits must be 2, 3 or 4, got ", o.bits));
+  }
+  const int head_max = o.method == "rtn" ? kRtnMaxBits : kKmeansMaxBits;
+  if (o.lm_head_bits != 0 && (o.lm_head_bits < 2 || o.lm_head_bits > head_max)) {
+    return absl::InvalidArgumentError(absl::StrCat("lm_head bits for ", o.method, " must be in [2, ", head_max,
+                                                   "] (or 0 to keep it dense), got ", o.lm_head_bits));
+  }
+  if (o.group_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("group size must be >= 1, got ", o.group_size));
+  }
+  if (o.kmeans_iters < 0) return absl::InvalidArgumentError("k-means iterations must be >= 0");
+  if (!o.calib_path.empty() && o.method != "kmeans") {
+    return absl::InvalidArgumentError("calibration data is only used by --method kmeans; rtn takes none");
+  }
+  if (o.calib_tokens < 0) return absl::InvalidArgumentError("calibration tokens must be >= 0");
+  if (o.model_dir.empty() || o.out_dir.empty()) return absl::InvalidArgumentError("model and out dirs are required");
+  return absl::OkStatus();
+}
+
+// One tensor of the artifact: copied, or quantized from `source` at `bits`.
+struct Item {
+  std::string name;
+  std::string source;
+  int bits = 0;  // 0 = dense.
+};
+
+absl::StatusOr<std::vector<float>> ToF32(const runtime::TensorView& t) {
+  kernels::DType dt;
+  switch (t.dtype) {
+    case runtime::StDType::kF32: dt = kernels::DType::kF32; break;
+    case runtime::StDType::kF16: dt = kernels::DType::kF16; break;
+    case runtime::StDType::kBF16: dt = kernels::DType::kBF16; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(std::string(t.name), " has dtype ",
+                                                     std::string(runtime::StDTypeName(t.dtype)),
+                                                     "; only F32, F16 and BF16 weights can be quantized"));
+  }
+  if (t.shape.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(t.name), " is not a 2-D matrix"));
+  }
+  std::vector<float> out(static_cast<size_t>(t.num_elements()));
+  kernels::ConvertToF32(t.data, dt, out.size(), out.data());
+  return out;
+}
+
+absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
+  auto log = [&](const std::string& line) {
+    if (o.log) o.log(line);
+  };
+  const Clock::time_point start = Clock::now();
+  LCD_ASSIGN_OR_RETURN(runtime::ModelConfig config, runtime::LoadModelConfig(o.model_dir));
+  LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Checkpoint> ckpt, runtime::Checkpoint::Open(o.model_dir));
+
+  // The plan: every stored tensor, in the checkpoint's order.
+  std::vector<Item> items;
+  int64_t linears = 0;
+  for (const std::string& name : ckpt->TensorNames()) {
+    Item it{name, name, 0};
+    if (name.starts_with("model.layers.")) {
+      for (const char* s : kLinearSuffixes) {
+        if (name.ends_with(std::string(".") + s)) it.bits = o.bits;
+      }
+    } else if (name == "lm_head.weight") {
+      it.bits = o.lm_head_bits;
+    }
+    linears += it.bits != 0 && name != "lm_head.weight";
+    items.push_back(std::move(it));
+  }
+  for (int64_t l = 0; l < config.num_layers; ++l) {
+    for (const char* s : kLinearSuffixes) {
+      const std::string n = absl::StrCat("model.layers.", l, ".", s);
+      if (!ckpt->Has(n)) return absl::InvalidArgumentError(absl::StrCat("unsupported model: ", n, " is missing"));
+    }
+  }
+  if (linears != 7 * config.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("unsupported model: ", linears, " decoder linear weights for ",
+                                                   config.num_layers, " layers (expected 7 per layer)"));
+  }
+  if (o.lm_head_bits > 0 && !ckpt->Has("lm_head.weight")) {
+    // Tied: the head gets its own quantized copy; the embedding lookup stays exact.
+    items.push_back({"lm_head.weight", "model.embed_tokens.weight", o.lm_head_bits});
+  }
+
+  LCD_ASSIGN_OR_RETURN(std::unique_ptr<ArtifactWriter> writer, ArtifactWriter::Create(o.out_dir, o.model_dir));
+
+  std::optional<CalibrationStats> stats;
+  std::string calib_desc = "none";
+  if (!o.calib_path.empty()) {
+    LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Tokenizer> tokenizer, runtime::LoadTokenizer(o.model_dir));
+    LCD_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, TokenizeTextFile(o.calib_path, *tokenizer, o.calib_tokens));
+    LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Model> model, runtime::Model::Load(o.model_dir, {o.threads}));
+    CalibrationOptions copts;
+    copts.window = o.calib_window;
+    copts.bos = tokenizer->bos_id();
+    copts.progress = [&](int64_t done, int64_t total) {
+      log(absl::StrFormat("[quantize] calibration window %d/%d, elapsed %.1fs", done, total, Seconds(start)));
+    };
+    LCD_ASSIGN_OR_RETURN(stats, CollectCalibrationStats(*model, tokens, copts));
+    LCD_ASSIGN_OR_RETURN(std::string sha, runtime::Sha256File(o.calib_path));
+    calib_desc = absl::StrCat("file:", fs::path(o.calib_path).filename().string(), " sha256:", sha,
+                              " tokens:", stats->text_tokens);
+  }
+
+  kernels::ThreadPool pool(o.threads);
+  int64_t total_weights = 0, done_weights = 0, done_tensors = 0, num_quant = 0;
+  for (const Item& it : items) {
+    if (it.bits == 0) continue;
+    LCD_ASSIGN_OR_RETURN(runtime::TensorView t, ckpt->Get(it.source));
+    total_weights += t.num_elements();
+    ++num_quant;
+  }
+  const Clock::time_point qstart = Clock::now();
+  for (const Item& it : items) {
+    LCD_ASSIGN_OR_RETURN(runtime::TensorView t, ckpt->Get(it.source));
+    if (it.bits == 0) {
+      const size_t bytes = static_cast<size_t>(t.num_elements()) * runtime::StDTypeSize(t.dtype);
+      LCD_RETURN_IF_ERROR(writer->AddDense(it.name, t.dtype, t.shape,
+                                           std::string_view(static_cast<const char*>(t.data), bytes)));
+      continue;
+    }
+    LCD_ASSIGN_OR_RETURN(std::vector<float> w, ToF32(t));
+    const int64_t rows = t.shape[0], cols = t.shape[1];
+    const float* importance = nullptr;
+    if (stats) {
+      const std::vector<float>* s = stats->Find(it.name);
+      if (s == nullptr || static_cast<int64_t>(s->size()) != cols) {
+        return absl::InternalError(absl::StrCat("calibration has no statistics of width ", cols, " for ", it.name));
+      }
+      importance = s->data();
+    }
+    absl::StatusOr<QuantizedMatrix> q =
+        o.method == "rtn" ? QuantizeRtn(w.data(), rows, cols, it.bits, o.group_size, &pool)
+                          : QuantizeKmeans(w.data(), rows, cols, it.bits, o.group_size, importance, o.kmeans_iters,
+                                           &pool);
+    if (!q.ok()) return absl::Status(q.status().code(), absl::StrCat(it.name, ": ", q.status().message()));
+    LCD_ASSIGN_OR_RETURN(double err, WeightedSquaredError(w.data(), rows, cols, *q));
+    double norm = 0.0;
+    for (float x : w) norm += static_cast<double>(x) * x;
+    LCD_RETURN_IF_ERROR(writer->AddQuantized(it.name, std::move(*q)));
+    done_weights += rows * cols;
+    ++done_tensors;
+    const double elapsed = Seconds(qstart);
+    const double eta = elapsed / static_cast<double>(done_weights) * static_cast<double>(total_weights - done_weights);
+    log(absl::StrFormat("[quantize] tensor %d/%d %s [%d x %d] %s b%d: rel err %.3e, elapsed %.1fs, ETA %.1fs",
+                        done_tensors, num_quant, it.name, rows, cols, o.method, it.bits,
+                        norm > 0 ? err / norm : 0.0, elapsed, eta));
+  }
+
+  runtime::ArtifactManifest m;
+  m.method.name = o.method;
+  m.method.bits = o.bits;
+  m.method.group_size = o.group_size;
+  m.method.params["lm_head_bits"] = std::to_string(o.lm_head_bits);
+  if (o.method == "kmeans") m.method.params["max_iters"] = std::to_string(o.kmeans_iters);
+  if (stats) {
+    m.method.params["calibration_tokens"] = std::to_string(stats->text_tokens);
+    m.method.params["calibration_samples"] = std::to_string(stats->samples);
+  }
+  m.provenance.source_model = o.model_dir;
+  LCD_ASSIGN_OR_RETURN(m.provenance.source_sha256, internal::SourceWeightsSha256(o.model_dir));
+  m.provenance.tool = ToolVersionString();
+  m.provenance.created_utc = internal::UtcNowIso8601();
+  m.provenance.calibration = calib_desc;
+  m.quality["bits_per_weight"] = writer->QuantizedBitsPerWeight();
+  m.provenance.wall_seconds = Seconds(start);
+  LCD_ASSIGN_OR_RETURN(m, writer->Finish(std::move(m)));
+  m.provenance.wall_seconds = Seconds(start);  // Writing included.
+
+  // All parameters of the model (a tied head counted once, as the source has it).
+  double params = 0.0;
+  for (const Item& it : items) {
+    if (it.name == it.source) params += static_cast<double>(ckpt->Get(it.source)->num_elements());
+  }
+  for (const runtime::ArtifactFile& f : m.files) {
+    if (f.path == "model.safetensors") m.quality["file_bits_per_param"] = 8.0 * static_cast<double>(f.bytes) / params;
+  }
+  log(absl::StrFormat("[quantize] wrote %s: %.4f bits/weight (quantized tensors), %.2fs", o.out_dir,
+                      m.quality["bits_per_weight"], m.provenance.wall_seconds));
+
+  if (!o.eval_text.empty()) {
+    LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Tokenizer> tokenizer, runtime::LoadTokenizer(o.out_dir));
+    LCD_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, TokenizeTextFile(o.eval_text, *tokenizer, 0));
+    const std::string stem = internal::TextStem(o.eval_text);
+    for (const bool source : {false, true}) {
+      LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Model> model,
+                           runtime::Model::Load(source ? o.model_dir : o.out_dir, {o.threads}));
+      LCD_ASSIGN_OR_RETURN(PerplexityResult r, EvaluatePerplexity(*model, tokens, tokenizer->bos_id(), o.eval_window,
+                                                                  o.eval_max_windows));
+      m.quality[absl::StrCat("ppl_", stem, source ? "_source" : "")] = r.ppl;
+      log(absl::StrFormat("[quantize] ppl of %s on %s: %.4f (%d tokens, %d windows of %d)",
+                          source ? "source" : "artifact", o.eval_text, r.ppl, r.predicted_tokens, r.windows,
+                          r.window));
+    }
+  }
+  LCD_RETURN_IF_ERROR(RewriteArtifactManifest(o.out_dir, m));
+  return m;
+}
+
+}  // namespace
+
+absl::StatusOr<runtime::ArtifactManifest> QuantizeModel(const QuantizeModelOptions& options) {
+  LCD_RETURN_IF_ERROR(ValidateOptions(options));
+  std::error_code ec;
+  const bool existed = fs::exists(options.out_dir, ec);
+  absl::StatusOr<runtime::ArtifactManifest> m = Run(options);
+  // Never leave a half-written artifact behind, but never delete what was
+  // there before (ArtifactWriter::Create refuses a non-empty directory).
+  if (!m.ok() && !existed) fs::remove_all(options.out_dir, ec);
+  return m;
+}
+
+}  // namespace lcd::quantizer

@@ -1,0 +1,99 @@
+// `lcd quantize`: a Hugging Face checkpoint to a quantized artifact v1
+// directory (RTN or importance-weighted k-means), optionally calibrated on a
+// text file and stamped with perplexity figures. The work is done by
+// lcd::quantizer::QuantizeModel (lcd/quantizer/quantize_model.h); this file
+// only parses flags and prints.
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "cxxopts.hpp"
+#include "lcd/quantizer/quantize_model.h"
+#include "lcd/subcommand.h"
+
+namespace lcd::tools {
+namespace {
+
+int RunQuantize(int argc, char** argv) {
+  cxxopts::Options options("lcd quantize", "Quantize a Hugging Face checkpoint into an lcd artifact directory.");
+  options.add_options()
+      ("model", "Hugging Face model directory", cxxopts::value<std::string>())
+      ("out", "Artifact directory to create (must not exist or be empty)", cxxopts::value<std::string>())
+      ("method", "rtn | kmeans", cxxopts::value<std::string>())
+      ("bits", "Bits per weight of the decoder linears: 2, 3 or 4", cxxopts::value<int>())
+      ("group-size", "Columns per (row, group)", cxxopts::value<int64_t>()->default_value("128"))
+      ("calib", "Calibration text file (kmeans: importance = E[x^2] of each input column)",
+       cxxopts::value<std::string>())
+      ("calib-tokens", "Calibration tokens taken from the start of --calib (0 = all)",
+       cxxopts::value<int64_t>()->default_value("16384"))
+      ("calib-window", "Tokens per calibration window (0 = min(512, context))",
+       cxxopts::value<int64_t>()->default_value("0"))
+      ("kmeans-iters", "Lloyd iterations per group", cxxopts::value<int>()->default_value("20"))
+      ("quantize-lm-head", "Also quantize lm_head at this many bits (rtn 2-8, kmeans 2-4); default dense",
+       cxxopts::value<int>()->default_value("0"))
+      ("eval-text", "After writing, measure perplexity of the artifact and the source on this text",
+       cxxopts::value<std::string>())
+      ("eval-window", "Tokens per perplexity window (0 = min(2048, context))",
+       cxxopts::value<int64_t>()->default_value("0"))
+      ("eval-max-windows", "Evaluate at most this many windows (0 = all)",
+       cxxopts::value<int64_t>()->default_value("0"))
+      ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
+      ("json", "Print the written manifest's quality figures as one JSON object on stdout")
+      ("h,help", "Show this help");
+  quantizer::QuantizeModelOptions o;
+  bool json = false;
+  try {
+    cxxopts::ParseResult flags = options.parse(argc, argv);
+    if (flags.count("help")) {
+      std::printf("%s\n", options.help().c_str());
+      return 0;
+    }
+    for (const char* required : {"model", "out", "method", "bits"}) {
+      if (!flags.count(required)) {
+        std::fprintf(stderr, "lcd quantize: --%s is required\n%s\n", required, options.help().c_str());
+        return 2;
+      }
+    }
+    o.model_dir = flags["model"].as<std::string>();
+    o.out_dir = flags["out"].as<std::string>();
+    o.method = flags["method"].as<std::string>();
+    o.bits = flags["bits"].as<int>();
+    o.group_size = flags["group-size"].as<int64_t>();
+    if (flags.count("calib")) o.calib_path = flags["calib"].as<std::string>();
+    o.calib_tokens = flags["calib-tokens"].as<int64_t>();
+    o.calib_window = flags["calib-window"].as<int64_t>();
+    o.kmeans_iters = flags["kmeans-iters"].as<int>();
+    o.lm_head_bits = flags["quantize-lm-head"].as<int>();
+    if (flags.count("eval-text")) o.eval_text = flags["eval-text"].as<std::string>();
+    o.eval_window = flags["eval-window"].as<int64_t>();
+    o.eval_max_windows = flags["eval-max-windows"].as<int64_t>();
+    o.threads = flags["threads"].as<int>();
+    json = flags.count("json") > 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lcd quantize: %s\n", e.what());
+    return 2;
+  }
+  o.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  absl::StatusOr<runtime::ArtifactManifest> m = quantizer::QuantizeModel(o);
+  if (!m.ok()) return ReportError("quantize", m.status());
+  if (json) {
+    std::string out = "{";
+    for (const auto& [k, v] : m->quality) {
+      char num[32];
+      std::snprintf(num, sizeof(num), "%.10g", v);
+      out += (out.size() > 1 ? ", \"" : "\"") + k + "\": " + num;
+    }
+    std::printf("%s}\n", out.c_str());
+  } else {
+    std::printf("wrote %s (%s, %d bits, group %lld)\n", o.out_dir.c_str(), o.method.c_str(), o.bits,
+                static_cast<long long>(o.group_size));
+    for (const auto& [k, v] : m->quality) std::printf("  %s: %.6g\n", k.c_str(), v);
+  }
+  return 0;
+}
+
+}  // namespace
+
+LCD_REGISTER_SUBCOMMAND(quantize, "quantize", "quantize a Hugging Face checkpoint into an lcd artifact", RunQuantize);
+
+}  // namespace lcd::tools
