@@ -12,9 +12,9 @@
 // Per 32-column block the int16 sums are scaled to fp32; per group the
 // plane sums are combined with the group's coefficients (the Moebius
 // expansion of its decoded values) and the constant term times sum(x).
-// A 2-bit codebook needs planes b0, b1 and b0&b1, the last made on the fly
-// with one vpand of the byte pair; binary-coded and affine need only the
-// single planes.
+// A 2-bit codebook needs planes b0, b1 and b0&b1: its vectors pair rows
+// (k, k+16) of one plane, so b0&b1 is one vpand of the b0 and b1 vectors at
+// full density; binary-coded and affine need only the single planes.
 // Measured against design (a) in docs/PERFORMANCE.md ("Quantized linear").
 #include <immintrin.h>
 
@@ -32,9 +32,10 @@ inline __m256i Bytes2(int a, int b) {
 
 template <QuantFormat F, int B>
 struct LutShape {
-  static constexpr int kTileRows = (B == 1 || B == 3) ? 32 : 16;
+  static constexpr bool kCodebook = F == QuantFormat::kCodebook;
+  static constexpr int kTileRows = (B == 1 || B == 3 || kCodebook) ? 32 : 16;
   static constexpr int kHalves = kTileRows / 16;
-  static constexpr int kVecs = B == 3 ? 3 : (B == 4 ? 2 : 1);
+  static constexpr int kVecs = B == 3 ? 3 : ((B == 4 || kCodebook) ? 2 : 1);
   // int16 accumulators per 16 rows: one per separately weighted quantity.
   static constexpr int kQ = F == QuantFormat::kCodebook ? 3 : (F == QuantFormat::kAffine ? 1 : B);
   static constexpr int kP = F == QuantFormat::kCodebook ? (1 << B) : (F == QuantFormat::kAffine ? 2 : B + 1);
@@ -104,13 +105,18 @@ void LutTile(const LutPackedView& w, const LutTablesView& tv, int64_t tile, int6
         } else if constexpr (F == QuantFormat::kBinaryCoded && B == 2) {
           iacc[0][0] = _mm256_add_epi16(iacc[0][0], mad(w10, r0));
           iacc[1][0] = _mm256_add_epi16(iacc[1][0], mad(w01, r0));
-        } else {  // codebook, b = 2: planes b0, b1 and b0 & b1 (T[0] = 0 pads)
+        } else {  // codebook, b = 2: planes b0, b1 and b0 & b1 of rows k, k+16
           static_assert(F == QuantFormat::kCodebook && B == 2);
-          __m256i r3[2];
-          look(_mm256_and_si256(v0, _mm256_srli_epi16(v0, 8)), r3);
+          __m256i r1[2], r3[2];
+          const __m256i v1 = _mm256_load_si256((const __m256i*)(cv + 32));
+          look(v1, r1);
+          look(_mm256_and_si256(v0, v1), r3);
           iacc[0][0] = _mm256_add_epi16(iacc[0][0], mad(w10, r0));
-          iacc[1][0] = _mm256_add_epi16(iacc[1][0], mad(w01, r0));
+          iacc[0][1] = _mm256_add_epi16(iacc[0][1], mad(w01, r0));
+          iacc[1][0] = _mm256_add_epi16(iacc[1][0], mad(w10, r1));
+          iacc[1][1] = _mm256_add_epi16(iacc[1][1], mad(w01, r1));
           iacc[2][0] = _mm256_add_epi16(iacc[2][0], mad(w10, r3));
+          iacc[2][1] = _mm256_add_epi16(iacc[2][1], mad(w01, r3));
         }
       }
       const __m256 s = _mm256_set1_ps(scale[b]);
