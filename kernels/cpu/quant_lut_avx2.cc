@@ -4,8 +4,8 @@
 // fp32 and issuing an FMA (design (a), quant_centroid_avx2.cc) costs ~5
 // vector ops per 8 weights and is compute-bound far below memory bandwidth.
 // Here the work per weight is shared: for every 4 activations a 16-entry
-// table of partial sums (one per bit pattern) is built once per input and
-// quantized to int8 (quant_linear.h, "LUT quantization"); one vpshufb then
+// table of partial sums (one per bit pattern, centred by sum/2 so the int8
+// range covers half as much) is built once per input and quantized to int8 (quant_linear.h, "LUT quantization"); one vpshufb then
 // looks up 32 (row, bit plane) nibbles = 128 bit-products at once, and one
 // vpmaddubsw widens pairs to int16 while weighting the planes (1, 2 for
 // affine; a 0/1 mask to keep planes apart for codebook and binary-coded).
@@ -140,16 +140,17 @@ void LutTile(const LutPackedView& w, const LutTablesView& tv, int64_t tile, int6
       }
       __m256 acc = yacc[r];
       if constexpr (F == QuantFormat::kAffine) {
-        // s * (sum x q - z * sum x)
-        acc = _mm256_fmadd_ps(p[0], _mm256_fnmadd_ps(p[1], sx, facc[0][r]), acc);
+        // s * (sum x q - z * sum x); each plane sum lacks sum(x)/2 (the
+        // tables are centred), so sum x q lacks (2^b - 1)/2 * sum(x).
+        const __m256 h = _mm256_set1_ps(0.5f * ((1 << B) - 1));
+        acc = _mm256_fmadd_ps(p[0], _mm256_fmadd_ps(_mm256_sub_ps(h, p[1]), sx, facc[0][r]), acc);
       } else if constexpr (F == QuantFormat::kBinaryCoded) {
-        // sum_i 2 p_i (x . plane_i) + (p_b - sum_i p_i) sum x
-        __m256 c0 = p[B];
+        // sum_i p_i (2 bit_i - 1) = sum_i 2 p_i (bit_i - 1/2): exactly the
+        // centred plane sums, so the constant is p_b * sum x alone.
         for (int i = 0; i < B; ++i) {
           acc = _mm256_fmadd_ps(_mm256_add_ps(p[i], p[i]), facc[i][r], acc);
-          c0 = _mm256_sub_ps(c0, p[i]);
         }
-        acc = _mm256_fmadd_ps(c0, sx, acc);
+        acc = _mm256_fmadd_ps(p[B], sx, acc);
       } else {
         const __m256 d1 = _mm256_sub_ps(p[1], p[0]);
         const __m256 d2 = _mm256_sub_ps(p[2], p[0]);
@@ -157,7 +158,8 @@ void LutTile(const LutPackedView& w, const LutTablesView& tv, int64_t tile, int6
         acc = _mm256_fmadd_ps(d1, facc[0][r], acc);
         acc = _mm256_fmadd_ps(d2, facc[1][r], acc);
         acc = _mm256_fmadd_ps(d3, facc[2][r], acc);
-        acc = _mm256_fmadd_ps(p[0], sx, acc);
+        // t0 + (d1 + d2 + d3) / 2 = (t0 + t3) / 2: the centring of each plane.
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_add_ps(p[0], p[3]), _mm256_set1_ps(0.5f)), sx, acc);
       }
       yacc[r] = acc;
     }
@@ -222,8 +224,10 @@ void BuildLutTables(const float* x, int64_t m, int64_t cols, int64_t blocks32, i
       __m256 vmax = _mm256_setzero_ps(), vmin = _mm256_setzero_ps();
       __m256 vs = _mm256_setzero_ps();
       for (int j = 0; j < 8; ++j) {
+        // Centred: T[p] = sum_t x_t (bit_t(p) - 1/2), so |T| <= sum |x_t| / 2.
         const float* q = xs + 4 * j;
-        __m256 lo = _mm256_mul_ps(_mm256_set1_ps(q[0]), b0);
+        __m256 lo = _mm256_set1_ps(-0.5f * (q[0] + q[1] + q[2] + q[3]));
+        lo = _mm256_fmadd_ps(_mm256_set1_ps(q[0]), b0, lo);
         lo = _mm256_fmadd_ps(_mm256_set1_ps(q[1]), b1, lo);
         lo = _mm256_fmadd_ps(_mm256_set1_ps(q[2]), b2, lo);
         const __m256 hi = _mm256_add_ps(lo, _mm256_set1_ps(q[3]));

@@ -112,11 +112,9 @@ std::vector<double> LutScales(const float* xt, int64_t cols) {
   const int64_t blocks = (cols + 31) / 32;
   std::vector<double> s(static_cast<size_t>(blocks), 0.0);
   for (int64_t j = 0; j * 4 < cols; ++j) {
-    double pos = 0.0, neg = 0.0;
-    for (int64_t c = 4 * j; c < std::min(cols, 4 * j + 4); ++c) {
-      (xt[c] > 0 ? pos : neg) += std::fabs(xt[c]);
-    }
-    s[j / 8] = std::max(s[j / 8], std::max(pos, neg) / 127.0);
+    double abs_sum = 0.0;
+    for (int64_t c = 4 * j; c < std::min(cols, 4 * j + 4); ++c) abs_sum += std::fabs(xt[c]);
+    s[j / 8] = std::max(s[j / 8], abs_sum / 2 / 127.0);
   }
   return s;
 }
@@ -442,8 +440,8 @@ TEST(QuantLinearTest, PackedMatrixKeepsItsDesignAcrossIsaChanges) {
 TEST(QuantLinearTest, ActivationLutRelativeErrorAtLlamaWidth) {
   // The accuracy cost of the int8 activation tables at a realistic width:
   // relative RMS error over all outputs, x uniform in [-1, 1] with 1% of it
-  // 20x outliers (as LLM activations have). Expected ~1% (per lookup the
-  // rounding error is s_B/sqrt(12) with s_B ~ max 4-term partial sum / 127),
+  // 20x outliers (as LLM activations have). Measured 0.5-0.9% (per lookup the
+  // rounding error is s_B/sqrt(12), s_B ~ max_j sum_t |x_4j+t| / 254),
   // far below the error of 2-bit weights themselves; fails if the tables
   // lose their per-block scales or the kernel drops terms.
   if (DetectIsa() == Isa::kReference) GTEST_SKIP() << "no AVX2";
@@ -470,7 +468,7 @@ TEST(QuantLinearTest, ActivationLutRelativeErrorAtLlamaWidth) {
     const double rel = std::sqrt(err / ref);
     std::printf("activation_lut %s b=2: relative RMS error %.2e\n",
                 std::string(QuantFormatName(f)).c_str(), rel);
-    EXPECT_LT(rel, 2e-2) << QuantFormatName(f);
+    EXPECT_LT(rel, 1.5e-2) << QuantFormatName(f);
     EXPECT_GT(rel, 0.0) << "int8 tables cannot be exact on random x";
   }
 }
