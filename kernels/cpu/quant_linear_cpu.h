@@ -23,6 +23,7 @@ namespace lcd::kernels {
 //   b=2, 16 rows, 1 vec:  (k, 0), (k, 1)
 //   b=3, 32 rows, 3 vecs: (k, 0), (k, 1) | (k+16, 0), (k+16, 1) | (k, 2), (k+16, 2)
 //   b=4, 16 rows, 2 vecs: (k, 0), (k, 1) | (k, 2), (k, 3)
+//   codebook b=2, 32 rows, 2 vecs: (k, 0), (k+16, 0) | (k, 1), (k+16, 1)
 // so one vpshufb serves two planes (or two rows) and vpmaddubsw both widens
 // to int16 and weights the planes. params: fp16 [tiles][groups][P][tile_rows]
 // (zero for the padding rows of the last tile).

@@ -40,7 +40,11 @@ std::string LayoutName(const QuantLayout& l) {
 }
 
 // (row within the tile, bit plane) that byte 2k + h of vector n holds.
-void LutSlot(int bits, int n, int h, int k, int* row, int* plane) {
+void LutSlot(QuantFormat format, int bits, int n, int h, int k, int* row, int* plane) {
+  if (format == QuantFormat::kCodebook) {  // b = 2
+    *row = k + 16 * h, *plane = n;
+    return;
+  }
   switch (bits) {
     case 1:
       *row = k + 16 * h, *plane = 0;
@@ -68,8 +72,9 @@ class LutPackedQuantMatrix final : public PackedQuantMatrix {
     LutPackedView& v = view_;
     v.format = l.format;
     v.bits = l.bits;
-    v.tile_rows = (l.bits == 1 || l.bits == 3) ? 32 : 16;
-    v.vecs = l.bits == 3 ? 3 : (l.bits == 4 ? 2 : 1);
+    const bool cb = l.format == QuantFormat::kCodebook;
+    v.tile_rows = (l.bits == 1 || l.bits == 3 || cb) ? 32 : 16;
+    v.vecs = l.bits == 3 ? 3 : ((l.bits == 4 || cb) ? 2 : 1);
     v.rows = l.rows;
     v.cols = l.cols;
     v.group_size = l.group_size;
@@ -101,7 +106,7 @@ class LutPackedQuantMatrix final : public PackedQuantMatrix {
             for (int k = 0; k < 16; ++k) {
               for (int h = 0; h < 2; ++h) {
                 int r, plane;
-                LutSlot(l.bits, n, h, k, &r, &plane);
+                LutSlot(l.format, l.bits, n, h, k, &r, &plane);
                 const uint8_t* src = code.data() + r * v.blocks32 * 32 + b * 32 + chunk * 8;
                 uint8_t byte = 0;
                 for (int t = 0; t < 8; ++t) byte |= ((src[t] >> plane) & 1) << t;
