@@ -6,7 +6,9 @@
 // a blend for 16 entries) and FMA'd with x. Exact up to fp32 rounding and
 // reads the canonical layout as is; kept for what design (b) does not cover
 // (codebook b = 1, 3, 4; binary-coded b = 3, 4; group sizes not a multiple
-// of 32) and measured against it in docs/PERFORMANCE.md.
+// of 32): ~5 vector ops per 8 weights make it compute-bound at 4-10 G
+// weights/s per core (codebook b=3 5.3 ms, b=4 11.3 ms for 11008x4096),
+// 3-8x slower than design (b) where both exist (docs/PERFORMANCE.md).
 // m > 1 decodes a tile of 4 rows once into fp32 scratch and runs an FMA
 // micro-kernel over it for every input row.
 #include <immintrin.h>
@@ -54,13 +56,11 @@ inline void GroupTable(const uint16_t* p, __m256* lo, __m256* hi) {
     for (int i = 0; i < B; ++i) {
       const __m256 pi = _mm256_set1_ps(pf[i]);
       const __m256 npi = _mm256_set1_ps(-pf[i]);
-      const __m256 bit_lo = _mm256_castsi256_ps(
-          _mm256_cmpeq_epi32(_mm256_and_si256(idx, _mm256_set1_epi32(1 << i)),
-                             _mm256_set1_epi32(1 << i)));
+      const __m256 bit_lo = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+          _mm256_and_si256(idx, _mm256_set1_epi32(1 << i)), _mm256_set1_epi32(1 << i)));
       const __m256i idx_hi = _mm256_add_epi32(idx, _mm256_set1_epi32(8));
-      const __m256 bit_hi = _mm256_castsi256_ps(
-          _mm256_cmpeq_epi32(_mm256_and_si256(idx_hi, _mm256_set1_epi32(1 << i)),
-                             _mm256_set1_epi32(1 << i)));
+      const __m256 bit_hi = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+          _mm256_and_si256(idx_hi, _mm256_set1_epi32(1 << i)), _mm256_set1_epi32(1 << i)));
       a_lo = _mm256_add_ps(a_lo, _mm256_blendv_ps(npi, pi, bit_lo));
       a_hi = _mm256_add_ps(a_hi, _mm256_blendv_ps(npi, pi, bit_hi));
     }
@@ -75,8 +75,9 @@ inline __m256 Decode8(const uint8_t* p, __m256 lo, __m256 hi) {
   uint32_t word;
   __builtin_memcpy(&word, p, 4);
   const __m256i shifts = _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B);
-  const __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts),
-                                       _mm256_set1_epi32((1 << B) - 1));
+  const __m256i idx =
+      _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts),
+                       _mm256_set1_epi32((1 << B) - 1));
   const __m256 a = _mm256_permutevar8x32_ps(lo, idx);
   if constexpr (B == 4) {
     const __m256 b = _mm256_permutevar8x32_ps(hi, idx);
@@ -141,8 +142,8 @@ void DecodeTile(const CentroidPackedView& w, int64_t row0, int64_t cols8, float*
 // y[t][row0 + r] for R decoded rows and every t < m: 2 input rows x R weight
 // rows of accumulators per pass.
 template <int R>
-void GemmTile(const float* wd, int64_t cols8, const float* x, int64_t m, int64_t cols,
-              int64_t rows, int64_t row0, const float* bias, float* y, float* xpad) {
+void GemmTile(const float* wd, int64_t cols8, const float* x, int64_t m, int64_t cols, int64_t rows,
+              int64_t row0, const float* bias, float* y, float* xpad) {
   for (int64_t t0 = 0; t0 < m; t0 += 2) {
     const int T = static_cast<int>(std::min<int64_t>(2, m - t0));
     const float* xs[2];

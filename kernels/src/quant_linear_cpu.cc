@@ -1,6 +1,8 @@
 // Packers and owning PackedQuantMatrix classes of the AVX2 designs
 // (layouts in cpu/quant_linear_cpu.h). Packing runs once per matrix at load,
 // in plain scalar code; the hot loops are in cpu/quant_*_avx2.cc.
+#include "cpu/quant_linear_cpu.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -9,7 +11,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "cpu/quant_linear_cpu.h"
 #include "src/quant_linear_internal.h"
 
 namespace lcd::kernels {
@@ -92,7 +93,8 @@ class LutPackedQuantMatrix final : public PackedQuantMatrix {
       for (int r = 0; r < v.tile_rows; ++r) {
         const int64_t row = tile * v.tile_rows + r;
         if (row >= l.rows) break;
-        for (int64_t c = 0; c < l.cols; ++c) code[r * v.blocks32 * 32 + c] = CanonicalCode(w, row, c);
+        for (int64_t c = 0; c < l.cols; ++c)
+          code[r * v.blocks32 * 32 + c] = CanonicalCode(w, row, c);
         for (int64_t g = 0; g < v.groups; ++g) {
           for (int64_t p = 0; p < P; ++p) {
             pout[((tile * v.groups + g) * P + p) * v.tile_rows + r] =

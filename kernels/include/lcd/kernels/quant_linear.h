@@ -114,7 +114,8 @@ void DequantizeRows(const QuantMatrixView& w, int64_t row_begin, int64_t row_end
 // ActivationLutRelativeErrorAtLlamaWidth), small next to 2-4-bit weight
 // error; the runtime needing exact results packs with kCentroidTable.
 enum class QuantKernel : uint8_t { kAuto = 0, kReference, kCentroidTable, kActivationLut };
-std::string_view QuantKernelName(QuantKernel k);  // "auto", "reference", "centroid_table", "activation_lut"
+// "auto", "reference", "centroid_table", "activation_lut".
+std::string_view QuantKernelName(QuantKernel k);
 
 class QuantActivations;
 
