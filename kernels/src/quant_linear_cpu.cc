@@ -218,7 +218,10 @@ bool QuantLutSupports(const QuantLayout& l) {
   return false;
 }
 
-bool QuantCentroidSupports(const QuantLayout& l) { return l.bits <= 4 && l.group_size % 8 == 0; }
+bool QuantCentroidSupports(const QuantLayout& l) {
+  const bool bits_ok = l.bits <= 4 || (l.format == QuantFormat::kAffine && l.bits == 8);
+  return bits_ok && l.group_size % 8 == 0;
+}
 
 std::unique_ptr<PackedQuantMatrix> PackQuantLutAvx2(const QuantMatrixView& w) {
   if (!QuantLutSupports(w.layout)) return nullptr;

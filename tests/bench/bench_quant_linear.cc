@@ -159,10 +159,12 @@ constexpr int kCentroid = static_cast<int>(QuantKernel::kCentroidTable);
 
 void GemvArgs(benchmark::internal::Benchmark* b) {
   b->ArgNames({"fmt", "bits", "rows", "cols", "g", "kernel", "m", "threads"});
-  const int cases[][2] = {{kAff, 2}, {kCb, 2},  {kBcq, 2}, {kAff, 3},
-                          {kAff, 4}, {kBcq, 1}, {kCb, 3},  {kCb, 4}};
+  // {format, bits, has a LUT kernel}
+  const int cases[][3] = {{kAff, 2, 1}, {kCb, 2, 1}, {kBcq, 2, 1}, {kAff, 3, 1}, {kAff, 4, 1},
+                          {kBcq, 1, 1}, {kCb, 3, 0}, {kCb, 4, 0},  {kAff, 8, 0}};
   for (const auto& c : cases) {
     for (int kernel : {kLut, kCentroid}) {
+      if (kernel == kLut && !c[2]) continue;
       for (int threads : {1, 2}) b->Args({c[0], c[1], 11008, 4096, 64, kernel, 1, threads});
     }
   }

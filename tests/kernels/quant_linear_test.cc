@@ -191,7 +191,8 @@ bool LutPromised(const QuantLayout& l, Isa isa) {
   return false;
 }
 bool CentroidPromised(const QuantLayout& l, Isa isa) {
-  return isa != Isa::kReference && l.bits <= 4 && l.group_size % 8 == 0;
+  const bool bits = l.bits <= 4 || (l.format == QuantFormat::kAffine && l.bits == 8);
+  return isa != Isa::kReference && bits && l.group_size % 8 == 0;
 }
 
 constexpr QuantKernel kDesigns[] = {QuantKernel::kAuto, QuantKernel::kReference,

@@ -91,7 +91,8 @@ void DequantizeRows(const QuantMatrixView& w, int64_t row_begin, int64_t row_end
 //                  the fallback for layouts no fast kernel covers.
 //   kCentroidTable AVX2 design (a): per (row, group) the 2^b decoded values in
 //                  registers, looked up with vpermps, FMA with x. Exact up to
-//                  fp32 rounding. Any format, b <= 4, any group_size.
+//                  fp32 rounding. Any format with b <= 4, and affine b = 8
+//                  (decoded directly from bytes); group_size % 8 == 0.
 //   kActivationLut AVX2 design (b), T-MAC style: tables of partial sums of x
 //                  (QuantActivations::Tables) looked up with vpshufb by the
 //                  bit planes of many rows at once. Needs group_size % 32 == 0;
