@@ -121,7 +121,8 @@ std::string_view QuantKernelName(QuantKernel k);
 class QuantActivations;
 
 // A quantized matrix repacked for the kernels of this machine. Owns its
-// memory; immutable after Pack, so any number of threads may read it.
+// memory; immutable after Pack, so any number of threads may read it. Pack
+// and PackStacked are reentrant (a loader may pack matrices in parallel).
 class PackedQuantMatrix {
  public:
   // Repacks `w` (which may be freed afterwards) for the fastest kernel
@@ -149,7 +150,8 @@ class PackedQuantMatrix {
   virtual Isa isa() const = 0;
   // Bytes a kernel streams per call (codes plus parameters, as packed).
   virtual uint64_t BytesRead() const = 0;
-  // Short description of the packing, for logs ("avx2 lut16 rows x8").
+  // Short description of the packing, for logs
+  // ("avx2 activation_lut affine b=2 g=128 rows x16 int8 vpshufb tables").
   virtual std::string Describe() const = 0;
 
  protected:
@@ -196,7 +198,8 @@ class QuantActivations {
 };
 
 // y[m][w.rows] = x · Ŵᵀ + bias, Ŵ the dequantized matrix (reference meaning:
-// DequantizeRows, then a float64-exact dot product up to fp32 rounding).
+// DequantizeRows, then a float64-exact dot product up to fp32 rounding; for
+// kActivationLut also up to the LUT quantization bound above).
 // x.cols() must equal w.layout().cols. m = 1 is the decode GEMV; m > 1 reads
 // the packed weights once per call, not once per token.
 void QuantLinear(const QuantActivations& x, const PackedQuantMatrix& w, const float* bias, float* y,
