@@ -5,8 +5,11 @@
 // split into 8 indices with vpsrlvd, looked up with vpermps (two lookups and
 // a blend for 16 entries) and FMA'd with x. Exact up to fp32 rounding and
 // reads the canonical layout as is; kept for what design (b) does not cover
-// (codebook b = 1, 3, 4; binary-coded b = 3, 4; group sizes not a multiple
-// of 32) and measured against it in docs/PERFORMANCE.md.
+// (codebook b = 1, 3, 4; binary-coded b = 3, 4; affine b = 1 and b = 8, the
+// latter decoded directly as s * (q - z) from bytes; group sizes not a multiple
+// of 32): ~5 vector ops per 8 weights make it compute-bound at 4-10 G
+// weights/s per core (codebook b=3 5.3 ms, b=4 11.3 ms for 11008x4096),
+// 3-8x slower than design (b) where both exist (docs/PERFORMANCE.md).
 // m > 1 decodes a tile of 4 rows once into fp32 scratch and runs an FMA
 // micro-kernel over it for every input row.
 #include <immintrin.h>
@@ -37,6 +40,11 @@ inline void GroupTable(const uint16_t* p, __m256* lo, __m256* hi) {
     } else {
       *lo = _mm256_cvtph_ps(_mm_cvtsi32_si128(*(const int32_t*)p));
     }
+  } else if constexpr (F == QuantFormat::kAffine && B == 8) {
+    // No table: Decode8<8> computes s * (q - z) from (lo, hi) = (s, z).
+    const __m128 sz = _mm_cvtph_ps(_mm_cvtsi32_si128(*(const int32_t*)p));
+    *lo = _mm256_set1_ps(_mm_cvtss_f32(sz));
+    *hi = _mm256_set1_ps(_mm_cvtss_f32(_mm_shuffle_ps(sz, sz, 1)));
   } else if constexpr (F == QuantFormat::kAffine) {
     const __m128 sz = _mm_cvtph_ps(_mm_cvtsi32_si128(*(const int32_t*)p));
     const __m256 s = _mm256_set1_ps(_mm_cvtss_f32(sz));
@@ -54,13 +62,11 @@ inline void GroupTable(const uint16_t* p, __m256* lo, __m256* hi) {
     for (int i = 0; i < B; ++i) {
       const __m256 pi = _mm256_set1_ps(pf[i]);
       const __m256 npi = _mm256_set1_ps(-pf[i]);
-      const __m256 bit_lo = _mm256_castsi256_ps(
-          _mm256_cmpeq_epi32(_mm256_and_si256(idx, _mm256_set1_epi32(1 << i)),
-                             _mm256_set1_epi32(1 << i)));
+      const __m256 bit_lo = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+          _mm256_and_si256(idx, _mm256_set1_epi32(1 << i)), _mm256_set1_epi32(1 << i)));
       const __m256i idx_hi = _mm256_add_epi32(idx, _mm256_set1_epi32(8));
-      const __m256 bit_hi = _mm256_castsi256_ps(
-          _mm256_cmpeq_epi32(_mm256_and_si256(idx_hi, _mm256_set1_epi32(1 << i)),
-                             _mm256_set1_epi32(1 << i)));
+      const __m256 bit_hi = _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+          _mm256_and_si256(idx_hi, _mm256_set1_epi32(1 << i)), _mm256_set1_epi32(1 << i)));
       a_lo = _mm256_add_ps(a_lo, _mm256_blendv_ps(npi, pi, bit_lo));
       a_hi = _mm256_add_ps(a_hi, _mm256_blendv_ps(npi, pi, bit_hi));
     }
@@ -72,11 +78,16 @@ inline void GroupTable(const uint16_t* p, __m256* lo, __m256* hi) {
 // Decodes the 8 codes starting at stream byte `p` (chunk start).
 template <int B>
 inline __m256 Decode8(const uint8_t* p, __m256 lo, __m256 hi) {
+  if constexpr (B == 8) {  // affine: DecodeCode's s * (q - z), lo = s, hi = z
+    const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)p)));
+    return _mm256_mul_ps(lo, _mm256_sub_ps(q, hi));
+  }
   uint32_t word;
   __builtin_memcpy(&word, p, 4);
   const __m256i shifts = _mm256_setr_epi32(0, B, 2 * B, 3 * B, 4 * B, 5 * B, 6 * B, 7 * B);
-  const __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts),
-                                       _mm256_set1_epi32((1 << B) - 1));
+  const __m256i idx =
+      _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts),
+                       _mm256_set1_epi32((1 << B) - 1));
   const __m256 a = _mm256_permutevar8x32_ps(lo, idx);
   if constexpr (B == 4) {
     const __m256 b = _mm256_permutevar8x32_ps(hi, idx);
@@ -101,6 +112,8 @@ void GemvTile(const CentroidPackedView& w, const float* x, int64_t row0, const f
       GroupTable<F, B>(w.params + ((row0 + r) * G + g) * P, &lo[r], &hi[r]);
     }
     const int64_t c_end = std::min(l.cols, (g + 1) * l.group_size);
+    __m256 gacc[R], gsum = _mm256_setzero_ps();
+    for (int r = 0; r < R; ++r) gacc[r] = _mm256_setzero_ps();
     for (int64_t c = g * l.group_size; c < c_end; c += 8) {
       __m256 xv;
       if (c + 8 <= l.cols) {
@@ -110,9 +123,26 @@ void GemvTile(const CentroidPackedView& w, const float* x, int64_t row0, const f
         for (int64_t i = c; i < l.cols; ++i) xt[i - c] = x[i];
         xv = _mm256_load_ps(xt);
       }
+      if constexpr (B == 8) {
+        // Affine 8-bit: sum x q per group, then s * (sum x q - z * sum x):
+        // 3 ops per 8 weights instead of 5 (rounding differs from DecodeCode
+        // order only at fp32 level).
+        gsum = _mm256_add_ps(gsum, xv);
+        for (int r = 0; r < R; ++r) {
+          const __m128i q8 =
+              _mm_loadl_epi64((const __m128i*)(w.codes + (row0 + r) * row_bytes + c));
+          gacc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q8)), xv, gacc[r]);
+        }
+      } else {
+        for (int r = 0; r < R; ++r) {
+          const uint8_t* p = w.codes + (row0 + r) * row_bytes + c * B / 8;
+          acc[r] = _mm256_fmadd_ps(Decode8<B>(p, lo[r], hi[r]), xv, acc[r]);
+        }
+      }
+    }
+    if constexpr (B == 8) {
       for (int r = 0; r < R; ++r) {
-        const uint8_t* p = w.codes + (row0 + r) * row_bytes + c * B / 8;
-        acc[r] = _mm256_fmadd_ps(Decode8<B>(p, lo[r], hi[r]), xv, acc[r]);
+        acc[r] = _mm256_fmadd_ps(lo[r], _mm256_fnmadd_ps(hi[r], gsum, gacc[r]), acc[r]);
       }
     }
   }
@@ -141,8 +171,8 @@ void DecodeTile(const CentroidPackedView& w, int64_t row0, int64_t cols8, float*
 // y[t][row0 + r] for R decoded rows and every t < m: 2 input rows x R weight
 // rows of accumulators per pass.
 template <int R>
-void GemmTile(const float* wd, int64_t cols8, const float* x, int64_t m, int64_t cols,
-              int64_t rows, int64_t row0, const float* bias, float* y, float* xpad) {
+void GemmTile(const float* wd, int64_t cols8, const float* x, int64_t m, int64_t cols, int64_t rows,
+              int64_t row0, const float* bias, float* y, float* xpad) {
   for (int64_t t0 = 0; t0 < m; t0 += 2) {
     const int T = static_cast<int>(std::min<int64_t>(2, m - t0));
     const float* xs[2];
@@ -202,6 +232,9 @@ void CentroidLinearTyped(const CentroidPackedView& w, const float* x, int64_t m,
 template <QuantFormat F>
 void ByBits(const CentroidPackedView& w, const float* x, int64_t m, const float* bias, float* y,
             ThreadPool* pool) {
+  if constexpr (F == QuantFormat::kAffine) {
+    if (w.layout.bits == 8) return CentroidLinearTyped<F, 8>(w, x, m, bias, y, pool);
+  }
   switch (w.layout.bits) {
     case 1:
       return CentroidLinearTyped<F, 1>(w, x, m, bias, y, pool);

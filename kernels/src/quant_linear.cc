@@ -124,8 +124,8 @@ absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackedQuantMatrix::Pack(
   return Pack(w, QuantKernel::kAuto);
 }
 
-absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackedQuantMatrix::Pack(
-    const QuantMatrixView& w, QuantKernel kernel) {
+absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackedQuantMatrix::Pack(const QuantMatrixView& w,
+                                                                           QuantKernel kernel) {
   if (absl::Status s = ValidateQuantLayout(w.layout); !s.ok()) return s;
   if (w.codes == nullptr || w.params == nullptr) {
     return absl::InvalidArgumentError("quantized matrix without codes or params");
@@ -151,8 +151,9 @@ absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackedQuantMatrix::Pack(
   }
   if (packed == nullptr) {
     return absl::UnimplementedError(absl::StrCat(
-        "kernel ", std::string(QuantKernelName(kernel)), " cannot run ", std::string(QuantFormatName(w.layout.format)), " b=",
-        w.layout.bits, " group_size=", w.layout.group_size, " under ISA ", std::string(IsaName(ActiveIsa()))));
+        "kernel ", std::string(QuantKernelName(kernel)), " cannot run ",
+        std::string(QuantFormatName(w.layout.format)), " b=", w.layout.bits,
+        " group_size=", w.layout.group_size, " under ISA ", std::string(IsaName(ActiveIsa()))));
   }
   return packed;
 }

@@ -1,6 +1,8 @@
 // Packers and owning PackedQuantMatrix classes of the AVX2 designs
 // (layouts in cpu/quant_linear_cpu.h). Packing runs once per matrix at load,
 // in plain scalar code; the hot loops are in cpu/quant_*_avx2.cc.
+#include "cpu/quant_linear_cpu.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -9,7 +11,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "cpu/quant_linear_cpu.h"
 #include "src/quant_linear_internal.h"
 
 namespace lcd::kernels {
@@ -86,13 +87,29 @@ class LutPackedQuantMatrix final : public PackedQuantMatrix {
     params_ = std::make_unique<AlignedBytes>(v.tiles * v.groups * P * v.tile_rows * 2, 0);
     uint8_t* out = codes_->data();
     uint16_t* pout = reinterpret_cast<uint16_t*>(params_->data());
-    std::vector<uint8_t> code(static_cast<size_t>(v.tile_rows * v.blocks32 * 32));
+    // Packing runs at model load (~45M weights per Llama-2-7B MLP matrix), so
+    // codes are read 64 bits at a time and bit planes gathered 8 columns at a
+    // time with a multiply: ((x >> p) & 0x01..01) * 0x0102040810204080 >> 56
+    // moves bit p of byte t to bit t.
+    const int64_t stride = v.blocks32 * 32, chunks = v.blocks32 * 4;
+    const int64_t row_bytes = l.CodeRowBytes();
+    const uint64_t mask = (uint64_t{1} << l.bits) - 1;
+    std::vector<uint8_t> code(static_cast<size_t>(v.tile_rows * stride));
+    std::vector<uint8_t> planes(static_cast<size_t>(v.tile_rows * l.bits * chunks));
+    std::vector<uint8_t> row_buf(static_cast<size_t>(row_bytes + 8));
     for (int64_t tile = 0; tile < v.tiles; ++tile) {
       std::fill(code.begin(), code.end(), 0);
       for (int r = 0; r < v.tile_rows; ++r) {
         const int64_t row = tile * v.tile_rows + r;
         if (row >= l.rows) break;
-        for (int64_t c = 0; c < l.cols; ++c) code[r * v.blocks32 * 32 + c] = CanonicalCode(w, row, c);
+        std::memcpy(row_buf.data(), w.codes + row * row_bytes, row_bytes);
+        uint8_t* cr = code.data() + r * stride;
+        for (int64_t c = 0; c < l.cols; ++c) {
+          const int64_t bit = c * l.bits;
+          uint64_t word;
+          std::memcpy(&word, row_buf.data() + (bit >> 3), 8);
+          cr[c] = static_cast<uint8_t>((word >> (bit & 7)) & mask);
+        }
         for (int64_t g = 0; g < v.groups; ++g) {
           for (int64_t p = 0; p < P; ++p) {
             pout[((tile * v.groups + g) * P + p) * v.tile_rows + r] =
@@ -100,21 +117,26 @@ class LutPackedQuantMatrix final : public PackedQuantMatrix {
           }
         }
       }
-      for (int64_t b = 0; b < v.blocks32; ++b) {
-        for (int chunk = 0; chunk < 4; ++chunk) {
-          for (int n = 0; n < v.vecs; ++n) {
-            for (int k = 0; k < 16; ++k) {
-              for (int h = 0; h < 2; ++h) {
-                int r, plane;
-                LutSlot(l.format, l.bits, n, h, k, &r, &plane);
-                const uint8_t* src = code.data() + r * v.blocks32 * 32 + b * 32 + chunk * 8;
-                uint8_t byte = 0;
-                for (int t = 0; t < 8; ++t) byte |= ((src[t] >> plane) & 1) << t;
-                out[2 * k + h] = byte;
-              }
-            }
-            out += 32;
+      for (int r = 0; r < v.tile_rows; ++r) {
+        for (int p = 0; p < l.bits; ++p) {
+          for (int64_t ch = 0; ch < chunks; ++ch) {
+            uint64_t x;
+            std::memcpy(&x, code.data() + r * stride + ch * 8, 8);
+            planes[(r * l.bits + p) * chunks + ch] = static_cast<uint8_t>(
+                (((x >> p) & 0x0101010101010101ull) * 0x0102040810204080ull) >> 56);
           }
+        }
+      }
+      for (int64_t ch = 0; ch < chunks; ++ch) {  // ch = block * 4 + chunk
+        for (int n = 0; n < v.vecs; ++n) {
+          for (int k = 0; k < 16; ++k) {
+            for (int h = 0; h < 2; ++h) {
+              int r, plane;
+              LutSlot(l.format, l.bits, n, h, k, &r, &plane);
+              out[2 * k + h] = planes[(r * l.bits + plane) * chunks + ch];
+            }
+          }
+          out += 32;
         }
       }
     }
@@ -196,7 +218,10 @@ bool QuantLutSupports(const QuantLayout& l) {
   return false;
 }
 
-bool QuantCentroidSupports(const QuantLayout& l) { return l.bits <= 4 && l.group_size % 8 == 0; }
+bool QuantCentroidSupports(const QuantLayout& l) {
+  const bool bits_ok = l.bits <= 4 || (l.format == QuantFormat::kAffine && l.bits == 8);
+  return bits_ok && l.group_size % 8 == 0;
+}
 
 std::unique_ptr<PackedQuantMatrix> PackQuantLutAvx2(const QuantMatrixView& w) {
   if (!QuantLutSupports(w.layout)) return nullptr;

@@ -60,8 +60,8 @@ const std::vector<std::unique_ptr<PackedQuantMatrix>>& Packed(const QuantLayout&
   static auto* copies = new std::vector<std::unique_ptr<PackedQuantMatrix>>();
   const std::string k = std::string(QuantFormatName(l.format)) + std::to_string(l.bits) + "/" +
                         std::to_string(l.rows) + "x" + std::to_string(l.cols) + "/" +
-                        std::to_string(l.group_size) + "/" +
-                        std::string(QuantKernelName(kernel)) + (dram ? "/dram" : "/cache");
+                        std::to_string(l.group_size) + "/" + std::string(QuantKernelName(kernel)) +
+                        (dram ? "/dram" : "/cache");
   if (k == *key) return *copies;
   copies->clear();
   *key = k;
@@ -120,10 +120,12 @@ void BM_QuantLinear(benchmark::State& state, bool dram) {
   const double bytes = static_cast<double>(copies[0]->BytesRead() + x.size() * 4);
   const double iters = static_cast<double>(state.iterations());
   state.SetBytesProcessed(static_cast<int64_t>(iters * bytes));
-  state.counters["vs_stream"] = benchmark::Counter(iters * bytes / stream, benchmark::Counter::kIsRate);
-  state.counters["Gw/s"] = benchmark::Counter(iters * l.rows * l.cols * 1e-9, benchmark::Counter::kIsRate);
-  state.counters["GFLOPS"] = benchmark::Counter(2e-9 * l.rows * l.cols * m * iters,
-                                                benchmark::Counter::kIsRate);
+  state.counters["vs_stream"] =
+      benchmark::Counter(iters * bytes / stream, benchmark::Counter::kIsRate);
+  state.counters["Gw/s"] =
+      benchmark::Counter(iters * l.rows * l.cols * 1e-9, benchmark::Counter::kIsRate);
+  state.counters["GFLOPS"] =
+      benchmark::Counter(2e-9 * l.rows * l.cols * m * iters, benchmark::Counter::kIsRate);
   state.counters["stream_GBps"] = stream * 1e-9;
   state.SetLabel(copies[0]->Describe() + " x" + std::to_string(copies.size()) + " copies");
 }
@@ -144,8 +146,8 @@ void BM_DenseBf16(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.size() * 2 + x.size() * 4));
-  state.counters["GFLOPS"] = benchmark::Counter(2e-9 * rows * cols * m * state.iterations(),
-                                                benchmark::Counter::kIsRate);
+  state.counters["GFLOPS"] =
+      benchmark::Counter(2e-9 * rows * cols * m * state.iterations(), benchmark::Counter::kIsRate);
   state.SetLabel(std::string("bf16 ") + std::string(IsaName(ActiveIsa())));
 }
 
@@ -157,10 +159,12 @@ constexpr int kCentroid = static_cast<int>(QuantKernel::kCentroidTable);
 
 void GemvArgs(benchmark::internal::Benchmark* b) {
   b->ArgNames({"fmt", "bits", "rows", "cols", "g", "kernel", "m", "threads"});
-  const int cases[][2] = {{kAff, 2}, {kCb, 2}, {kBcq, 2}, {kAff, 3}, {kAff, 4},
-                          {kBcq, 1}, {kCb, 3}, {kCb, 4}};
+  // {format, bits, has a LUT kernel}
+  const int cases[][3] = {{kAff, 2, 1}, {kCb, 2, 1}, {kBcq, 2, 1}, {kAff, 3, 1}, {kAff, 4, 1},
+                          {kBcq, 1, 1}, {kCb, 3, 0}, {kCb, 4, 0},  {kAff, 8, 0}};
   for (const auto& c : cases) {
     for (int kernel : {kLut, kCentroid}) {
+      if (kernel == kLut && !c[2]) continue;
       for (int threads : {1, 2}) b->Args({c[0], c[1], 11008, 4096, 64, kernel, 1, threads});
     }
   }
@@ -176,7 +180,8 @@ void BatchArgs(benchmark::internal::Benchmark* b) {
   for (const auto& c : {std::pair{kAff, 2}, std::pair{kCb, 2}, std::pair{kAff, 4}}) {
     for (int kernel : {kLut, kCentroid}) {
       for (int m : {8, 64}) {
-        for (int threads : {1, 2}) b->Args({c.first, c.second, 11008, 4096, 64, kernel, m, threads});
+        for (int threads : {1, 2})
+          b->Args({c.first, c.second, 11008, 4096, 64, kernel, m, threads});
       }
     }
   }

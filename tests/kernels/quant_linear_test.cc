@@ -191,7 +191,8 @@ bool LutPromised(const QuantLayout& l, Isa isa) {
   return false;
 }
 bool CentroidPromised(const QuantLayout& l, Isa isa) {
-  return isa != Isa::kReference && l.bits <= 4 && l.group_size % 8 == 0;
+  const bool bits = l.bits <= 4 || (l.format == QuantFormat::kAffine && l.bits == 8);
+  return isa != Isa::kReference && bits && l.group_size % 8 == 0;
 }
 
 constexpr QuantKernel kDesigns[] = {QuantKernel::kAuto, QuantKernel::kReference,
@@ -212,9 +213,9 @@ void CheckMatrix(std::mt19937_64& rng, const QuantLayout& l, ThreadPool* pool) {
         QuantActivations act;
         act.Prepare(x.data(), m, l.cols, pool);
         for (QuantKernel k : kDesigns) {
-          SCOPED_TRACE(::testing::Message() << "isa=" << IsaName(isa) << " design="
-                                            << QuantKernelName(k) << " m=" << m << " bias="
-                                            << with_bias << " pool=" << (pool != nullptr));
+          SCOPED_TRACE(::testing::Message()
+                       << "isa=" << IsaName(isa) << " design=" << QuantKernelName(k) << " m=" << m
+                       << " bias=" << with_bias << " pool=" << (pool != nullptr));
           auto packed = PackedQuantMatrix::Pack(q.view(), k);
           const bool promised = k == QuantKernel::kActivationLut   ? LutPromised(l, isa)
                                 : k == QuantKernel::kCentroidTable ? CentroidPromised(l, isa)
@@ -255,8 +256,8 @@ TEST(QuantLinearTest, MatchesFloat64ForEveryFormatShapeAndDesign) {
   ThreadPool pool(2);
   // Short last groups (172 = 2*64 + 44, 576 = 4*128 + 64, 100 = 2*48 + 4),
   // row counts off every tile size, and a group size no LUT block divides.
-  const int64_t shapes[][3] = {{37, 172, 64}, {45, 576, 128}, {16, 256, 32},
-                               {3, 64, 64},   {129, 96, 32},  {21, 100, 48}, {5, 7, 3}};
+  const int64_t shapes[][3] = {{37, 172, 64}, {45, 576, 128}, {16, 256, 32}, {3, 64, 64},
+                               {129, 96, 32}, {21, 100, 48},  {5, 7, 3}};
   for (const auto& s : shapes) {
     for (const QuantLayout& l : AllFormats(s[0], s[1], s[2])) {
       CheckMatrix(rng, l, (s[0] & 1) ? &pool : nullptr);
@@ -341,14 +342,15 @@ TEST(QuantLinearTest, LayoutSizesAndValidation) {
   EXPECT_EQ(QuantFormatName(QuantFormat::kBinaryCoded), "binary_coded");
   EXPECT_TRUE(ValidateQuantLayout(cb3).ok());
   EXPECT_TRUE(ValidateQuantLayout({QuantFormat::kAffine, 8, 1, 1, 1}).ok());
-  for (const QuantLayout& bad : std::vector<QuantLayout>{{QuantFormat::kCodebook, 0, 1, 1, 1},
-                                                         {QuantFormat::kCodebook, 5, 1, 1, 1},
-                                                         {QuantFormat::kBinaryCoded, 5, 1, 1, 1},
-                                                         {QuantFormat::kAffine, 9, 1, 1, 1},
-                                                         {QuantFormat::kAffine, 2, 0, 1, 1},
-                                                         {QuantFormat::kAffine, 2, 1, -1, 1},
-                                                         {QuantFormat::kAffine, 2, 1, 1, 0},
-                                                         {static_cast<QuantFormat>(7), 2, 1, 1, 1}}) {
+  for (const QuantLayout& bad :
+       std::vector<QuantLayout>{{QuantFormat::kCodebook, 0, 1, 1, 1},
+                                {QuantFormat::kCodebook, 5, 1, 1, 1},
+                                {QuantFormat::kBinaryCoded, 5, 1, 1, 1},
+                                {QuantFormat::kAffine, 9, 1, 1, 1},
+                                {QuantFormat::kAffine, 2, 0, 1, 1},
+                                {QuantFormat::kAffine, 2, 1, -1, 1},
+                                {QuantFormat::kAffine, 2, 1, 1, 0},
+                                {static_cast<QuantFormat>(7), 2, 1, 1, 1}}) {
     const absl::Status s = ValidateQuantLayout(bad);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << Name(bad);
     std::vector<uint8_t> codes(16);
