@@ -216,15 +216,19 @@ void LutLinearTyped(const LutPackedView& w, const LutTablesView& tv, int64_t m, 
   // Enough tiles per chunk that a chunk is ~64K weights (dispatch cost).
   const int64_t min_tiles = std::max<int64_t>(1, 65536 / (w.tile_rows * w.cols * m));
   ParallelFor(pool, w.tiles, min_tiles, [&](int64_t begin, int64_t end) {
-    // Blocked so that the codes of kTileBlock tiles (<= 128 KiB at 4 bits)
-    // and the tables of kTokenBlock tokens (16 KiB each at cols = 4096) stay
+    // Blocked so that the codes of a block of tiles and the tables of a
+    // block of tokens (~128 KiB each; 8 x 8 at 2 bits and cols = 4096) stay
     // in L2 while they meet: codes come from DRAM once per call.
     constexpr int NT = kLutTokens<F, B>;
-    constexpr int64_t kTileBlock = 8, kTokenBlock = 8;
-    for (int64_t tb = begin; tb < end; tb += kTileBlock) {
-      const int64_t te = std::min(end, tb + kTileBlock);
-      for (int64_t m0 = 0; m0 < m; m0 += kTokenBlock) {
-        const int64_t m1 = std::min(m, m0 + kTokenBlock);
+    constexpr int64_t kL2Share = 128 << 10;
+    const int64_t tile_bytes = w.blocks32 * 4 * LutShape<F, B>::kVecs * 32;
+    const int64_t table_bytes = tv.blocks32 * 8 * 16;
+    const int64_t tile_block = std::max<int64_t>(1, kL2Share / tile_bytes);
+    const int64_t token_block = std::max<int64_t>(2, kL2Share / table_bytes) & ~int64_t{1};
+    for (int64_t tb = begin; tb < end; tb += tile_block) {
+      const int64_t te = std::min(end, tb + tile_block);
+      for (int64_t m0 = 0; m0 < m; m0 += token_block) {
+        const int64_t m1 = std::min(m, m0 + token_block);
         for (int64_t tile = tb; tile < te; ++tile) {
           int64_t t = m0;
           if constexpr (NT > 1) {
