@@ -31,7 +31,7 @@ class EngineImpl final : public Engine {
         allocator_(cache_.num_blocks()),
         scheduler_(&allocator_, options.block_size) {
     eos_ids_ = model_->config().eos_token_ids;
-    if (eos_ids_.empty() && tokenizer_->eos_id().has_value()) eos_ids_.push_back(*tokenizer_->eos_id());
+    if (eos_ids_.empty() && tokenizer_ != nullptr && tokenizer_->eos_id().has_value()) eos_ids_.push_back(*tokenizer_->eos_id());
     stats_.kv_blocks_total = cache_.num_blocks();
     thread_ = std::thread([this] { Loop(); });
   }
@@ -101,6 +101,9 @@ absl::Status EngineImpl::Validate(const GenerationRequest& r) const {
     }
   }
   LCD_RETURN_IF_ERROR(r.sampling.Validate());
+  if (tokenizer_ == nullptr && !r.sampling.stop_strings.empty()) {
+    return absl::InvalidArgumentError("stop strings need a tokenizer; this engine has none");
+  }
   if (r.num_logprobs < 0 || r.num_logprobs > 20) {
     return absl::InvalidArgumentError(absl::StrCat("num_logprobs must be in [0, 20], got ", r.num_logprobs));
   }
@@ -372,7 +375,7 @@ std::string_view FinishReasonName(FinishReason r) {
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<Model> model,
                                                        std::shared_ptr<const Tokenizer> tokenizer,
                                                        const EngineOptions& options) {
-  if (model == nullptr || tokenizer == nullptr) return absl::InvalidArgumentError("model and tokenizer are required");
+  if (model == nullptr) return absl::InvalidArgumentError("a model is required");
   const ModelConfig& cfg = model->config();
   if (options.block_size < 1 || options.max_num_seqs < 1 || options.max_tokens_per_iteration < 1 ||
       options.max_waiting < 1 || options.max_context < 0) {

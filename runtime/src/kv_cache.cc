@@ -80,6 +80,11 @@ absl::StatusOr<KvCache> KvCache::Create(int64_t num_layers, const kernels::KvLay
   return cache;
 }
 
+uint64_t KvCache::BytesForBlocks(int64_t num_layers, const kernels::KvLayout& layout, int64_t num_blocks) {
+  return 2 * BlockFloats(layout) * static_cast<uint64_t>(num_layers) * static_cast<uint64_t>(num_blocks) *
+         sizeof(float);
+}
+
 int64_t KvCache::BlocksForBytes(int64_t num_layers, const kernels::KvLayout& layout, uint64_t bytes) {
   const uint64_t per_block = 2 * BlockFloats(layout) * static_cast<uint64_t>(num_layers) * sizeof(float);
   if (per_block == 0) return 0;

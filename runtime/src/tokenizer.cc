@@ -94,6 +94,7 @@ IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer* tokenizer, bool 
     : tokenizer_(tokenizer), skip_special_(skip_special) {}
 
 std::string IncrementalDetokenizer::Push(int32_t id) {
+  if (tokenizer_ == nullptr) return "";
   std::string bytes = tokenizer_->TokenBytes(id, skip_special_);
   if (bytes.empty()) return "";
   if (!started_) {

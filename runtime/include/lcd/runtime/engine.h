@@ -140,13 +140,16 @@ class Engine {
  public:
   // Starts the engine thread. The engine shares ownership of the model and
   // tokenizer (a hot-swapped model stays alive until its engine is gone).
+  // tokenizer may be null (token ids in, token ids out: no text, and stop
+  // strings are refused); tokenizer() must then not be called.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(std::shared_ptr<Model> model,
                                                         std::shared_ptr<const Tokenizer> tokenizer,
                                                         const EngineOptions& options);
   virtual ~Engine() = default;  // Cancels everything and joins the thread.
 
   // Queues a request. Errors (nothing queued then): InvalidArgument for an
-  // empty prompt, out-of-range token ids or sampling values, prompt +
+  // empty prompt, out-of-range token ids or sampling values, stop strings
+  // without a tokenizer, prompt +
   // max_new_tokens beyond the context; ResourceExhausted when the waiting
   // queue is full; Unavailable after Shutdown began.
   virtual absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(GenerationRequest request) = 0;

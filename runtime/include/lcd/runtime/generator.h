@@ -1,7 +1,8 @@
-// A simple single-sequence generation loop: prompt ids -> prefill (in
-// chunks) -> decode one token per step until a stop condition. Used by the
-// `lcd generate` CLI, by tests and by benchmarks; the serving engine has its
-// own continuous-batching loop over the same Model/KvCache/Sampler.
+// Single-sequence generation for the `lcd generate` CLI, benchmarks and the
+// parity harness: prompt ids -> prefill (in chunks) -> decode one token per
+// step until a stop condition. It runs the request through a private Engine
+// (engine.h), the one generation loop lcdserve has, so what the CLI and the
+// parity tests run is what the server serves.
 //
 // Stop conditions, checked after every sampled token, in this order:
 //   1. the token is one of the model's EOS ids (config.json eos_token_id),

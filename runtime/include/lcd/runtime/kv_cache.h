@@ -41,6 +41,8 @@ class KvCache {
                                         int64_t num_blocks);
   // Number of blocks that fit in `bytes` for this shape (>= 0).
   static int64_t BlocksForBytes(int64_t num_layers, const kernels::KvLayout& layout, uint64_t bytes);
+  // The inverse: bytes that num_blocks blocks of this shape take.
+  static uint64_t BytesForBlocks(int64_t num_layers, const kernels::KvLayout& layout, int64_t num_blocks);
 
   const kernels::KvLayout& layout() const { return layout_; }
   int64_t num_blocks() const { return num_blocks_; }

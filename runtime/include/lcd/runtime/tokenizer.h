@@ -88,6 +88,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std:
 // tokenizer must outlive it. Not thread-safe; use one per sequence.
 class IncrementalDetokenizer {
  public:
+  // tokenizer may be nullptr: then there is no text (Push returns "").
   IncrementalDetokenizer(const Tokenizer* tokenizer, bool skip_special);
   // Returns the newly completed text (possibly empty).
   std::string Push(int32_t id);
