@@ -21,12 +21,11 @@ class ReferencePackedQuantMatrix final : public PackedQuantMatrix {
     for (size_t i = 0; i < params_.size(); ++i) params_[i] = Fp16ToFloat(w.params[i]);
   }
 
-  uint64_t BytesRead() const override {
-    return codes_.size() + params_.size() * sizeof(float);
-  }
+  uint64_t BytesRead() const override { return codes_.size() + params_.size() * sizeof(float); }
   std::string Describe() const override {
-    return absl::StrCat("reference ", std::string(QuantFormatName(layout_.format)), " b=", layout_.bits,
-                        " g=", layout_.group_size, " canonical codes, fp32 params");
+    return absl::StrCat("reference ", std::string(QuantFormatName(layout_.format)),
+                        " b=", layout_.bits, " g=", layout_.group_size,
+                        " canonical codes, fp32 params");
   }
   QuantKernel kernel() const override { return QuantKernel::kReference; }
   Isa isa() const override { return Isa::kReference; }

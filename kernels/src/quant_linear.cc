@@ -124,8 +124,8 @@ absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackedQuantMatrix::Pack(
   return Pack(w, QuantKernel::kAuto);
 }
 
-absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackedQuantMatrix::Pack(
-    const QuantMatrixView& w, QuantKernel kernel) {
+absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackedQuantMatrix::Pack(const QuantMatrixView& w,
+                                                                           QuantKernel kernel) {
   if (absl::Status s = ValidateQuantLayout(w.layout); !s.ok()) return s;
   if (w.codes == nullptr || w.params == nullptr) {
     return absl::InvalidArgumentError("quantized matrix without codes or params");
@@ -134,18 +134,26 @@ absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackedQuantMatrix::Pack(
   std::unique_ptr<PackedQuantMatrix> packed;
   switch (kernel) {
     case QuantKernel::kAuto:
+      // The faster design per case, as measured (docs/PERFORMANCE.md).
+      if (avx2) packed = PackQuantLutAvx2(w);
+      if (avx2 && packed == nullptr) packed = PackQuantCentroidAvx2(w);
+      if (packed == nullptr) packed = reference::PackQuantReference(w);
+      break;
     case QuantKernel::kReference:
       packed = reference::PackQuantReference(w);
       break;
     case QuantKernel::kCentroidTable:
+      if (avx2) packed = PackQuantCentroidAvx2(w);
+      break;
     case QuantKernel::kActivationLut:
-      (void)avx2;
+      if (avx2) packed = PackQuantLutAvx2(w);
       break;
   }
   if (packed == nullptr) {
     return absl::UnimplementedError(absl::StrCat(
-        "kernel ", std::string(QuantKernelName(kernel)), " cannot run ", std::string(QuantFormatName(w.layout.format)), " b=",
-        w.layout.bits, " group_size=", w.layout.group_size, " under ISA ", std::string(IsaName(ActiveIsa()))));
+        "kernel ", std::string(QuantKernelName(kernel)), " cannot run ",
+        std::string(QuantFormatName(w.layout.format)), " b=", w.layout.bits,
+        " group_size=", w.layout.group_size, " under ISA ", std::string(IsaName(ActiveIsa()))));
   }
   return packed;
 }
@@ -191,7 +199,8 @@ void QuantActivations::Prepare(const float* x, int64_t m, int64_t cols, ThreadPo
   x_ = x;
   m_ = m;
   cols_ = cols;
-  has_tables_ = false;
+  has_tables_ = static_cast<int>(ActiveIsa()) >= static_cast<int>(Isa::kAvx2) && m > 0;
+  if (has_tables_) BuildLutTables(x, m, cols, tables_.get(), pool);
 }
 
 void QuantLinear(const QuantActivations& x, const PackedQuantMatrix& w, const float* bias, float* y,

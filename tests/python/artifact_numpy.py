@@ -1,0 +1,187 @@
+"""Artifact format v1 in numpy, written from docs/ARTIFACT.md alone (no lcd code).
+
+Two independent halves of the oracle:
+  * dequantize(dir): reads manifest.json + model.safetensors, checks every
+    sha256, and decodes each quantized tensor with the documented formulas
+    into float32 (parameters widened from fp16, arithmetic in float32, as the
+    page specifies);
+  * write_artifact(src_dir, out_dir, plan): quantizes a Hugging Face
+    checkpoint in numpy into the formats named by `plan` and lays the
+    directory out as the page says (so lcd's reader and kernels are tested on
+    bytes lcd did not write).
+and to_hf_checkpoint(), which saves dequantized tensors as an fp32 Hugging
+Face folder that transformers loads.
+"""
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+FORMATS = ("codebook", "affine", "binary_coded")
+
+
+def params_per_group(fmt, bits):
+    return {"codebook": 1 << bits, "affine": 2, "binary_coded": bits + 1}[fmt]
+
+
+def unpack_codes(packed, cols, bits):
+    """[rows][row_bytes] uint8 -> [rows][cols] codes (LSB-first bit stream per row)."""
+    bits_le = np.unpackbits(packed, axis=1, bitorder="little")[:, : cols * bits]
+    bits_le = bits_le.reshape(packed.shape[0], cols, bits).astype(np.int64)
+    return (bits_le << np.arange(bits)).sum(axis=2)
+
+
+def pack_codes(codes, bits):
+    rows, cols = codes.shape
+    planes = ((codes[:, :, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(rows, cols * bits)
+    row_bytes = (cols * bits + 7) // 8
+    pad = row_bytes * 8 - cols * bits
+    planes = np.concatenate([planes, np.zeros((rows, pad), np.uint8)], axis=1)
+    return np.packbits(planes, axis=1, bitorder="little")
+
+
+def decode(fmt, bits, params, codes, group_size):
+    """params: [rows][groups][P] float32, codes [rows][cols] -> [rows][cols] float32."""
+    rows, cols = codes.shape
+    g = np.arange(cols) // group_size
+    p = params[:, g, :]  # [rows][cols][P]
+    if fmt == "codebook":
+        return np.take_along_axis(p, codes[:, :, None], axis=2)[:, :, 0]
+    if fmt == "affine":
+        return (p[:, :, 0] * (codes.astype(np.float32) - p[:, :, 1])).astype(np.float32)
+    out = p[:, :, bits].copy()
+    for i in range(bits):
+        sign = (2 * ((codes >> i) & 1) - 1).astype(np.float32)
+        out = out + p[:, :, i] * sign
+    return out.astype(np.float32)
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dequantize(artifact_dir):
+    with open(os.path.join(artifact_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    assert manifest["format"] == "lcd-artifact" and manifest["format_version"] == 1
+    for entry in manifest["files"]:
+        path = os.path.join(artifact_dir, entry["path"])
+        assert os.path.getsize(path) == entry["bytes"], path
+        assert sha256(path) == entry["sha256"], path
+    stored = load_file(os.path.join(artifact_dir, "model.safetensors"))
+    out = {}
+    for name, t in manifest["tensors"].items():
+        if t["format"] == "dense":
+            out[name] = stored[name].astype(np.float32)
+            continue
+        rows, cols = t["shape"]
+        bits, gs = t["bits"], t["group_size"]
+        codes = unpack_codes(stored[name + ".codes"], cols, bits)
+        params = stored[name + ".params"].astype(np.float32)
+        assert params.shape == (rows, -(-cols // gs), params_per_group(t["format"], bits))
+        out[name] = decode(t["format"], bits, params, codes, gs)
+    return manifest, out
+
+
+def to_hf_checkpoint(manifest, tensors, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    config = dict(manifest["model_config"])
+    config["torch_dtype"] = "float32"
+    config.pop("dtype", None)
+    # A quantized lm_head stored apart from the embedding unties the model.
+    if config.get("tie_word_embeddings") and "lm_head.weight" in tensors:
+        config["tie_word_embeddings"] = False
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config, f)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, os.path.join(out_dir, "model.safetensors"))
+    return out_dir
+
+
+# ---- the writer half --------------------------------------------------------
+
+def _fp16(x):
+    return np.asarray(x, np.float32).astype(np.float16)
+
+
+def quantize_group(fmt, bits, w):
+    """One group's weights (float32 vector) -> (params fp16 [P], codes int)."""
+    k = 1 << bits
+    if fmt == "codebook":
+        c = _fp16(np.quantile(w, (np.arange(k) + 0.5) / k))
+        codes = np.abs(w[:, None] - c.astype(np.float32)[None, :]).argmin(axis=1)
+        return c, codes
+    if fmt == "affine":
+        lo, hi = float(w.min()), float(w.max())
+        scale = (hi - lo) / (k - 1) if hi > lo else 1.0
+        zero = float(np.clip(np.round(-lo / scale), 0, k - 1))
+        p = _fp16([scale, zero])
+        s, z = p.astype(np.float32)
+        codes = np.clip(np.round(w / s + z), 0, k - 1).astype(np.int64)
+        return p, codes
+    # binary_coded: residual 1-bit quantizers, alpha_i = mean|R|, B_i = sign R.
+    r = w.astype(np.float64).copy()
+    alphas, codes = [], np.zeros(w.shape, np.int64)
+    for i in range(bits):
+        a = float(np.abs(r).mean())
+        b = (r >= 0).astype(np.int64)
+        codes |= b << i
+        alphas.append(a)
+        r -= a * (2 * b - 1)
+    return _fp16(alphas + [0.05 * float(w.mean())]), codes
+
+
+def quantize_matrix(fmt, bits, group_size, w):
+    rows, cols = w.shape
+    groups = -(-cols // group_size)
+    params = np.zeros((rows, groups, params_per_group(fmt, bits)), np.float16)
+    codes = np.zeros((rows, cols), np.int64)
+    for r in range(rows):
+        for g in range(groups):
+            sl = slice(g * group_size, min(cols, (g + 1) * group_size))
+            params[r, g], codes[r, sl] = quantize_group(fmt, bits, w[r, sl])
+    return pack_codes(codes, bits), params
+
+
+def write_artifact(src_dir, out_dir, plan):
+    """plan: {tensor name: (format, bits, group_size)}; other tensors stay dense."""
+    os.makedirs(out_dir)
+    src = load_file(os.path.join(src_dir, "model.safetensors"))
+    with open(os.path.join(src_dir, "config.json")) as f:
+        config = json.load(f)
+    stored, tensors = {}, {}
+    for name, w in src.items():
+        if name not in plan:
+            stored[name] = w
+            tensors[name] = {"format": "dense", "shape": list(w.shape)}
+            continue
+        fmt, bits, gs = plan[name]
+        codes, params = quantize_matrix(fmt, bits, gs, w.astype(np.float32))
+        stored[name + ".codes"], stored[name + ".params"] = codes, params
+        tensors[name] = {"format": fmt, "shape": list(w.shape), "bits": bits, "group_size": gs}
+    save_file(stored, os.path.join(out_dir, "model.safetensors"))
+    names = ["model.safetensors"]
+    tokenizer_files = []
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        if os.path.exists(os.path.join(src_dir, name)):
+            shutil.copy(os.path.join(src_dir, name), os.path.join(out_dir, name))
+            names.append(name)
+            if name.startswith("tokenizer"):
+                tokenizer_files.append(name)
+    files = [{"path": n, "bytes": os.path.getsize(os.path.join(out_dir, n)),
+              "sha256": sha256(os.path.join(out_dir, n))} for n in sorted(names)]
+    manifest = {
+        "format": "lcd-artifact", "format_version": 1, "model_config": config,
+        "method": {"name": "numpy-oracle", "bits": 0, "group_size": 0, "params": {}},
+        "tensors": tensors, "files": files, "tokenizer_files": tokenizer_files,
+        "provenance": {"source_model": src_dir, "tool": "tests/python/artifact_numpy.py"},
+    }
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+    return manifest
