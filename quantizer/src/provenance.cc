@@ -32,11 +32,11 @@ absl::StatusOr<std::string> SourceWeightsSha256(const std::string& model_dir) {
   if (ec) return absl::NotFoundError(absl::StrCat("cannot list ", model_dir, ": ", ec.message()));
   if (files.empty()) return absl::NotFoundError(absl::StrCat(model_dir, " holds no *.safetensors file"));
   std::sort(files.begin(), files.end());
-  if (files.size() == 1 && files[0] == "model.safetensors") return runtime::Sha256File(model_dir + "/" + files[0]);
+  // docs/ARTIFACT.md: sha256 of the concatenated hex digests, in file-name order.
   std::string listing;
   for (const std::string& f : files) {
     LCD_ASSIGN_OR_RETURN(std::string sha, runtime::Sha256File(model_dir + "/" + f));
-    absl::StrAppend(&listing, sha, "  ", f, "\n");
+    listing += sha;
   }
   return runtime::Sha256Hex(listing);
 }

@@ -9,9 +9,9 @@
 
 namespace lcd::quantizer::internal {
 
-// sha256 of model.safetensors when it is the only weight file, else of the
-// sha256sum-style listing of every *.safetensors file. NotFound when the
-// directory holds none.
+// docs/ARTIFACT.md's source_sha256: the sha256 of the concatenation, in
+// file-name order, of the lowercase hex sha256 of every *.safetensors file.
+// NotFound when the directory holds none.
 absl::StatusOr<std::string> SourceWeightsSha256(const std::string& model_dir);
 
 // "2026-11-29T12:57:40Z".

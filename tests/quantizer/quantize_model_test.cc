@@ -113,7 +113,8 @@ TEST_F(QuantizeModelTest, RtnArtifactHoldsExactlyTheMatrixQuantizersOutput) {
   EXPECT_DOUBLE_EQ(am.quality.at("bits_per_weight"), 3.375);
   EXPECT_GT(am.quality.at("file_bits_per_param"), 3.375);
   EXPECT_EQ(am.provenance.source_model, model_);
-  EXPECT_EQ(am.provenance.source_sha256, *runtime::Sha256File(model_ + "/model.safetensors"));
+  // docs/ARTIFACT.md: sha256 of the concatenated hex digests (one file here).
+  EXPECT_EQ(am.provenance.source_sha256, runtime::Sha256Hex(*runtime::Sha256File(model_ + "/model.safetensors")));
   EXPECT_THAT(am.provenance.tool, StartsWith("lcd "));
   EXPECT_TRUE(std::regex_match(am.provenance.created_utc, std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")))
       << am.provenance.created_utc;

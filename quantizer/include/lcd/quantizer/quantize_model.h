@@ -16,10 +16,9 @@
 // (lcd/quantizer/calibration.h); E[x_j^2] of each layer's input is the
 // importance of column j. Without it, k-means uses uniform importance.
 //
-// Provenance stamped in the manifest: source path as given; source_sha256 =
-// the sha256 of the source's weight file when it has one (model.safetensors),
-// otherwise the sha256 of the text "<sha256>  <file>\n" over its *.safetensors
-// files sorted by name (sha256sum's output format); tool "lcd <version>";
+// Provenance stamped in the manifest: source path as given; source_sha256 as
+// docs/ARTIFACT.md defines it (sha256 of the concatenated hex sha256 of the
+// source's *.safetensors files in file-name order); tool "lcd <version>";
 // created time (UTC, ISO 8601); calibration "none" or
 // "file:<name> sha256:<hex> tokens:<n>"; wall seconds of calibration plus
 // quantization plus writing. Quality: always "bits_per_weight" (codes plus
