@@ -1,5 +1,3 @@
-// Mirrors tools/lcd/eval_ppl.cc step for step (a library cannot call into
-// tools/); the driver test checks the two agree.
 #include "lcd/quantizer/perplexity.h"
 
 #include <algorithm>
@@ -43,7 +41,7 @@ absl::Status EvalWindow(runtime::Model& model, runtime::KvCache& cache, const st
 
 absl::StatusOr<PerplexityResult> EvaluatePerplexity(runtime::Model& model, const std::vector<int32_t>& tokens,
                                                     std::optional<int32_t> bos, int64_t window,
-                                                    int64_t max_windows) {
+                                                    int64_t max_windows, const PerplexityProgress& progress) {
   const runtime::ModelConfig& config = model.config();
   if (window == 0) window = std::min<int64_t>(2048, config.max_position_embeddings);
   if (window < 2 || window > config.max_position_embeddings) {
@@ -73,6 +71,7 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(runtime::Model& model, const
     if (bos) win.push_back(*bos);
     win.insert(win.end(), tokens.begin() + begin, tokens.begin() + end);
     LCD_RETURN_IF_ERROR(EvalWindow(model, cache, table, win, nll_sum, predicted));
+    if (progress) progress(w + 1, num_windows, std::exp(nll_sum / static_cast<double>(predicted)));
   }
   PerplexityResult r;
   r.mean_nll = nll_sum / static_cast<double>(predicted);

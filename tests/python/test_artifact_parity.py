@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lcd_paths  # noqa: E402
 import artifact_numpy  # noqa: E402
 
 REL_TOL = 2e-4
@@ -44,12 +45,7 @@ LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_att
 
 
 def _driver():
-    build = os.environ.get("LCD_BUILD_DIR")
-    if not build:
-        pytest.skip("LCD_BUILD_DIR not set (run through ctest)")
-    path = os.path.join(build, "bin", "logits_dump")
-    assert os.path.exists(path), f"{path} not built (ninja logits_dump)"
-    return path
+    return lcd_paths.driver("logits_dump")
 
 
 @pytest.fixture(scope="module")

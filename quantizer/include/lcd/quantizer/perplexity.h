@@ -1,6 +1,7 @@
-// Perplexity of a model on a token stream, with exactly the protocol of
-// `lcd eval-ppl` (tools/lcd/eval_ppl.cc), so a figure stamped into an
-// artifact's manifest can be reproduced with that command:
+// Perplexity of a model on a token stream: the one implementation behind
+// `lcd eval-ppl` and the figures `lcd quantize` stamps into a manifest.
+// Protocol (Hugging Face "perplexity of fixed-length models" with stride =
+// window, also what llama.cpp's wikitext-2 figures use):
 //
 // the stream (text tokenized without BOS) is cut into non-overlapping
 // windows; with `bos` each window is [BOS] + the next window-1 text tokens
@@ -13,6 +14,7 @@
 #define LCD_QUANTIZER_PERPLEXITY_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -29,12 +31,16 @@ struct PerplexityResult {
   int64_t window = 0;  // The window length used.
 };
 
+// Called after every window with (windows done, windows in all, running ppl).
+using PerplexityProgress = std::function<void(int64_t done, int64_t total, double running_ppl)>;
+
 // window 0 = min(2048, max_position_embeddings); max_windows 0 = all.
 // InvalidArgument for a window outside [2, max_position_embeddings] or a
 // stream too short to predict anything; Forward's errors unchanged.
 absl::StatusOr<PerplexityResult> EvaluatePerplexity(runtime::Model& model, const std::vector<int32_t>& tokens,
                                                     std::optional<int32_t> bos, int64_t window = 0,
-                                                    int64_t max_windows = 0);
+                                                    int64_t max_windows = 0,
+                                                    const PerplexityProgress& progress = nullptr);
 
 }  // namespace lcd::quantizer
 
