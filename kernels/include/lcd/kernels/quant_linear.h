@@ -21,7 +21,7 @@
 //           the stream, and stream bit k is bit (k % 8) of byte k / 8. Each
 //           row starts on a byte boundary; padding bits are zero.
 //   params: fp16 [rows][groups][P].
-// Kernels never read the canonical layout directly: PackQuantMatrix repacks
+// Kernels never read the canonical layout directly: PackedQuantMatrix::Pack repacks
 // it once, at load, into whatever layout the active kernel wants.
 //
 // Conventions as in ops.h: activations fp32, row-major; pool may be nullptr;
