@@ -21,11 +21,11 @@ void Grow(std::vector<float>& v, int64_t n) {
 }  // namespace
 
 LlamaModel::LlamaModel(ModelConfig config, std::unique_ptr<TensorSource> source, LlamaWeights weights,
-                       int num_threads)
+                       std::unique_ptr<kernels::ThreadPool> pool)
     : config_(std::move(config)),
       source_(std::move(source)),
       weights_(std::move(weights)),
-      pool_(std::make_unique<kernels::ThreadPool>(num_threads)),
+      pool_(std::move(pool)),
       inv_freq_(config_.RopeInvFreq()) {
   for (int64_t i = 0; i < config_.num_layers; ++i) {
     const LlamaLayerWeights& l = weights_.layers[i];

@@ -40,11 +40,15 @@ struct LlamaWeights {
 // NotFound names a missing tensor; InvalidArgument names a tensor with a
 // wrong shape or dtype. A tied model whose checkpoint stores the matrix only
 // as lm_head.weight (transformers accepts that) uses it for both.
-absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& config, const TensorSource& source);
+// Layers are bound in parallel on `pool` (repacking quantized weights is the
+// slow part of loading an artifact); pool may be nullptr.
+absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& config, const TensorSource& source,
+                                              kernels::ThreadPool* pool);
 
 class LlamaModel : public Model {
  public:
-  LlamaModel(ModelConfig config, std::unique_ptr<TensorSource> source, LlamaWeights weights, int num_threads);
+  LlamaModel(ModelConfig config, std::unique_ptr<TensorSource> source, LlamaWeights weights,
+             std::unique_ptr<kernels::ThreadPool> pool);
 
   const ModelConfig& config() const override { return config_; }
   kernels::KvLayout KvLayoutFor(int64_t block_size) const override;

@@ -62,13 +62,40 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> GetStacked(const TensorSource& src
   return StackLinearWeights(parts);
 }
 
-}  // namespace
-
-absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& c, const TensorSource& src) {
+absl::Status BindLayer(const ModelConfig& c, const TensorSource& src, int64_t i, bool qkv_bias, bool o_bias,
+                       LlamaLayerWeights& l) {
   const int64_t hidden = c.hidden_size;
   const int64_t q_dim = c.num_heads * c.head_dim;
   const int64_t kv_dim = c.num_kv_heads * c.head_dim;
   const int64_t inter = c.intermediate_size;
+  const std::string p = absl::StrCat("model.layers.", i, ".");
+  LCD_ASSIGN_OR_RETURN(l.qkv, GetStacked(src,
+                                         {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
+                                          p + "self_attn.v_proj.weight"},
+                                         {q_dim, kv_dim, kv_dim}, hidden));
+  LCD_ASSIGN_OR_RETURN(l.o_proj, GetStacked(src, {p + "self_attn.o_proj.weight"}, {hidden}, q_dim));
+  if (qkv_bias) {
+    for (const auto& [name, n] : {std::pair<std::string, int64_t>{"q", q_dim}, {"k", kv_dim}, {"v", kv_dim}}) {
+      LCD_ASSIGN_OR_RETURN(std::vector<float> b, GetVector(src, p + "self_attn." + name + "_proj.bias", n));
+      l.qkv_bias.insert(l.qkv_bias.end(), b.begin(), b.end());
+    }
+  }
+  if (o_bias) {
+    LCD_ASSIGN_OR_RETURN(l.o_bias, GetVector(src, p + "self_attn.o_proj.bias", hidden));
+  }
+  LCD_ASSIGN_OR_RETURN(l.gate_up,
+                       GetStacked(src, {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}, {inter, inter}, hidden));
+  LCD_ASSIGN_OR_RETURN(l.down_proj, GetStacked(src, {p + "mlp.down_proj.weight"}, {hidden}, inter));
+  LCD_ASSIGN_OR_RETURN(l.input_norm, GetVector(src, p + "input_layernorm.weight", hidden));
+  LCD_ASSIGN_OR_RETURN(l.post_attention_norm, GetVector(src, p + "post_attention_layernorm.weight", hidden));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& c, const TensorSource& src,
+                                              kernels::ThreadPool* pool) {
+  const int64_t hidden = c.hidden_size;
 
   // Llama's optional MLP biases (config mlp_bias) are not modelled; refuse
   // rather than silently computing without them.
@@ -97,29 +124,11 @@ absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& c, const Tensor
   const bool o_bias = c.attention_bias && c.arch == Architecture::kLlama;
 
   w.layers.resize(static_cast<size_t>(c.num_layers));
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string p = absl::StrCat("model.layers.", i, ".");
-    LlamaLayerWeights& l = w.layers[i];
-    LCD_ASSIGN_OR_RETURN(l.qkv, GetStacked(src,
-                                           {p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
-                                            p + "self_attn.v_proj.weight"},
-                                           {q_dim, kv_dim, kv_dim}, hidden));
-    LCD_ASSIGN_OR_RETURN(l.o_proj, GetStacked(src, {p + "self_attn.o_proj.weight"}, {hidden}, q_dim));
-    if (qkv_bias) {
-      for (const auto& [name, n] : {std::pair<std::string, int64_t>{"q", q_dim}, {"k", kv_dim}, {"v", kv_dim}}) {
-        LCD_ASSIGN_OR_RETURN(std::vector<float> b, GetVector(src, p + "self_attn." + name + "_proj.bias", n));
-        l.qkv_bias.insert(l.qkv_bias.end(), b.begin(), b.end());
-      }
-    }
-    if (o_bias) {
-      LCD_ASSIGN_OR_RETURN(l.o_bias, GetVector(src, p + "self_attn.o_proj.bias", hidden));
-    }
-    LCD_ASSIGN_OR_RETURN(l.gate_up,
-                         GetStacked(src, {p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}, {inter, inter}, hidden));
-    LCD_ASSIGN_OR_RETURN(l.down_proj, GetStacked(src, {p + "mlp.down_proj.weight"}, {hidden}, inter));
-    LCD_ASSIGN_OR_RETURN(l.input_norm, GetVector(src, p + "input_layernorm.weight", hidden));
-    LCD_ASSIGN_OR_RETURN(l.post_attention_norm, GetVector(src, p + "post_attention_layernorm.weight", hidden));
-  }
+  std::vector<absl::Status> status(static_cast<size_t>(c.num_layers));
+  kernels::ParallelFor(pool, c.num_layers, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) status[i] = BindLayer(c, src, i, qkv_bias, o_bias, w.layers[i]);
+  });
+  for (const absl::Status& s : status) LCD_RETURN_IF_ERROR(s);
   return w;
 }
 

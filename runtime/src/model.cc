@@ -34,12 +34,13 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const
     LCD_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(dir));
     source = MakeCheckpointSource(std::move(checkpoint));
   }
-  LCD_ASSIGN_OR_RETURN(LlamaWeights weights, BindLlamaWeights(config, *source));
+  auto pool = std::make_unique<kernels::ThreadPool>(options.num_threads);
+  LCD_ASSIGN_OR_RETURN(LlamaWeights weights, BindLlamaWeights(config, *source, pool.get()));
   LCD_LOG(DEBUG) << "loaded " << ArchitectureName(config.arch) << " model from " << dir << " ("
                  << source->Describe() << "): " << config.num_layers << " layers, hidden " << config.hidden_size
                  << ", vocab " << config.vocab_size << ", layer 0 qkv " << weights.layers[0].qkv->Describe();
   return std::unique_ptr<Model>(
-      new LlamaModel(std::move(config), std::move(source), std::move(weights), options.num_threads));
+      new LlamaModel(std::move(config), std::move(source), std::move(weights), std::move(pool)));
 }
 
 }  // namespace lcd::runtime
