@@ -4,6 +4,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -42,6 +43,12 @@ struct CallCore {
 grpc::Status FinalStatus(const GenerationEvent& ev, grpc::CallbackServerContext* ctx) {
   if (ev.finish == FinishReason::kError) {
     return ToGrpcStatus(ev.error.ok() ? absl::InternalError("engine error") : ev.error);
+  }
+  // The engine stops a request at its deadline itself (ev.error is then
+  // DeadlineExceeded), possibly before gRPC has marked the call cancelled:
+  // the answer is DEADLINE_EXCEEDED either way, never OK with partial text.
+  if (ev.finish == FinishReason::kCancelled && absl::IsDeadlineExceeded(ev.error)) {
+    return ToGrpcStatus(ev.error);
   }
   if (ev.finish == FinishReason::kCancelled && ctx->IsCancelled()) {
     const bool expired = ctx->deadline() <= std::chrono::system_clock::now();
