@@ -87,6 +87,19 @@ int CanonicalCode(const QuantMatrixView& w, int64_t row, int64_t col) {
   return ReadCodeBits(r, col * w.layout.bits, w.layout.bits);
 }
 
+absl::Status CheckCodePadding(const QuantMatrixView& w) {
+  const QuantLayout& l = w.layout;
+  const int64_t used_bits = l.cols * l.bits;
+  if (used_bits % 8 == 0) return absl::OkStatus();
+  const uint8_t mask = static_cast<uint8_t>(0xFF << (used_bits % 8));
+  for (int64_t r = 0; r < l.rows; ++r) {
+    if (w.codes[r * l.CodeRowBytes() + l.CodeRowBytes() - 1] & mask) {
+      return absl::InvalidArgumentError(absl::StrCat("row ", r, " has non-zero padding bits after its last code"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 float DecodeCode(QuantFormat format, int bits, const float* p, int code) {
   switch (format) {
     case QuantFormat::kCodebook:

@@ -48,14 +48,8 @@ absl::Status CheckCanonical(const std::string& name, const QuantizedMatrix& q) {
                                                    q.params.size(), " params; the layout needs ", l.CodeBytes(),
                                                    " and ", l.ParamCount()));
   }
-  const int64_t used_bits = l.cols * l.bits;
-  if (used_bits % 8 != 0) {
-    const uint8_t mask = static_cast<uint8_t>(0xFF << (used_bits % 8));
-    for (int64_t r = 0; r < l.rows; ++r) {
-      if (q.codes[r * l.CodeRowBytes() + l.CodeRowBytes() - 1] & mask) {
-        return absl::InvalidArgumentError(absl::StrCat("AddQuantized(", name, "): row ", r, " has padding bits set"));
-      }
-    }
+  if (absl::Status s = kernels::CheckCodePadding(q.view()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("AddQuantized(", name, "): ", s.message()));
   }
   return absl::OkStatus();
 }

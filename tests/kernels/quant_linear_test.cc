@@ -282,6 +282,23 @@ TEST(QuantLinearTest, CanonicalBitOrderHandExample) {
   }
 }
 
+TEST(QuantLinearTest, CheckCodePaddingRefusesSetPaddingBits) {
+  // b = 3, cols = 3: 9 bits per row, so bits 1..7 of each row's byte 1 pad.
+  const QuantLayout l{QuantFormat::kCodebook, 3, 2, 3, 3};
+  std::vector<uint8_t> codes = {0x9D, 0x01, 0x39, 0x00};
+  const std::vector<uint16_t> params(l.ParamCount(), 0);
+  EXPECT_TRUE(CheckCodePadding({l, codes.data(), params.data()}).ok());
+  codes[3] = 0x80;
+  const absl::Status s = CheckCodePadding({l, codes.data(), params.data()});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(s.message()).find("row 1"), std::string::npos) << s;
+  // A row of whole bytes has no padding to check.
+  const QuantLayout full{QuantFormat::kAffine, 2, 1, 8, 8};
+  const std::vector<uint8_t> byte_codes = {0xFF, 0xFF};
+  const std::vector<uint16_t> p2(full.ParamCount(), 0);
+  EXPECT_TRUE(CheckCodePadding({full, byte_codes.data(), p2.data()}).ok());
+}
+
 TEST(QuantLinearTest, CanonicalCodeRoundTripsRandomCodes) {
   const uint64_t seed = FreshSeed();
   SCOPED_TRACE(SeedMessage(seed));

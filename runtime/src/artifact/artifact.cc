@@ -86,17 +86,8 @@ absl::Status CheckQuantTensor(const Checkpoint& ckpt, const ArtifactTensor& e, k
   }
   view->codes = static_cast<const uint8_t*>(codes.data);
   view->params = static_cast<const uint16_t*>(params.data);
-  // Padding bits after the last code of each row must be zero: anything else
-  // means the writer disagrees with us about the layout.
-  const int64_t used_bits = l.cols * l.bits;
-  if (used_bits % 8 != 0) {
-    const uint8_t mask = static_cast<uint8_t>(0xFF << (used_bits % 8));
-    for (int64_t r = 0; r < l.rows; ++r) {
-      if (view->codes[r * l.CodeRowBytes() + l.CodeRowBytes() - 1] & mask) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("tensor ", e.name, ".codes: row ", r, " has non-zero padding bits"));
-      }
-    }
+  if (absl::Status s = kernels::CheckCodePadding(*view); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", e.name, ".codes: ", s.message()));
   }
   const int64_t n = l.ParamCount();
   for (int64_t i = 0; i < n; ++i) {

@@ -74,6 +74,9 @@ struct QuantMatrixView {
 
 // Reads the code of (row, col) from the canonical layout.
 int CanonicalCode(const QuantMatrixView& w, int64_t row, int64_t col);
+// InvalidArgument naming the first row whose padding bits (after its last
+// code) are not zero: a writer that sets them disagrees with the layout.
+absl::Status CheckCodePadding(const QuantMatrixView& w);
 // The value one code decodes to, given its group's P parameters widened to
 // fp32 (the formula table above). The one definition every kernel, packer
 // and quantizer agrees with.
