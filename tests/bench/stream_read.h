@@ -25,11 +25,11 @@ inline uint64_t* StreamReadBuffer() {
   return buf;
 }
 
-// Integer adds vectorise without -ffast-math, so this is load-bound. Built
-// for AVX2 (32-byte loads, as the GEMVs use) when the CPU has it, so the
-// read loop itself is never the bottleneck.
-__attribute__((target("avx2"))) inline uint64_t SumRangeAvx2(const uint64_t* p, int64_t begin,
-                                                             int64_t end) {
+// Integer adds vectorise without -ffast-math, so this is load-bound. One
+// body, compiled twice: always_inline puts it inside each caller, so the
+// AVX2 caller gets 32-byte loads (as the GEMVs use) and the read loop itself
+// is never the bottleneck.
+__attribute__((always_inline)) inline uint64_t SumRangeBody(const uint64_t* p, int64_t begin, int64_t end) {
   uint64_t a = 0, b = 0, c = 0, d = 0;
   int64_t i = begin;
   for (; i + 4 <= end; i += 4) {
@@ -42,17 +42,12 @@ __attribute__((target("avx2"))) inline uint64_t SumRangeAvx2(const uint64_t* p, 
   return a + b + c + d;
 }
 
+__attribute__((target("avx2"))) inline uint64_t SumRangeAvx2(const uint64_t* p, int64_t begin, int64_t end) {
+  return SumRangeBody(p, begin, end);
+}
+
 inline uint64_t SumRangeGeneric(const uint64_t* p, int64_t begin, int64_t end) {
-  uint64_t a = 0, b = 0, c = 0, d = 0;
-  int64_t i = begin;
-  for (; i + 4 <= end; i += 4) {
-    a += p[i];
-    b += p[i + 1];
-    c += p[i + 2];
-    d += p[i + 3];
-  }
-  for (; i < end; ++i) a += p[i];
-  return a + b + c + d;
+  return SumRangeBody(p, begin, end);
 }
 
 inline uint64_t SumRange(const uint64_t* p, int64_t begin, int64_t end) {
