@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "lcd/base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "src/json_util.h"
@@ -33,6 +34,10 @@ bool IsPlainFileName(const std::string& name) {
 }
 
 }  // namespace
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
 
 int64_t TensorView::num_elements() const {
   int64_t n = 1;

@@ -5,17 +5,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "lcd/base/status_macros.h"
 #include "lcd/kernels/dtype.h"
 #include "llama_model.h"
 
 namespace lcd::runtime {
 namespace {
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
-}
 
 absl::Status ShapeError(const std::string& name, const std::vector<int64_t>& got,
                         const std::vector<int64_t>& want) {

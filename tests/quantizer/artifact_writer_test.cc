@@ -20,13 +20,13 @@
 #include "lcd/runtime/checkpoint.h"
 #include "lcd/runtime/kv_cache.h"
 #include "lcd/runtime/model.h"
+#include "quantizer_test_util.h"
 
 namespace lcd::quantizer {
 namespace {
 namespace fs = std::filesystem;
 using runtime::ArtifactManifest;
 
-std::string TinyModel() { return std::string(std::getenv("LCD_SOURCE_DIR")) + "/models/tiny-shakespeare"; }
 
 fs::path TempDir(const std::string& name) {
   fs::path p = fs::temp_directory_path() / ("lcd_artifact_writer_test_" + std::to_string(::getpid())) / name;
@@ -50,8 +50,8 @@ std::vector<float> LastLogits(runtime::Model& model, const std::vector<int32_t>&
 
 // Writes the tiny model with every decoder linear layer RTN-quantized.
 absl::StatusOr<ArtifactManifest> WriteRtnArtifact(const fs::path& out, int bits, int64_t group) {
-  LCD_ASSIGN_OR_RETURN(auto writer, ArtifactWriter::Create(out.string(), TinyModel()));
-  LCD_ASSIGN_OR_RETURN(auto ckpt, runtime::Checkpoint::Open(TinyModel()));
+  LCD_ASSIGN_OR_RETURN(auto writer, ArtifactWriter::Create(out.string(), test_util::TinyModelDir()));
+  LCD_ASSIGN_OR_RETURN(auto ckpt, runtime::Checkpoint::Open(test_util::TinyModelDir()));
   for (const std::string& name : ckpt->TensorNames()) {
     LCD_ASSIGN_OR_RETURN(runtime::TensorView t, ckpt->Get(name));
     const bool linear = name.find("_proj.weight") != std::string::npos;
@@ -61,8 +61,7 @@ absl::StatusOr<ArtifactManifest> WriteRtnArtifact(const fs::path& out, int bits,
                                            std::string_view(static_cast<const char*>(t.data), bytes)));
       continue;
     }
-    std::vector<float> w(static_cast<size_t>(t.num_elements()));
-    kernels::ConvertToF32(t.data, *runtime::ToKernelDType(t.dtype), w.size(), w.data());
+    const std::vector<float> w = test_util::TensorF32(t);
     LCD_ASSIGN_OR_RETURN(QuantizedMatrix q, QuantizeRtn(w.data(), t.shape[0], t.shape[1], bits, group));
     LCD_RETURN_IF_ERROR(writer->AddQuantized(name, std::move(q)));
   }
@@ -70,7 +69,7 @@ absl::StatusOr<ArtifactManifest> WriteRtnArtifact(const fs::path& out, int bits,
   m.method.name = "rtn";
   m.method.bits = bits;
   m.method.group_size = group;
-  m.provenance.source_model = TinyModel();
+  m.provenance.source_model = test_util::TinyModelDir();
   m.provenance.tool = "artifact_writer_test";
   m.quality["bits_per_weight"] = writer->QuantizedBitsPerWeight();
   return writer->Finish(m);
@@ -92,7 +91,7 @@ TEST(ArtifactWriterTest, RoundTripLoadsAndServesCloseToTheSource) {
   EXPECT_EQ(q->format, "affine");
   EXPECT_EQ(q->bits, 4);
 
-  auto source = runtime::Model::Load(TinyModel());
+  auto source = runtime::Model::Load(test_util::TinyModelDir());
   auto quantized = runtime::Model::Load(out.string());
   ASSERT_TRUE(source.ok() && quantized.ok()) << quantized.status();
   EXPECT_LT((*quantized)->WeightBytes(), (*source)->WeightBytes());
@@ -113,12 +112,12 @@ TEST(ArtifactWriterTest, RefusesANonEmptyOutputDirectory) {
   const fs::path out = TempDir("nonempty");
   fs::create_directories(out);
   std::ofstream(out / "x") << "x";
-  auto w = ArtifactWriter::Create(out.string(), TinyModel());
+  auto w = ArtifactWriter::Create(out.string(), test_util::TinyModelDir());
   EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ArtifactWriterTest, RefusesMalformedCanonicalArrays) {
-  auto w = ArtifactWriter::Create(TempDir("malformed").string(), TinyModel());
+  auto w = ArtifactWriter::Create(TempDir("malformed").string(), test_util::TinyModelDir());
   ASSERT_TRUE(w.ok());
   QuantizedMatrix q;
   q.layout = {kernels::QuantFormat::kCodebook, 3, 2, 5, 4};  // 15 bits per row: 2 bytes, 1 padding bit.
@@ -165,7 +164,7 @@ TEST(ArtifactManifestTest, ParserRefusesWithTheField) {
 fs::path WriteTied(const std::string& dir_name, const std::string& name) {
   const fs::path dir = TempDir(dir_name);
   fs::create_directories(dir);
-  auto ckpt = runtime::Checkpoint::Open(TinyModel());
+  auto ckpt = runtime::Checkpoint::Open(test_util::TinyModelDir());
   EXPECT_TRUE(ckpt.ok());
   std::vector<runtime::TensorToWrite> tensors;
   for (const std::string& n : (*ckpt)->TensorNames()) {
@@ -176,7 +175,7 @@ fs::path WriteTied(const std::string& dir_name, const std::string& name) {
                        std::string_view(static_cast<const char*>(t.data), bytes)});
   }
   EXPECT_TRUE(runtime::WriteSafetensors((dir / "model.safetensors").string(), tensors).ok());
-  std::ifstream in(fs::path(TinyModel()) / "config.json");
+  std::ifstream in(fs::path(test_util::TinyModelDir()) / "config.json");
   std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const size_t at = config.find("\"tie_word_embeddings\": false");
   EXPECT_NE(at, std::string::npos);

@@ -16,31 +16,13 @@
 #include "lcd/kernels/dtype.h"
 #include "lcd/runtime/checkpoint.h"
 #include "lcd/runtime/model_config.h"
+#include "quantizer_test_util.h"
 
 namespace lcd::quantizer {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
-
-std::string SourceDir() {
-  const char* d = std::getenv("LCD_SOURCE_DIR");
-  return d != nullptr ? std::string(d) : fs::path(__FILE__).parent_path().parent_path().parent_path().string();
-}
-uint64_t FreshSeed() {
-  if (const char* env = std::getenv("LCD_TEST_SEED")) return std::strtoull(env, nullptr, 10);
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-
-std::vector<double> ToDouble(const runtime::TensorView& t) {
-  std::vector<float> f(static_cast<size_t>(t.num_elements()));
-  const kernels::DType dt = t.dtype == runtime::StDType::kF16    ? kernels::DType::kF16
-                            : t.dtype == runtime::StDType::kBF16 ? kernels::DType::kBF16
-                                                                 : kernels::DType::kF32;
-  kernels::ConvertToF32(t.data, dt, f.size(), f.data());
-  return std::vector<double>(f.begin(), f.end());
-}
 
 // A model that forwards everything but never reports linear inputs (the
 // default SetLinearInputObserver): calibration must refuse it.
@@ -62,7 +44,7 @@ class DeafModel : public runtime::Model {
 class CalibrationTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = SourceDir() + "/models/tiny-shakespeare";
+    dir_ = test_util::TinyModelDir();
     absl::StatusOr<std::unique_ptr<runtime::Tokenizer>> tok = runtime::LoadTokenizer(dir_);
     ASSERT_TRUE(tok.ok()) << tok.status();
     tokenizer_ = std::move(*tok);
@@ -76,7 +58,7 @@ class CalibrationTest : public ::testing::Test {
 };
 
 TEST_F(CalibrationTest, MatchesAnEmbeddingOracleAndCountsEverySample) {
-  const uint64_t seed = FreshSeed();
+  const uint64_t seed = test_util::FreshSeed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   absl::StatusOr<std::vector<int32_t>> all = TokenizeTextFile(dir_ + "/val.txt", *tokenizer_, 0);
   ASSERT_TRUE(all.ok()) << all.status();
@@ -134,7 +116,8 @@ TEST_F(CalibrationTest, MatchesAnEmbeddingOracleAndCountsEverySample) {
   absl::StatusOr<runtime::TensorView> emb_t = (*ckpt)->Get("model.embed_tokens.weight");
   absl::StatusOr<runtime::TensorView> norm_t = (*ckpt)->Get("model.layers.0.input_layernorm.weight");
   ASSERT_TRUE(emb_t.ok() && norm_t.ok());
-  const std::vector<double> emb = ToDouble(*emb_t), norm = ToDouble(*norm_t);
+  const std::vector<float> emb_f = test_util::TensorF32(*emb_t), norm_f = test_util::TensorF32(*norm_t);
+  const std::vector<double> emb(emb_f.begin(), emb_f.end()), norm(norm_f.begin(), norm_f.end());
   const int64_t h = c.hidden_size;
   std::vector<double> want(h, 0.0);
   std::vector<int32_t> samples;

@@ -15,18 +15,14 @@
 #include "lcd/kernels/dtype.h"
 #include "lcd/kernels/thread_pool.h"
 #include "lcd/quantizer/quantize_matrix.h"
+#include "quantizer_test_util.h"
 
 namespace lcd::quantizer {
 namespace {
 
 using kernels::Fp16ToFloat;
 using kernels::FloatToFp16;
-
-uint64_t FreshSeed() {
-  if (const char* env = std::getenv("LCD_TEST_SEED")) return std::strtoull(env, nullptr, 10);
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
+using test_util::FreshSeed;
 
 struct Shape {
   int64_t rows, cols, group;

@@ -26,6 +26,7 @@
 #include "lcd/runtime/kv_cache.h"
 #include "lcd/runtime/model.h"
 #include "lcd/runtime/safetensors.h"
+#include "quantizer_test_util.h"
 
 namespace lcd::quantizer {
 namespace {
@@ -34,24 +35,6 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-std::string SourceDir() {
-  const char* d = std::getenv("LCD_SOURCE_DIR");
-  return d != nullptr ? std::string(d) : fs::path(__FILE__).parent_path().parent_path().parent_path().string();
-}
-uint64_t FreshSeed() {
-  if (const char* env = std::getenv("LCD_TEST_SEED")) return std::strtoull(env, nullptr, 10);
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-
-std::vector<float> SourceF32(const runtime::Checkpoint& ckpt, const std::string& name) {
-  runtime::TensorView t = *ckpt.Get(name);
-  std::vector<float> out(static_cast<size_t>(t.num_elements()));
-  kernels::ConvertToF32(t.data, t.dtype == runtime::StDType::kF16 ? kernels::DType::kF16 : kernels::DType::kF32,
-                        out.size(), out.data());
-  return out;
-}
-
 class QuantizeModelTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -59,7 +42,7 @@ class QuantizeModelTest : public ::testing::Test {
                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(tmp_);
     fs::create_directories(tmp_);
-    model_ = SourceDir() + "/models/tiny-shakespeare";
+    model_ = test_util::TinyModelDir();
   }
   void TearDown() override { fs::remove_all(tmp_); }
   QuantizeModelOptions Options(const std::string& method, int bits, int64_t group) {
@@ -99,7 +82,7 @@ TEST_F(QuantizeModelTest, RtnArtifactHoldsExactlyTheMatrixQuantizersOutput) {
     EXPECT_EQ(t.format, "affine");
     EXPECT_EQ(t.bits, 3);
     EXPECT_EQ(t.group_size, 96);
-    const std::vector<float> w = SourceF32(*ckpt, t.name);
+    const std::vector<float> w = test_util::TensorF32(*ckpt->Get(t.name));
     absl::StatusOr<QuantizedMatrix> want = QuantizeRtn(w.data(), t.shape[0], t.shape[1], 3, 96);
     ASSERT_TRUE(want.ok());
     absl::StatusOr<kernels::QuantMatrixView> got = (*art)->QuantTensor(t.name);
@@ -211,7 +194,7 @@ void WriteTiedModel(const fs::path& dir, const std::string& tokenizer_dir, uint6
 }
 
 TEST_F(QuantizeModelTest, TiedEmbeddingsGetASeparateQuantizedHead) {
-  const uint64_t seed = FreshSeed();
+  const uint64_t seed = test_util::FreshSeed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   const fs::path src = tmp_ / "tied";
   WriteTiedModel(src, model_, seed, /*drop_down_proj=*/false);
@@ -236,7 +219,7 @@ TEST_F(QuantizeModelTest, TiedEmbeddingsGetASeparateQuantizedHead) {
   runtime::TensorView ae = *(*art)->checkpoint().Get("model.embed_tokens.weight");
   ASSERT_EQ(ae.num_elements(), se.num_elements());
   EXPECT_EQ(std::memcmp(ae.data, se.data, se.num_elements() * sizeof(float)), 0);
-  const std::vector<float> w = SourceF32(*ckpt, "model.embed_tokens.weight");
+  const std::vector<float> w = test_util::TensorF32(*ckpt->Get("model.embed_tokens.weight"));
   absl::StatusOr<QuantizedMatrix> want = QuantizeRtn(w.data(), 2048, 64, 8, 32);
   absl::StatusOr<kernels::QuantMatrixView> got = (*art)->QuantTensor("lm_head.weight");
   ASSERT_TRUE(want.ok() && got.ok());
@@ -279,7 +262,7 @@ TEST_F(QuantizeModelTest, RejectsBadOptionsAndLeavesNothingBehind) {
   expect_invalid(o, "lm_head");
 
   // A model without one of its decoder linears.
-  WriteTiedModel(tmp_ / "broken", model_, FreshSeed(), /*drop_down_proj=*/true);
+  WriteTiedModel(tmp_ / "broken", model_, test_util::FreshSeed(), /*drop_down_proj=*/true);
   o = Options("rtn", 4, 32);
   o.model_dir = (tmp_ / "broken").string();
   expect_invalid(o, "model.layers.0.mlp.down_proj.weight is missing");

@@ -18,12 +18,6 @@
 namespace lcd::runtime {
 namespace {
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) absl::StrAppend(&s, i ? ", " : "", shape[i]);
-  return s + "]";
-}
-
 absl::Status VerifyFiles(const std::string& dir, const ArtifactManifest& m) {
   std::set<std::string> listed;
   for (const ArtifactFile& f : m.files) {

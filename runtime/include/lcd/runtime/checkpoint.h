@@ -18,6 +18,9 @@
 
 namespace lcd::runtime {
 
+// "[2, 3]": a shape as error messages print it.
+std::string ShapeString(const std::vector<int64_t>& shape);
+
 struct TensorView {
   std::string_view name;
   StDType dtype = StDType::kF32;
