@@ -78,7 +78,6 @@ absl::StatusOr<GenerationResult> Generate(Model& model, const Tokenizer* tokeniz
           break;
         }
       }
-      if (ev.token_ids.empty()) result.text += ev.text;
     }
     if (ev.finish == FinishReason::kNone) continue;
     if (ev.finish == FinishReason::kError) return ev.error;
