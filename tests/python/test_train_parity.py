@@ -10,7 +10,9 @@ What is compared:
     the same formula in float64 torch + autograd: embedding (repeated tokens),
     RMSNorm, RoPE (arbitrary inv_freq, positions per sequence), linear with and
     without bias, causal GQA attention (6 query heads on 2 kv heads), SwiGLU,
-    residual add, and the losses cross-entropy, forward KL, reverse KL and
+    residual add, the codebook-quantized linear (nearest-centroid codes,
+    straight-through gradient to the latent weights, centroid gradients as
+    sums over their weights), and the losses cross-entropy, forward KL, reverse KL and
     CAKLD (and BitDistiller's gamma, the mean teacher top-1 probability);
     that backward accumulates into a non-zero gradient (init_d* inputs);
   * the whole model: loss, logits and every parameter gradient against
@@ -159,6 +161,32 @@ def test_linear(rng, tmp_path, bias):
         ref_in["b"] = b
         y = y + b
     _compare_op("linear_bias" if bias else "linear", out, y, inputs, ref_in, inputs["dout"])
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_codebook_linear_ste(rng, tmp_path, bias):
+    # 2-bit codebook per (row, group of 5 columns; the last group of 13 has 3).
+    T, K, N, G, kc, gs = 7, 13, 11, 3, 4, 5
+    centroids = np.sort(_f32(rng, N, G, kc), axis=-1)
+    inputs = dict(x=_f32(rng, T, K), w=_f32(rng, N, K), centroids=centroids, dout=_f32(rng, T, N),
+                  init_dcentroids=_f32(rng, N, G, kc))
+    if bias:
+        inputs["b"] = _f32(rng, N)
+    out = _op("codebook_linear", inputs, tmp_path, metadata={"group_size": str(gs)})
+    x, w, c = _t(inputs["x"]), _t(inputs["w"]), _t(inputs["centroids"])
+    group = torch.arange(K) // gs
+    cw = c[:, group, :]  # [N][K][kc]: each weight's candidate centroids
+    codes = (w.detach()[:, :, None] - cw.detach()).abs().argmin(-1)
+    assert np.array_equal(out["codes"], codes.numpy()), "nearest-centroid assignment differs"
+    # Forward value = the selected centroids; straight-through to w; gather gives dL/dc.
+    w_hat = torch.gather(cw, 2, codes[:, :, None])[:, :, 0] + (w - w.detach())
+    y = x @ w_hat.T
+    ref_in = dict(x=x, w=w, centroids=c)
+    if bias:
+        b = _t(inputs["b"])
+        ref_in["b"] = b
+        y = y + b
+    _compare_op("codebook_linear_bias" if bias else "codebook_linear", out, y, inputs, ref_in, inputs["dout"])
 
 
 def _attention(q, k, v):

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "lcd/quantizer/train/codebook_linear.h"
 #include "lcd/quantizer/train/ops.h"
 #include "lcd/quantizer/train/optimizer.h"
 #include "lcd/quantizer/train/train_model.h"
@@ -120,6 +121,42 @@ TEST_F(TrainOpsTest, LinearWithBiasMatchesFiniteDifferences) {
   CheckGrad("linear dx", x, dx, loss);
   CheckGrad("linear dw", w, dw, loss);
   CheckGrad("linear db", b, db, loss);
+}
+
+TEST_F(TrainOpsTest, CodebookLinearCentroidGradientsMatchFiniteDifferences) {
+  SCOPED_TRACE(SeedMessage(seed_));
+  CodebookShape s;
+  s.rows = 3;
+  s.cols = 7;
+  s.group_size = 3;  // Groups of 3, 3 and 1 columns.
+  s.k = 4;
+  const int64_t T = 5;
+  std::vector<float> x = Randn(rng_, T * s.cols), w = Randn(rng_, s.rows * s.cols);
+  std::vector<float> cent = Randn(rng_, s.num_centroids()), dout = Randn(rng_, T * s.rows);
+  std::vector<uint8_t> codes(s.rows * s.cols);
+  CodebookAssign(w.data(), cent.data(), s, codes.data(), &pool_);
+  for (int64_t i = 0; i < s.rows * s.cols; ++i) {
+    const float* c = cent.data() + ((i / s.cols) * s.groups() + (i % s.cols) / s.group_size) * s.k;
+    for (int64_t q = 0; q < s.k; ++q) ASSERT_LE(std::abs(w[i] - c[codes[i]]), std::abs(w[i] - c[q])) << i;
+  }
+  std::vector<float> w_hat(w.size()), y(T * s.rows);
+  auto loss = [&] {  // Codes fixed: the loss as a function of the centroids (and x).
+    CodebookLinearForward(x.data(), cent.data(), codes.data(), nullptr, s, T, w_hat.data(), y.data(), &pool_);
+    return Dot(y, dout);
+  };
+  loss();
+  std::vector<float> dw_hat(w.size()), dx(x.size(), 0.0f), dw(w.size(), 0.0f), dc(cent.size(), 0.0f);
+  CodebookLinearBackward(dout.data(), x.data(), w_hat.data(), codes.data(), s, T, dw_hat.data(), dx.data(), dw.data(),
+                         dc.data(), nullptr, &pool_);
+  CheckGrad("codebook dcentroids", cent, dc, loss);
+  CheckGrad("codebook dx", x, dx, loss);
+  // Straight-through: the latent weights get dL/dŴ itself, whose per-group
+  // sums by code are the centroid gradients.
+  std::vector<float> sums(cent.size(), 0.0f);
+  for (int64_t i = 0; i < s.rows * s.cols; ++i) {
+    sums[((i / s.cols) * s.groups() + (i % s.cols) / s.group_size) * s.k + codes[i]] += dw[i];
+  }
+  for (size_t j = 0; j < sums.size(); ++j) EXPECT_NEAR(sums[j], dc[j], 1e-5) << j;
 }
 
 TEST_F(TrainOpsTest, GqaAttentionMatchesFiniteDifferences) {

@@ -8,6 +8,8 @@
 //       rmsnorm: x [T][C], w [C], dout, metadata eps; rope: x [B][L][H][D],
 //       inv_freq [D/2], dout; linear: x [T][K], w [N][K], optional b [N],
 //       dout; attention: q [B][L][H][D], k, v [B][L][KVH][D], dout;
+//       codebook_linear: x [T][K], latent w [N][K], centroids [N][G][k],
+//       optional b, dout, metadata group_size (also outputs the codes I32);
 //       swiglu: gate, up, dout; residual: a, b, dout; ce: logits [N][V],
 //       targets I32 [N]; fkl, rkl, cakld: logits, teacher [N][V], metadata
 //       gamma (cakld). Outputs: "out" (or "loss") and "d<input>" for each
@@ -36,6 +38,7 @@
 #include "cxxopts.hpp"
 #include "lcd/base/status_macros.h"
 #include "lcd/kernels/thread_pool.h"
+#include "lcd/quantizer/train/codebook_linear.h"
 #include "lcd/quantizer/train/ops.h"
 #include "lcd/quantizer/train/optimizer.h"
 #include "lcd/quantizer/train/train_model.h"
@@ -199,6 +202,44 @@ absl::Status RunOp(const std::string& op, const Tensors& in, const std::map<std:
     out["out"] = std::move(y);
     out["dx"] = std::move(dx);
     out["dw"] = std::move(dw);
+    if (b != nullptr) out["db"] = std::move(db);
+  } else if (op == "codebook_linear") {
+    LCD_ASSIGN_OR_RETURN(const Tensor* x, Need(in, "x"));
+    LCD_ASSIGN_OR_RETURN(const Tensor* w, Need(in, "w"));
+    LCD_ASSIGN_OR_RETURN(const Tensor* cent, Need(in, "centroids"));
+    LCD_ASSIGN_OR_RETURN(const Tensor* dout, Need(in, "dout"));
+    LCD_ASSIGN_OR_RETURN(double group_size, meta_d("group_size"));
+    const Tensor* b = in.count("b") ? &in.at("b") : nullptr;
+    tr::CodebookShape s;
+    s.rows = w->shape[0];
+    s.cols = w->shape[1];
+    s.group_size = static_cast<int64_t>(group_size);
+    s.k = cent->shape[2];
+    if (cent->shape[0] != s.rows || cent->shape[1] != s.groups()) {
+      return absl::InvalidArgumentError("centroids must be [rows][groups][k]");
+    }
+    const int64_t T = x->shape[0];
+    std::vector<uint8_t> codes(static_cast<size_t>(s.rows * s.cols));
+    tr::CodebookAssign(w->f.data(), cent->f.data(), s, codes.data(), pool);
+    std::vector<float> w_hat(codes.size()), dw_hat(codes.size());
+    Tensor y;
+    y.shape = {T, s.rows};
+    y.f.resize(static_cast<size_t>(T * s.rows));
+    tr::CodebookLinearForward(x->f.data(), cent->f.data(), codes.data(), b ? b->f.data() : nullptr, s, T,
+                              w_hat.data(), y.f.data(), pool);
+    Tensor dx = GradFor(in, "x"), dw = GradFor(in, "w"), dc = GradFor(in, "centroids");
+    Tensor db;
+    if (b != nullptr) db = GradFor(in, "b");
+    tr::CodebookLinearBackward(dout->f.data(), x->f.data(), w_hat.data(), codes.data(), s, T, dw_hat.data(),
+                               dx.f.data(), dw.f.data(), dc.f.data(), b ? db.f.data() : nullptr, pool);
+    Tensor c;
+    c.shape = w->shape;
+    c.i.assign(codes.begin(), codes.end());
+    out["codes"] = std::move(c);
+    out["out"] = std::move(y);
+    out["dx"] = std::move(dx);
+    out["dw"] = std::move(dw);
+    out["dcentroids"] = std::move(dc);
     if (b != nullptr) out["db"] = std::move(db);
   } else if (op == "attention") {
     LCD_ASSIGN_OR_RETURN(const Tensor* q, Need(in, "q"));
