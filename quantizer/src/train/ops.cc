@@ -25,6 +25,15 @@ void LogSoftmaxRow(const float* z, int64_t V, double* lp) {
   for (int64_t j = 0; j < V; ++j) lp[j] = static_cast<double>(z[j]) - lse;
 }
 
+// C = alpha op(A) op(B) + beta C, row-major, with explicit leading dimensions
+// (the heads of a [T][H][D] activation are strided views).
+void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
+              static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta,
+              c, static_cast<int>(ldc));
+}
+
 // Sums per-row losses in row order (deterministic whatever the threads).
 double MeanOf(const std::vector<double>& row_loss) {
   double s = 0.0;
@@ -140,21 +149,16 @@ void LinearForward(const float* x, const float* w, const float* b, int64_t T, in
     for (int64_t t = 0; t < T; ++t) std::copy_n(b, N, y + t * N);
     beta = 1.0f;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(T), static_cast<int>(N), static_cast<int>(K),
-              1.0f, x, static_cast<int>(K), w, static_cast<int>(K), beta, y, static_cast<int>(N));
+  Gemm(false, true, T, N, K, 1.0f, x, K, w, K, beta, y, N);
 }
 
 void LinearBackward(const float* dy, const float* x, const float* w, int64_t T, int64_t K, int64_t N, float* dx,
                     float* dw, float* db, ThreadPool* pool) {
   if (dx != nullptr) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(T), static_cast<int>(K),
-                static_cast<int>(N), 1.0f, dy, static_cast<int>(N), w, static_cast<int>(K), 1.0f, dx,
-                static_cast<int>(K));
+    Gemm(false, false, T, K, N, 1.0f, dy, N, w, K, 1.0f, dx, K);
   }
   if (dw != nullptr) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(N), static_cast<int>(K),
-                static_cast<int>(T), 1.0f, dy, static_cast<int>(N), x, static_cast<int>(K), 1.0f, dw,
-                static_cast<int>(K));
+    Gemm(true, false, N, K, T, 1.0f, dy, N, x, K, 1.0f, dw, K);
   }
   if (db != nullptr) {
     ParallelFor(pool, N, 256, [&](int64_t n0, int64_t n1) {
@@ -166,88 +170,73 @@ void LinearBackward(const float* dy, const float* x, const float* w, int64_t T, 
   }
 }
 
+// Per (sequence, head) the scores S = scale Q K^T and the output P V are two
+// sgemms over strided head views (the causal upper triangle is computed and
+// then zeroed: twice the minimum work, at BLAS speed); the masked softmax
+// runs row-parallel on the pool between them.
 void AttentionForward(const float* q, const float* k, const float* v, int64_t B, int64_t L, int64_t H, int64_t KVH,
                       int64_t D, float* att, float* out, ThreadPool* pool) {
   const int64_t group = H / KVH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  ParallelFor(pool, B * H, 1, [&](int64_t u0, int64_t u1) {
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t b = u / H;
-      const int64_t h = u % H;
-      const int64_t kh = h / group;
-      for (int64_t i = 0; i < L; ++i) {
-        const float* qi = q + ((b * L + i) * H + h) * D;
-        float* p = att + ((b * H + h) * L + i) * L;
-        float m = -INFINITY;
-        for (int64_t j = 0; j <= i; ++j) {
-          const float* kj = k + ((b * L + j) * KVH + kh) * D;
-          float s = 0.0f;
-          for (int64_t d = 0; d < D; ++d) s += qi[d] * kj[d];
-          p[j] = s * scale;
-          m = std::max(m, p[j]);
-        }
-        float sum = 0.0f;
-        for (int64_t j = 0; j <= i; ++j) {
-          p[j] = std::exp(p[j] - m);
-          sum += p[j];
-        }
-        const float inv = 1.0f / sum;
-        for (int64_t j = 0; j <= i; ++j) p[j] *= inv;
-        std::fill(p + i + 1, p + L, 0.0f);
-        float* o = out + ((b * L + i) * H + h) * D;
-        std::fill(o, o + D, 0.0f);
-        for (int64_t j = 0; j <= i; ++j) {
-          const float* vj = v + ((b * L + j) * KVH + kh) * D;
-          const float pj = p[j];
-          for (int64_t d = 0; d < D; ++d) o[d] += pj * vj[d];
-        }
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      Gemm(false, true, L, L, D, scale, q + (b * L * H + h) * D, H * D, k + (b * L * KVH + h / group) * D, KVH * D,
+           0.0f, att + (b * H + h) * L * L, L);
+    }
+  }
+  ParallelFor(pool, B * H * L, RowChunk(L), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t i = r % L;  // Query position: attends to j <= i.
+      float* p = att + r * L;
+      float m = p[0];
+      for (int64_t j = 1; j <= i; ++j) m = std::max(m, p[j]);
+      float sum = 0.0f;
+      for (int64_t j = 0; j <= i; ++j) {
+        p[j] = std::exp(p[j] - m);
+        sum += p[j];
       }
+      const float inv = 1.0f / sum;
+      for (int64_t j = 0; j <= i; ++j) p[j] *= inv;
+      std::fill(p + i + 1, p + L, 0.0f);
     }
   });
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      Gemm(false, false, L, D, L, 1.0f, att + (b * H + h) * L * L, L, v + (b * L * KVH + h / group) * D, KVH * D,
+           0.0f, out + (b * L * H + h) * D, H * D);
+    }
+  }
 }
 
+// Per (sequence, head), in head order (so the query heads sharing a kv head
+// add into dk/dv in a fixed order): dP = dO V^T, dV += P^T dO,
+// dS = P (dP - rowsum(P dP)) scale, dQ += dS K, dK += dS^T Q.
 void AttentionBackward(const float* dout, const float* q, const float* k, const float* v, const float* att, int64_t B,
                        int64_t L, int64_t H, int64_t KVH, int64_t D, float* dq, float* dk, float* dv,
                        ThreadPool* pool) {
   const int64_t group = H / KVH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  ParallelFor(pool, B * KVH, 1, [&](int64_t u0, int64_t u1) {
-    std::vector<float> ds(static_cast<size_t>(L));
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t b = u / KVH;
-      const int64_t kh = u % KVH;
-      for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
-        for (int64_t i = 0; i < L; ++i) {
-          const float* p = att + ((b * H + h) * L + i) * L;
-          const float* doi = dout + ((b * L + i) * H + h) * D;
-          const float* qi = q + ((b * L + i) * H + h) * D;
-          float* dqi = dq + ((b * L + i) * H + h) * D;
-          // dp_j = do_i . v_j; ds_j = p_j (dp_j - sum_l p_l dp_l); dv_j += p_j do_i.
+  std::vector<float> ds(static_cast<size_t>(L * L));
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t qo = (b * L * H + h) * D, ko = (b * L * KVH + h / group) * D;
+      const float* p = att + (b * H + h) * L * L;
+      Gemm(false, true, L, L, D, 1.0f, dout + qo, H * D, v + ko, KVH * D, 0.0f, ds.data(), L);
+      Gemm(true, false, L, D, L, 1.0f, p, L, dout + qo, H * D, 1.0f, dv + ko, KVH * D);
+      ParallelFor(pool, L, RowChunk(L), [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const float* pi = p + i * L;
+          float* d = ds.data() + i * L;
           float dot = 0.0f;
-          for (int64_t j = 0; j <= i; ++j) {
-            const float* vj = v + ((b * L + j) * KVH + kh) * D;
-            float* dvj = dv + ((b * L + j) * KVH + kh) * D;
-            float dp = 0.0f;
-            for (int64_t d = 0; d < D; ++d) {
-              dp += doi[d] * vj[d];
-              dvj[d] += p[j] * doi[d];
-            }
-            ds[j] = dp;
-            dot += p[j] * dp;
-          }
-          for (int64_t j = 0; j <= i; ++j) {
-            const float g = p[j] * (ds[j] - dot) * scale;
-            const float* kj = k + ((b * L + j) * KVH + kh) * D;
-            float* dkj = dk + ((b * L + j) * KVH + kh) * D;
-            for (int64_t d = 0; d < D; ++d) {
-              dqi[d] += g * kj[d];
-              dkj[d] += g * qi[d];
-            }
-          }
+          for (int64_t j = 0; j <= i; ++j) dot += pi[j] * d[j];
+          for (int64_t j = 0; j <= i; ++j) d[j] = pi[j] * (d[j] - dot) * scale;
+          std::fill(d + i + 1, d + L, 0.0f);
         }
-      }
+      });
+      Gemm(false, false, L, D, L, 1.0f, ds.data(), L, k + ko, KVH * D, 1.0f, dq + qo, H * D);
+      Gemm(true, false, L, D, L, 1.0f, ds.data(), L, q + qo, H * D, 1.0f, dk + ko, KVH * D);
     }
-  });
+  }
 }
 
 void SwiGluForward(const float* gate, const float* up, int64_t n, float* out, ThreadPool* pool) {
