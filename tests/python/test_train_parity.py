@@ -27,10 +27,14 @@ What is compared:
 
 Error measure: per tensor, max|lcd - torch| / max|torch|.
 Tolerances (lcd computes in fp32, the reference in float64):
-  * operations and whole-model gradients: <= 1e-4 (measured ~1e-6, see the
-    printed table under pytest -s);
-  * training: |loss_lcd - loss_torch| / loss_torch <= 2e-3 at every step
-    (fp32 rounding is amplified by 50 Adam steps; measured max is printed).
+  * operations and whole-model gradients: <= 1e-4 (measured: operations
+    <= 3e-7, whole-model logits/gradients <= 3e-6; the table is printed
+    under pytest -s);
+  * training: |loss_lcd - loss_torch| / loss_torch <= 5e-4 at every step
+    (fp32 rounding is amplified by 50 Adam steps; measured <= 3e-5 over 8
+    seeds, the loss falling from ~7 to ~0.02). The final parameters' error
+    is printed, not bounded: Adam's normalised step can flip on a gradient
+    near zero, which moves single elements by up to lr.
 """
 import os
 import subprocess
@@ -47,7 +51,7 @@ torch = pytest.importorskip("torch")
 st = pytest.importorskip("safetensors.numpy")
 
 REL_TOL = 1e-4
-TRAIN_REL_TOL = 2e-3
+TRAIN_REL_TOL = 5e-4
 SEED = int(os.environ.get("LCD_TEST_SEED", str(int(time.time()) % 100000)))
 print(f"test_train_parity: LCD_TEST_SEED={SEED}")
 ERRORS = {}  # what -> max rel error, printed at the end of the module
