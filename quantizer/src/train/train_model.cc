@@ -233,6 +233,7 @@ absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L) {
 void TrainModel::ZeroGrad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
 
 void TrainModel::Backward() {
+  if (B_ == 0) return;  // No Forward yet: nothing to propagate.
   const runtime::ModelConfig& c = config_;
   const int64_t B = B_, L = L_;
   const int64_t T = B * L, C = c.hidden_size, H = c.num_heads, KVH = c.num_kv_heads, D = c.head_dim;

@@ -60,7 +60,8 @@ class TrainModel {
   // Gradient of the loss w.r.t. logits(): zeroed by Forward; the losses of
   // ops.h accumulate into it.
   float* dlogits() { return dlogits_.data(); }
-  // grads() += d loss / d params, from dlogits() and the last Forward.
+  // grads() += d loss / d params, from dlogits() and the last successful
+  // Forward (none: no-op).
   void Backward();
   void ZeroGrad();
 
