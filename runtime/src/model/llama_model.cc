@@ -2,7 +2,7 @@
 // modeling_llama.py / modeling_qwen2.py. All tokens of all sequences in a
 // step form one [num_tokens][hidden] activation matrix, so every Linear is a
 // single call with m = num_tokens (each weight row is read once per step).
-#include "llama_model.h"
+#include "src/model/llama_model.h"
 
 #include <algorithm>
 #include <cmath>

@@ -12,7 +12,7 @@
 #include "lcd/base/status_macros.h"
 #include "lcd/runtime/kv_cache.h"
 #include "lcd/runtime/scheduler.h"
-#include "sequence.h"
+#include "src/engine/sequence.h"
 
 namespace lcd::runtime {
 namespace {

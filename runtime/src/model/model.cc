@@ -8,7 +8,7 @@
 #include "lcd/base/status_macros.h"
 #include "lcd/runtime/artifact.h"
 #include "lcd/runtime/checkpoint.h"
-#include "llama_model.h"
+#include "src/model/llama_model.h"
 
 namespace lcd::runtime {
 
