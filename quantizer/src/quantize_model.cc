@@ -1,6 +1,7 @@
 // The offline quantization driver (contract in quantize_model.h).
 #include "lcd/quantizer/quantize_model.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -94,6 +95,13 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
   auto log = [&](const std::string& line) {
     if (o.log) o.log(line);
   };
+  // Whole-job fractions: calibration up to 0.2 (when there is one), the
+  // tensors up to 0.9, writing 0.95, evaluation the rest.
+  const double calib_end = o.calib_path.empty() ? 0.0 : 0.2;
+  auto progress = [&](const char* phase, double fraction, const std::string& line) {
+    log(line);
+    if (o.progress) o.progress(phase, fraction, line);
+  };
   const Clock::time_point start = Clock::now();
   LCD_ASSIGN_OR_RETURN(runtime::ModelConfig config, runtime::LoadModelConfig(o.model_dir));
   LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Checkpoint> ckpt, runtime::Checkpoint::Open(o.model_dir));
@@ -140,7 +148,8 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
     copts.window = o.calib_window;
     copts.bos = tokenizer->bos_id();
     copts.progress = [&](int64_t done, int64_t total) {
-      log(absl::StrFormat("[quantize] calibration window %d/%d, elapsed %.1fs", done, total, Seconds(start)));
+      progress("calibrate", calib_end * static_cast<double>(done) / static_cast<double>(std::max<int64_t>(total, 1)),
+               absl::StrFormat("[quantize] calibration window %d/%d, elapsed %.1fs", done, total, Seconds(start)));
     };
     LCD_ASSIGN_OR_RETURN(stats, CollectCalibrationStats(*model, tokens, copts));
     LCD_ASSIGN_OR_RETURN(std::string sha, runtime::Sha256File(o.calib_path));
@@ -188,9 +197,11 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
     ++done_tensors;
     const double elapsed = Seconds(qstart);
     const double eta = elapsed / static_cast<double>(done_weights) * static_cast<double>(total_weights - done_weights);
-    log(absl::StrFormat("[quantize] tensor %d/%d %s [%d x %d] %s b%d: rel err %.3e, elapsed %.1fs, ETA %.1fs",
-                        done_tensors, num_quant, it.name, rows, cols, o.method, it.bits,
-                        norm > 0 ? err / norm : 0.0, elapsed, eta));
+    progress("quantize",
+             calib_end + (0.9 - calib_end) * static_cast<double>(done_weights) / static_cast<double>(total_weights),
+             absl::StrFormat("[quantize] tensor %d/%d %s [%d x %d] %s b%d: rel err %.3e, elapsed %.1fs, ETA %.1fs",
+                             done_tensors, num_quant, it.name, rows, cols, o.method, it.bits,
+                             norm > 0 ? err / norm : 0.0, elapsed, eta));
   }
 
   runtime::ArtifactManifest m;
@@ -221,8 +232,9 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
   for (const runtime::ArtifactFile& f : m.files) {
     if (f.path == "model.safetensors") m.quality["file_bits_per_param"] = 8.0 * static_cast<double>(f.bytes) / params;
   }
-  log(absl::StrFormat("[quantize] wrote %s: %.4f bits/weight (quantized tensors), %.2fs", o.out_dir,
-                      m.quality["bits_per_weight"], m.provenance.wall_seconds));
+  progress("write", o.eval_text.empty() ? 1.0 : 0.95,
+           absl::StrFormat("[quantize] wrote %s: %.4f bits/weight (quantized tensors), %.2fs", o.out_dir,
+                           m.quality["bits_per_weight"], m.provenance.wall_seconds));
 
   if (!o.eval_text.empty()) {
     LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Tokenizer> tokenizer, runtime::LoadTokenizer(o.out_dir));
@@ -234,9 +246,10 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
       LCD_ASSIGN_OR_RETURN(PerplexityResult r, EvaluatePerplexity(*model, tokens, tokenizer->bos_id(), o.eval_window,
                                                                   o.eval_max_windows));
       m.quality[absl::StrCat("ppl_", stem, source ? "_source" : "")] = r.ppl;
-      log(absl::StrFormat("[quantize] ppl of %s on %s: %.4f (%d tokens, %d windows of %d)",
-                          source ? "source" : "artifact", o.eval_text, r.ppl, r.predicted_tokens, r.windows,
-                          r.window));
+      progress("evaluate", source ? 1.0 : 0.975,
+               absl::StrFormat("[quantize] ppl of %s on %s: %.4f (%d tokens, %d windows of %d)",
+                               source ? "source" : "artifact", o.eval_text, r.ppl, r.predicted_tokens, r.windows,
+                               r.window));
     }
   }
   LCD_RETURN_IF_ERROR(RewriteArtifactManifest(o.out_dir, m));

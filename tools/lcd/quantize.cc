@@ -9,6 +9,7 @@
 
 #include "cxxopts.hpp"
 #include "lcd/quantizer/quantize_model.h"
+#include "nlohmann/json.hpp"
 #include "lcd/subcommand.h"
 
 namespace lcd::tools {
@@ -39,9 +40,12 @@ int RunQuantize(int argc, char** argv) {
        cxxopts::value<int64_t>()->default_value("0"))
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
       ("json", "Print the written manifest's quality figures as one JSON object on stdout")
+      ("progress-fd", "Also write progress as JSON lines {phase, progress, message} to this file descriptor",
+       cxxopts::value<int>())
       ("h,help", "Show this help");
   quantizer::QuantizeModelOptions o;
   bool json = false;
+  int progress_fd = -1;
   try {
     cxxopts::ParseResult flags = options.parse(argc, argv);
     if (flags.count("help")) {
@@ -69,11 +73,25 @@ int RunQuantize(int argc, char** argv) {
     o.eval_max_windows = flags["eval-max-windows"].as<int64_t>();
     o.threads = flags["threads"].as<int>();
     json = flags.count("json") > 0;
+    if (flags.count("progress-fd")) progress_fd = flags["progress-fd"].as<int>();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lcd quantize: %s\n", e.what());
     return 2;
   }
   o.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+  std::FILE* progress_out = nullptr;
+  if (progress_fd >= 0) {
+    progress_out = ::fdopen(progress_fd, "w");
+    if (progress_out == nullptr) {
+      std::fprintf(stderr, "lcd quantize: --progress-fd %d is not an open file descriptor\n", progress_fd);
+      return 2;
+    }
+    o.progress = [progress_out](const std::string& phase, double fraction, const std::string& message) {
+      const nlohmann::json line = {{"phase", phase}, {"progress", fraction}, {"message", message}};
+      std::fprintf(progress_out, "%s\n", line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+      std::fflush(progress_out);
+    };
+  }
   absl::StatusOr<runtime::ArtifactManifest> m = quantizer::QuantizeModel(o);
   if (!m.ok()) return ReportError("quantize", m.status());
   if (json) {

@@ -75,6 +75,10 @@ struct QuantizeModelOptions {
   // Receives one human-readable progress line at a time (no newline); may be
   // empty. Called on the calling thread.
   std::function<void(const std::string&)> log;
+  // Structured progress for supervisors (lcd-jobs reads it from
+  // `lcd quantize --progress-fd`): phase "calibrate", "quantize", "write" or
+  // "evaluate", the fraction of the whole job done (0..1), and the log line.
+  std::function<void(const std::string& phase, double fraction, const std::string& message)> progress;
 };
 
 // Quantizes options.model_dir into options.out_dir and returns the manifest

@@ -1,0 +1,223 @@
+// JobScheduler end to end on this machine: a real SQLite store, a real
+// artifact store, real worker processes (the real `lcd quantize` on the tiny
+// model, or shell scripts that fail in chosen ways and then hand over to it).
+// Covers success with progress, a worker killed by SIGKILL and retried, a
+// worker that always fails (FAILED with the cause after max_attempts),
+// cancelling a running job, a time limit, and recovery of a job a killed
+// lcd-jobs left RUNNING. In every case no partial or unverified version is
+// left where lcd-server would look.
+#include "lcd/server/jobs/job_scheduler.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lcd/runtime/artifact.h"
+
+namespace lcd::server::jobs {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+fs::path SourceDir() {
+  const char* d = std::getenv("LCD_SOURCE_DIR");
+  return d != nullptr ? fs::path(d) : fs::path(__FILE__).parent_path().parent_path().parent_path();
+}
+
+// The `lcd` binary of this build (tests/<test> -> tools/lcd).
+std::string LcdBinary() { return (fs::canonical("/proc/self/exe").parent_path().parent_path() / "tools" / "lcd").string(); }
+
+class JobSchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) / ("scheduler_" + std::to_string(::getpid()) + "_" +
+                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "artifacts");
+    ASSERT_TRUE(fs::exists(LcdBinary())) << LcdBinary();
+    auto s = OpenSqliteJobStore((dir_ / "jobs.db").string());
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = std::move(*s);
+    artifacts_ = std::make_unique<ArtifactStore>((dir_ / "artifacts").string());
+  }
+  void TearDown() override {
+    scheduler_.reset();
+    fs::remove_all(dir_);
+  }
+
+  SchedulerOptions Options(const std::string& worker) {
+    SchedulerOptions o;
+    o.worker_binary = worker;
+    o.log_dir = (dir_ / "logs").string();
+    o.max_attempts = 2;
+    o.worker_threads = 1;
+    o.retry_backoff = absl::Milliseconds(50);
+    o.poll_interval = absl::Milliseconds(50);
+    o.resolve_model = [](const std::string& m) -> absl::StatusOr<std::string> {
+      return (SourceDir() / "models" / m).string();
+    };
+    o.resolve_data = [](const std::string& f) -> absl::StatusOr<std::string> { return f; };
+    return o;
+  }
+
+  // A worker script: `body` runs first, then it hands over to the real lcd.
+  std::string Script(const std::string& body) {
+    const fs::path p = dir_ / ("worker" + std::to_string(scripts_++) + ".sh");
+    std::ofstream(p) << "#!/bin/sh\n" << body << "\nexec " << LcdBinary() << " \"$@\"\n";
+    fs::permissions(p, fs::perms::owner_all);
+    return p.string();
+  }
+
+  std::string Submit(double budget = 0) {
+    JobSpec s;
+    s.source_model = "tiny-shakespeare";
+    s.target_model = "tiny";
+    s.method = "rtn";
+    s.bits = 4;
+    s.group_size = 32;
+    s.budget_seconds = budget;
+    bool created;
+    auto j = store_->Create(s, absl::ToUnixMillis(absl::Now()), &created);
+    EXPECT_TRUE(j.ok()) << j.status();
+    scheduler_->Notify();
+    return j->id;
+  }
+
+  JobRecord WaitTerminal(const std::string& id, absl::Duration limit = absl::Seconds(60)) {
+    const absl::Time deadline = absl::Now() + limit;
+    for (;;) {
+      auto j = store_->Get(id);
+      EXPECT_TRUE(j.ok());
+      if (IsTerminal(j->state) || absl::Now() > deadline) return *j;
+      scheduler_->WaitForEvent(id, j->last_event, std::min(deadline, absl::Now() + absl::Milliseconds(200)));
+    }
+  }
+
+  std::vector<JobEvent> Events(const std::string& id) { return *store_->EventsSince(id, 0, 1000); }
+
+  void ExpectNoPartials() {
+    for (const auto& e : fs::recursive_directory_iterator(dir_ / "artifacts")) {
+      EXPECT_FALSE(e.path().string().ends_with(".partial")) << e.path();
+    }
+  }
+
+  fs::path dir_;
+  int scripts_ = 0;
+  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<ArtifactStore> artifacts_;
+  std::unique_ptr<JobScheduler> scheduler_;
+};
+
+TEST_F(JobSchedulerTest, RunsTheRealQuantizerAndPublishes) {
+  scheduler_ = std::make_unique<JobScheduler>(store_.get(), artifacts_.get(), Options(LcdBinary()));
+  ASSERT_TRUE(scheduler_->Start().ok());
+  const std::string id = Submit();
+  const JobRecord j = WaitTerminal(id);
+  ASSERT_EQ(j.state, JobState::kSucceeded) << j.reason;
+  EXPECT_EQ(j.version, 1);
+  EXPECT_EQ(j.attempts, 1);
+  EXPECT_TRUE(runtime::Artifact::Open((dir_ / "artifacts" / "tiny" / "1").string()).ok());
+  int quantize_events = 0;
+  for (const JobEvent& e : Events(id)) quantize_events += e.phase == "quantize";
+  EXPECT_GE(quantize_events, 10) << "worker progress did not reach the store";
+  EXPECT_EQ(Events(id).back().state, JobState::kSucceeded);
+  ExpectNoPartials();
+}
+
+TEST_F(JobSchedulerTest, WorkerKilledMidJobIsRetriedAndSucceeds) {
+  const std::string marker = (dir_ / "killed-once").string();
+  scheduler_ = std::make_unique<JobScheduler>(
+      store_.get(), artifacts_.get(),
+      Options(Script("if [ ! -e " + marker + " ]; then touch " + marker +
+                     "; echo '{\"phase\": \"quantize\", \"progress\": 0.3}' >&3; kill -9 $$; fi")));
+  ASSERT_TRUE(scheduler_->Start().ok());
+  const std::string id = Submit();
+  const JobRecord j = WaitTerminal(id);
+  ASSERT_EQ(j.state, JobState::kSucceeded) << j.reason;
+  EXPECT_EQ(j.attempts, 2);
+  EXPECT_EQ(j.version, 2) << "the killed attempt's version number is never reused";
+  bool saw_kill = false;
+  for (const JobEvent& e : Events(id)) saw_kill |= e.message.find("killed by signal 9") != std::string::npos;
+  EXPECT_TRUE(saw_kill);
+  EXPECT_EQ(*artifacts_->Versions("tiny"), (std::vector<int64_t>{2}));
+  ExpectNoPartials();
+}
+
+TEST_F(JobSchedulerTest, FailsWithTheCauseAfterMaxAttempts) {
+  scheduler_ = std::make_unique<JobScheduler>(
+      store_.get(), artifacts_.get(), Options(Script("echo 'lcd quantize: out of memory' >&2; exit 3")));
+  ASSERT_TRUE(scheduler_->Start().ok());
+  const JobRecord j = WaitTerminal(Submit());
+  ASSERT_EQ(j.state, JobState::kFailed);
+  EXPECT_EQ(j.attempts, 2);
+  EXPECT_THAT(j.reason, HasSubstr("exit code 3"));
+  EXPECT_THAT(j.reason, HasSubstr("out of memory"));
+  EXPECT_TRUE(artifacts_->Versions("tiny")->empty());
+  ExpectNoPartials();
+}
+
+TEST_F(JobSchedulerTest, CancelStopsARunningJob) {
+  scheduler_ = std::make_unique<JobScheduler>(store_.get(), artifacts_.get(),
+                                              Options(Script("echo '{\"phase\": \"x\"}' >&3; sleep 60")));
+  ASSERT_TRUE(scheduler_->Start().ok());
+  const std::string id = Submit();
+  // Wait until it runs (its first progress event arrived).
+  for (int i = 0; i < 200 && store_->Get(id)->phase != "x"; ++i) absl::SleepFor(absl::Milliseconds(20));
+  ASSERT_EQ(store_->Get(id)->state, JobState::kRunning);
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(store_->RequestCancel(id, 1).ok());
+  scheduler_->Notify();
+  const JobRecord j = WaitTerminal(id);
+  EXPECT_EQ(j.state, JobState::kCancelled);
+  EXPECT_EQ(j.reason, "cancelled by client");
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  ExpectNoPartials();
+}
+
+TEST_F(JobSchedulerTest, TimeLimitFailsTheAttempt) {
+  SchedulerOptions o = Options(Script("sleep 60"));
+  o.max_attempts = 1;
+  scheduler_ = std::make_unique<JobScheduler>(store_.get(), artifacts_.get(), o);
+  ASSERT_TRUE(scheduler_->Start().ok());
+  const JobRecord j = WaitTerminal(Submit(/*budget=*/0.3));
+  EXPECT_EQ(j.state, JobState::kFailed);
+  EXPECT_THAT(j.reason, HasSubstr("timed out"));
+  ExpectNoPartials();
+}
+
+TEST_F(JobSchedulerTest, RecoversAJobAKilledServiceLeftRunning) {
+  // As if lcd-jobs was kill -9ed mid-job: the row says RUNNING and a
+  // partial directory is on disk.
+  JobSpec s;
+  s.source_model = "tiny-shakespeare";
+  s.target_model = "tiny";
+  s.method = "rtn";
+  s.bits = 4;
+  s.group_size = 32;
+  bool created;
+  const std::string id = store_->Create(s, 1, &created)->id;
+  ASSERT_TRUE(store_->Transition(id, JobState::kQueued, JobState::kRunning, "", 2).ok());
+  ASSERT_TRUE(artifacts_->PreparePartial("tiny", *store_->NextVersion("tiny")).ok());
+  scheduler_ = std::make_unique<JobScheduler>(store_.get(), artifacts_.get(), Options(LcdBinary()));
+  ASSERT_TRUE(scheduler_->Start().ok());
+  const JobRecord j = WaitTerminal(id);
+  ASSERT_EQ(j.state, JobState::kSucceeded) << j.reason;
+  EXPECT_EQ(j.attempts, 2);
+  EXPECT_EQ(j.version, 2);
+  bool saw_recovery = false;
+  for (const JobEvent& e : Events(id)) saw_recovery |= e.message.find("lcd-jobs stopped during attempt 1") == 0;
+  EXPECT_TRUE(saw_recovery);
+  ExpectNoPartials();
+}
+
+}  // namespace
+}  // namespace lcd::server::jobs
