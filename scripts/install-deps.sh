@@ -25,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PY=${PYTHON:-python3}
-if ! $PY -c "import pytest, torch, transformers, tokenizers, sentencepiece, safetensors, numpy, grpc, grpc_tools" 2>/dev/null; then
+if ! $PY -c "import pytest, yaml, torch, transformers, tokenizers, sentencepiece, safetensors, numpy, grpc, grpc_tools" 2>/dev/null; then
   echo "[install-deps] pip install -r scripts/requirements-test.txt"
   # Debian's python marks its site-packages externally managed; a pyenv/venv
   # python does not. --break-system-packages is accepted by pip >= 23.
