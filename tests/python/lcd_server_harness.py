@@ -18,7 +18,7 @@ import tempfile
 import time
 
 import numpy as np
-import pytest
+import lcd_skip
 
 SOURCE_DIR = os.environ.get("LCD_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 BUILD_DIR = os.environ.get("LCD_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
@@ -56,7 +56,7 @@ def stubs():
 
 def require_server():
     if not os.path.exists(SERVER_BIN):
-        pytest.skip(f"{SERVER_BIN} not built", allow_module_level=True)
+        lcd_skip.skip(f"{SERVER_BIN} not built", allow_module_level=True)
 
 
 def free_port():
@@ -70,7 +70,7 @@ def write_random_model(out_dir, seed=0):
     weights spread wide enough that greedy argmax has clear margins."""
     from safetensors.numpy import save_file
     if not os.path.exists(GPT2_TOKENIZER):
-        pytest.skip("GPT-2 tokenizer not in shared/data")
+        lcd_skip.skip("GPT-2 tokenizer not in shared/data")
     os.makedirs(out_dir, exist_ok=True)
     vocab, hidden, inter, layers, heads, kv_heads = 50257, 64, 128, 2, 4, 2
     head_dim = hidden // heads
