@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "lcd_skip.h"
 #include "kernel_test_util.h"
 #include "lcd/kernels/ops.h"
+#include "lcd_skip.h"
 
 namespace lcd::kernels {
 namespace {

@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "lcd_skip.h"
 #include "kernel_test_util.h"
+#include "lcd_skip.h"
 
 namespace lcd::kernels {
 namespace {

@@ -18,10 +18,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lcd_skip.h"
 #include "lcd/runtime/model.h"
 #include "lcd/runtime/safetensors.h"
 #include "lcd/runtime/tokenizer.h"
+#include "lcd_skip.h"
 #include "lcd_test_model.h"
 
 namespace lcd::runtime {

@@ -13,8 +13,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lcd_skip.h"
 #include "lcd/runtime/tokenizer.h"
+#include "lcd_skip.h"
 #include "../../runtime/spm_shim/spm_shim.h"
 
 namespace lcd::runtime {

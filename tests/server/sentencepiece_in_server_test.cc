@@ -9,9 +9,9 @@
 #include <string>
 
 #include "gtest/gtest.h"
-#include "lcd_skip.h"
 #include "lcd/runtime/tokenizer.h"
 #include "lcd/v1/generate.pb.h"
+#include "lcd_skip.h"
 
 namespace lcd::server {
 namespace {
