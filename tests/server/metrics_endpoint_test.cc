@@ -72,25 +72,38 @@ std::string Get(int port, const std::string& path) {
   return RawRequest(port, "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
 }
 
+// One endpoint for the suite: civetweb takes about 2 s to stop (its accept
+// loop polls in 2 s quanta), so each test starting its own would add that.
 class MetricsEndpointTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    registry_ = std::make_shared<prometheus::Registry>();
+  static void SetUpTestSuite() {
+    registry_ = new std::shared_ptr<prometheus::Registry>(std::make_shared<prometheus::Registry>());
     prometheus::BuildCounter()
         .Name("lcd_requests_total")
         .Help("Requests.")
-        .Register(*registry_)
+        .Register(**registry_)
         .Add({{"model", "tiny"}, {"status", "ok"}})
         .Increment(3);
-    auto s = MetricsEndpoint::Start("127.0.0.1", 0, registry_, [this] { return ready_.load(); });
+    auto s = MetricsEndpoint::Start("127.0.0.1", 0, *registry_, [] { return ready_.load(); });
     ASSERT_TRUE(s.ok()) << s.status();
-    endpoint_ = std::move(*s);
-    ASSERT_GT(endpoint_->port(), 0);
+    endpoint_ = s->release();
   }
-  std::shared_ptr<prometheus::Registry> registry_;
-  std::atomic<bool> ready_{false};
-  std::unique_ptr<MetricsEndpoint> endpoint_;
+  static void TearDownTestSuite() {
+    delete endpoint_;
+    delete registry_;
+  }
+  void SetUp() override {
+    ASSERT_NE(endpoint_, nullptr);
+    ASSERT_GT(endpoint_->port(), 0);
+    ready_ = false;
+  }
+  static std::shared_ptr<prometheus::Registry>* registry_;
+  static std::atomic<bool> ready_;
+  static MetricsEndpoint* endpoint_;
 };
+std::shared_ptr<prometheus::Registry>* MetricsEndpointTest::registry_ = nullptr;
+std::atomic<bool> MetricsEndpointTest::ready_{false};
+MetricsEndpoint* MetricsEndpointTest::endpoint_ = nullptr;
 
 TEST_F(MetricsEndpointTest, ServesMetrics) {
   const std::string r = Get(endpoint_->port(), "/metrics");
