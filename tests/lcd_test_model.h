@@ -68,15 +68,18 @@ inline std::string JsonEscape(const std::string& s) {
 }
 
 // Writes config.json, model.safetensors and tokenizer.json into `dir`
-// (which must exist). Deterministic (fixed seed).
-inline void WriteTinyModel(const fs::path& dir) {
+// (which must exist). Deterministic (fixed seed). extra_config: more
+// config.json members, e.g. ", \"sliding_window\": 40".
+inline void WriteTinyModel(const fs::path& dir, const std::string& model_type = "llama",
+                           const std::string& extra_config = "") {
   std::ofstream(dir / "config.json")
-      << "{\"model_type\": \"llama\", \"vocab_size\": " << kVocab << ", \"hidden_size\": " << kHidden
+      << "{\"model_type\": \"" << model_type << "\", \"vocab_size\": " << kVocab
+      << ", \"hidden_size\": " << kHidden
       << ", \"intermediate_size\": " << kInter << ", \"num_hidden_layers\": " << kLayers
       << ", \"num_attention_heads\": " << kHeads << ", \"num_key_value_heads\": " << kKvHeads
       << ", \"max_position_embeddings\": " << kMaxPos
       << ", \"rms_norm_eps\": 1e-5, \"rope_theta\": 10000.0, \"tie_word_embeddings\": false"
-      << ", \"eos_token_id\": " << kEos << "}";
+      << ", \"eos_token_id\": " << kEos << extra_config << "}";
   std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {
       {"model.embed_tokens.weight", {kVocab, kHidden}},
       {"model.norm.weight", {kHidden}},
