@@ -36,7 +36,7 @@ RUN apt-get update \
       build-essential cmake ninja-build pkg-config ca-certificates \
       libabsl-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
       libcxxopts-dev nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libsqlite3-dev \
-      libcpp-httplib-dev libopenblas-dev \
+      prometheus-cpp-dev libcivetweb-dev libopenblas-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -59,7 +59,8 @@ RUN set -eux; \
 # and the shim load, found here with ldd + dpkg rather than listed by hand, so the list is
 # right for either base image. On Debian 12 it comes out as libgrpc++1.51,
 # libgrpc29, libprotobuf32, libabsl20220623, libsentencepiece0, libpcre2-8-0,
-# libsqlite3-0, libcpp-httplib0.11 and their dependencies (libssl3, ...).
+# libsqlite3-0, libprometheus-cpp-core1.0, libprometheus-cpp-pull1.0, libcivetweb1
+# and their dependencies (libssl3, zlib1g, ...).
 RUN set -eux; \
     ldd /out/bin/* /out/lib/* | awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u \
       | while read -r lib; do dpkg -S "*/$(basename "$(dirname "${lib}")")/$(basename "${lib}")" 2>/dev/null | head -n1 | cut -d: -f1; done \

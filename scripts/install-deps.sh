@@ -11,7 +11,7 @@ DEB_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git clang libclang-rt-14-dev
   libabsl-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libcxxopts-dev nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libsqlite3-dev
-  libssl-dev libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev
+  libssl-dev libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev libcivetweb-dev
   prometheus python3 python3-pip curl
 )
 missing=()
@@ -25,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PY=${PYTHON:-python3}
-if ! $PY -c "import pytest, torch, transformers, tokenizers, sentencepiece, safetensors, numpy, grpc, grpc_tools" 2>/dev/null; then
+if ! $PY -c "import pytest, yaml, torch, transformers, tokenizers, sentencepiece, safetensors, numpy, grpc, grpc_tools" 2>/dev/null; then
   echo "[install-deps] pip install -r scripts/requirements-test.txt"
   # Debian's python marks its site-packages externally managed; a pyenv/venv
   # python does not. --break-system-packages is accepted by pip >= 23.

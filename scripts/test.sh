@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: install deps, check the module dependency rules,
-# build (release preset, CUDA kernels compiled when nvcc exists), run every
+# build (release preset, CUDA kernels compiled when nvcc exists), run clang's
+# thread-safety analysis on the engine/registry/server sources, run every
 # CTest test (C++ unit, Python-oracle parity, end-to-end), run the README's
 # main job (scripts/demo.sh), then the C++ tests again under ASan+UBSan, then
 # each fuzz target briefly.
@@ -16,6 +17,11 @@ python3 scripts/check_deps.py
 echo "== build (release)"
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$JOBS"
+# Clang's -Wthread-safety over runtime/ and server/ (Abseil annotations),
+# syntax-only on the release build's compile commands: about a minute.
+echo "== thread-safety analysis (clang -Wthread-safety)"
+python3 scripts/thread_safety.py build/release
+
 echo "== test (release)"
 ctest --preset release -j "$JOBS"
 

@@ -3,6 +3,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <prometheus/registry.h>
 
 #include <atomic>
 #include <thread>
@@ -12,8 +13,7 @@
 #include "lcd/base/logging.h"
 #include "lcd/server/generation_service.h"
 #include "lcd/server/health.h"
-#include "lcd/server/metrics.h"
-#include "lcd/server/metrics_http.h"
+#include "lcd/server/metrics_endpoint.h"
 #include "lcd/server/model_registry.h"
 #include "lcd/server/model_service.h"
 #include "lcd/server/server_metrics.h"
@@ -23,7 +23,10 @@ namespace {
 
 class DaemonImpl final : public Daemon {
  public:
-  explicit DaemonImpl(const ServerConfig& config) : config_(config), metrics_(&registry_) {}
+  explicit DaemonImpl(const ServerConfig& config)
+      : config_(config),
+        registry_(std::make_shared<prometheus::Registry>()),
+        metrics_(*registry_) {}
   ~DaemonImpl() override { Shutdown(); }
 
   absl::Status Init() {
@@ -57,8 +60,8 @@ class DaemonImpl final : public Daemon {
     LCD_LOG(INFO) << "grpc: listening on " << config_.grpc_address << ":" << grpc_port_;
 
     if (config_.metrics_port >= 0) {
-      auto http = MetricsHttpServer::Start(config_.metrics_address, config_.metrics_port,
-                                           &registry_, [this] { return Ready(); });
+      auto http = MetricsEndpoint::Start(config_.metrics_address, config_.metrics_port, registry_,
+                                         [this] { return Ready(); });
       if (!http.ok()) return http.status();
       http_ = std::move(*http);
     }
@@ -109,14 +112,14 @@ class DaemonImpl final : public Daemon {
   bool Ready() const { return started_.load() && models_ != nullptr && models_->AnyReady(); }
 
   const ServerConfig config_;
-  Registry registry_;
+  const std::shared_ptr<prometheus::Registry> registry_;
   ServerMetrics metrics_;
   std::unique_ptr<ModelRegistry> models_;
   std::unique_ptr<GenerationServiceImpl> generation_;
   std::unique_ptr<ModelServiceImpl> model_service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<HealthReporter> health_;
-  std::unique_ptr<MetricsHttpServer> http_;
+  std::unique_ptr<MetricsEndpoint> http_;
   std::thread sampler_;
   absl::Notification stop_sampler_;
   int grpc_port_ = 0;

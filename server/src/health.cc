@@ -1,22 +1,38 @@
 #include "lcd/server/health.h"
 
+#include <string_view>
 #include <utility>
 
 #include "lcd/base/logging.h"
+#include "lcd/v1/generate.grpc.pb.h"
 
 namespace lcd::server {
+
+static_assert(std::string_view(kReadinessService) ==
+                  std::string_view(lcd::v1::GenerationService::service_full_name()),
+              "the readiness health name is the GenerationService's full name");
 
 HealthReporter::HealthReporter(grpc::HealthCheckServiceInterface* service,
                                std::function<bool()> ready)
     : service_(service), ready_(std::move(ready)) {
-  if (service_ != nullptr) service_->SetServingStatus("", false);
+  if (service_ == nullptr) return;
+  // The default service already reports "" SERVING; say so explicitly, and
+  // start readiness at NOT_SERVING (it is NOT_FOUND until first set).
+  service_->SetServingStatus(kLivenessService, true);
+  service_->SetServingStatus(kReadinessService, false);
 }
 
 void HealthReporter::SetModel(const std::string& name, bool serving) {
   {
     absl::MutexLock lock(&mu_);
     if (shut_down_ || service_ == nullptr) return;
-    service_->SetServingStatus(name, serving);
+    if (name == kLivenessService || name == kReadinessService) {
+      // A model may not take over a probe's entry (names are otherwise free).
+      LCD_LOG(WARNING) << "health: no per-model entry for model '" << name
+                       << "' (the name is a probe's)";
+    } else {
+      service_->SetServingStatus(name, serving);
+    }
   }
   Refresh();
 }
@@ -30,7 +46,7 @@ void HealthReporter::Refresh() {
   const bool ready = ready_ ? ready_() : true;
   absl::MutexLock lock(&mu_);
   if (shut_down_ || service_ == nullptr) return;
-  service_->SetServingStatus("", ready);
+  service_->SetServingStatus(kReadinessService, ready);
 }
 
 void HealthReporter::Shutdown() {

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "kernel_test_util.h"
 #include "lcd/kernels/ops.h"
+#include "lcd_skip.h"
 
 namespace lcd::kernels {
 namespace {
@@ -49,7 +50,7 @@ TEST(CudaOpsTest, AvailabilityIsReportedWithoutCrashing) {
 class CudaNumericTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+    if (CudaDeviceCount() == 0) LCD_SKIP(kNoGpu) << "no CUDA device";
   }
 };
 

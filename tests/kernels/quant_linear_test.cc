@@ -19,6 +19,7 @@
 
 #include "gtest/gtest.h"
 #include "kernel_test_util.h"
+#include "lcd_skip.h"
 
 namespace lcd::kernels {
 namespace {
@@ -463,7 +464,7 @@ TEST(QuantLinearTest, ActivationLutRelativeErrorAtLlamaWidth) {
   // rounding error is s_B/sqrt(12), s_B ~ max_j sum_t |x_4j+t| / 254),
   // far below the error of 2-bit weights themselves; fails if the tables
   // lose their per-block scales or the kernel drops terms.
-  if (DetectIsa() == Isa::kReference) GTEST_SKIP() << "no AVX2";
+  if (DetectIsa() == Isa::kReference) LCD_SKIP(kMissing) << "no AVX2";
   const uint64_t seed = FreshSeed();
   SCOPED_TRACE(SeedMessage(seed));
   std::mt19937_64 rng(seed);

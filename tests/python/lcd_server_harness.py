@@ -5,7 +5,7 @@
 - write_random_model(dir): a tiny random Llama checkpoint (numpy +
   safetensors, no torch) using the GPT-2 tokenizer from shared/data.
 - ServerProcess: starts the real lcd-server binary on 127.0.0.1 with free
-  ports and waits until its health service reports SERVING.
+  ports and waits until its health service reports it ready.
 """
 import json
 import os
@@ -18,13 +18,16 @@ import tempfile
 import time
 
 import numpy as np
-import pytest
+import lcd_skip
 
 SOURCE_DIR = os.environ.get("LCD_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 BUILD_DIR = os.environ.get("LCD_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
 SERVER_BIN = os.path.join(BUILD_DIR, "server", "lcd-server")
 GPT2_TOKENIZER = os.path.join(SOURCE_DIR, "..", "shared", "data", "tokenizers", "gpt2", "tokenizer.json")
 TINY_SHAKESPEARE = os.path.join(SOURCE_DIR, "models", "tiny-shakespeare")
+
+# The grpc.health.v1 name that is SERVING once a model is ready to serve.
+READINESS_SERVICE = "lcd.v1.GenerationService"
 
 _STUBS = None
 
@@ -53,7 +56,7 @@ def stubs():
 
 def require_server():
     if not os.path.exists(SERVER_BIN):
-        pytest.skip(f"{SERVER_BIN} not built", allow_module_level=True)
+        lcd_skip.skip(f"{SERVER_BIN} not built", allow_module_level=True)
 
 
 def free_port():
@@ -67,7 +70,7 @@ def write_random_model(out_dir, seed=0):
     weights spread wide enough that greedy argmax has clear margins."""
     from safetensors.numpy import save_file
     if not os.path.exists(GPT2_TOKENIZER):
-        pytest.skip("GPT-2 tokenizer not in shared/data")
+        lcd_skip.skip("GPT-2 tokenizer not in shared/data")
     os.makedirs(out_dir, exist_ok=True)
     vocab, hidden, inter, layers, heads, kv_heads = 50257, 64, 128, 2, 4, 2
     head_dim = hidden // heads
@@ -138,7 +141,8 @@ class ServerProcess:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"lcd-server exited with {self.proc.returncode}:\n{self.log_text()}")
                 try:
-                    r = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                    # Readiness (server/include/lcd/server/health.h): a model is ready.
+                    r = stub.Check(health_pb2.HealthCheckRequest(service=READINESS_SERVICE), timeout=1.0)
                     if r.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 except grpc.RpcError:

@@ -11,6 +11,7 @@ import os
 import subprocess
 
 import pytest
+import lcd_skip
 
 from lcd_server_harness import BUILD_DIR, TINY_SHAKESPEARE, ServerProcess, require_server
 
@@ -19,9 +20,9 @@ MODEL = "tiny"
 
 require_server()
 if not os.path.exists(LCD_BIN):
-    pytest.skip(f"{LCD_BIN} not built", allow_module_level=True)
+    lcd_skip.skip(f"{LCD_BIN} not built", allow_module_level=True)
 if not os.path.exists(os.path.join(TINY_SHAKESPEARE, "model.safetensors")):
-    pytest.skip("models/tiny-shakespeare not present", allow_module_level=True)
+    lcd_skip.skip("models/tiny-shakespeare not present", allow_module_level=True)
 
 
 def _lcd(*args, timeout=120):
@@ -40,7 +41,7 @@ def server():
 
 def _has_client(res):
     if "unknown command" in res.stderr:
-        pytest.skip("lcd was built without the server (LCD_WITH_SERVER)")
+        lcd_skip.skip("lcd was built without the server (LCD_WITH_SERVER)")
 
 
 def test_client_unary(server):

@@ -23,6 +23,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import lcd_skip
 
 REL_TOL = 1e-3
 WORDS = ("the of and to in a is that for it as was with be by on not he I this are or his from at which "
@@ -33,7 +34,7 @@ WORDS = ("the of and to in a is that for it as was with be by on not he I this a
 def _lcd():
     build = os.environ.get("LCD_BUILD_DIR")
     if not build:
-        pytest.skip("LCD_BUILD_DIR not set (run through ctest)")
+        lcd_skip.skip("LCD_BUILD_DIR not set (run through ctest)")
     path = os.path.join(build, "tools", "lcd")
     assert os.path.exists(path), f"{path} not built (ninja lcd)"
     return path
@@ -53,9 +54,9 @@ def _text(seed=5, n_words=1200):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
+    torch = lcd_skip.importorskip("torch")
+    transformers = lcd_skip.importorskip("transformers")
+    tokenizers = lcd_skip.importorskip("tokenizers")
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
     root = tmp_path_factory.mktemp("ppl")
@@ -148,10 +149,10 @@ def test_tiny_shakespeare_if_present(tmp_path):
     model_dir = os.path.join(src, "models", "tiny-shakespeare")
     if not os.path.exists(os.path.join(model_dir, "config.json")) or \
             not os.path.exists(os.path.join(model_dir, "tokenizer.json")):
-        pytest.skip("models/tiny-shakespeare not present")
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
+        lcd_skip.skip("models/tiny-shakespeare not present")
+    torch = lcd_skip.importorskip("torch")
+    transformers = lcd_skip.importorskip("transformers")
+    tokenizers = lcd_skip.importorskip("tokenizers")
     text = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
             "First Citizen:\nYou are all resolved rather to die than to famish?\n") * 4
     text_path = tmp_path / "t.txt"

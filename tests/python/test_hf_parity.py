@@ -34,6 +34,7 @@ import sys
 
 import numpy as np
 import pytest
+import lcd_skip
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lcd_paths  # noqa: E402
@@ -47,8 +48,8 @@ def _driver():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
+    lcd_skip.importorskip("torch")
+    lcd_skip.importorskip("transformers")
     import make_random_models
     out = tmp_path_factory.mktemp("random_models")
     return make_random_models.build_models(str(out))

@@ -14,14 +14,15 @@ import urllib.parse
 import urllib.request
 
 import pytest
+import lcd_skip
 
 sys.path.insert(0, os.path.dirname(__file__))
 import lcd_server_harness as h  # noqa: E402
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 if not os.path.exists(PROMETHEUS):
-    pytest.skip("prometheus binary not installed", allow_module_level=True)
-grpc = pytest.importorskip("grpc")
+    lcd_skip.skip("prometheus binary not installed", allow_module_level=True)
+grpc = lcd_skip.importorskip("grpc")
 h.require_server()
 g, gg, _, _ = h.stubs()
 

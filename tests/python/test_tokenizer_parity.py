@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 
 import pytest
+import lcd_skip
 
 SOURCE_DIR = os.environ.get("LCD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD_DIR = os.environ.get("LCD_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
@@ -20,12 +21,12 @@ TOK = os.path.join(DATA, "tokenizers")
 DUMP = os.path.join(BUILD_DIR, "bin", "tokenize_dump")
 
 if not os.path.isdir(TOK):
-    pytest.skip("shared data folder absent", allow_module_level=True)
+    lcd_skip.skip("shared data folder absent", allow_module_level=True)
 if not os.path.exists(DUMP):
-    pytest.skip(f"{DUMP} not built", allow_module_level=True)
+    lcd_skip.skip(f"{DUMP} not built", allow_module_level=True)
 
-tokenizers = pytest.importorskip("tokenizers")
-spm = pytest.importorskip("sentencepiece")
+tokenizers = lcd_skip.importorskip("tokenizers")
+spm = lcd_skip.importorskip("sentencepiece")
 
 FRAGMENTS = [
     "hello", "World", "the", "naïve", "café", "Straße", "façade", "ÀÉÎÕÜ", "ñandú",
@@ -217,7 +218,7 @@ def llama3_json(tmp_path_factory):
     post-processor gets the <|begin_of_text|> template of the published
     Llama-3 tokenizer.json."""
     import base64
-    conv = pytest.importorskip("transformers.convert_slow_tokenizer")
+    conv = lcd_skip.importorskip("transformers.convert_slow_tokenizer")
     ranks = {}
     with open(os.path.join(TOK, "llama3-tiktoken", "tokenizer.model"), "rb") as f:
         for line in f:

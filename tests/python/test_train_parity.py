@@ -46,9 +46,10 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lcd_paths  # noqa: E402
+import lcd_skip  # noqa: E402
 
-torch = pytest.importorskip("torch")
-st = pytest.importorskip("safetensors.numpy")
+torch = lcd_skip.importorskip("torch")
+st = lcd_skip.importorskip("safetensors.numpy")
 
 REL_TOL = 1e-4
 TRAIN_REL_TOL = 5e-4
@@ -279,7 +280,7 @@ def _build(out_dir, name, seed):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    pytest.importorskip("transformers")
+    lcd_skip.importorskip("transformers")
     out = tmp_path_factory.mktemp("train_models")
     return {n: _build(str(out), n, SEED + i) for i, n in enumerate(MODEL_SPECS)}
 

@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lcd/runtime/tokenizer.h"
+#include "lcd_skip.h"
 #include "../../runtime/spm_shim/spm_shim.h"
 
 namespace lcd::runtime {
@@ -60,8 +61,8 @@ int LoadWithExplicitShim(const std::string& shim, const std::string& model) {
 }
 
 TEST(SpmShimLookupTest, EnvironmentOverrideIsUsed) {
-  if (!fs::exists(LlamaModel())) GTEST_SKIP() << "shared data absent: " << LlamaModel();
-  if (!fs::exists(ShimPath())) GTEST_SKIP() << "no shim at " << ShimPath();
+  if (!fs::exists(LlamaModel())) LCD_SKIP(kMissing) << "shared data absent: " << LlamaModel();
+  if (!fs::exists(ShimPath())) LCD_SKIP(kMissing) << "no shim at " << ShimPath();
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(std::exit(LoadWithExplicitShim(ShimPath().string(), LlamaModel().string())),
               ::testing::ExitedWithCode(0), "");
@@ -72,7 +73,7 @@ TEST(SpmShimLookupTest, EnvironmentOverrideIsUsed) {
 class SpmShimApiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!fs::exists(ShimPath())) GTEST_SKIP() << "no shim at " << ShimPath();
+    if (!fs::exists(ShimPath())) LCD_SKIP(kMissing) << "no shim at " << ShimPath();
     lib_ = dlopen(ShimPath().c_str(), RTLD_NOW | RTLD_LOCAL);
     ASSERT_NE(lib_, nullptr) << dlerror();
   }
@@ -111,7 +112,7 @@ TEST_F(SpmShimApiTest, LoadErrorsAreReported) {
 }
 
 TEST_F(SpmShimApiTest, LlamaModelThroughTheCApi) {
-  if (!fs::exists(LlamaModel())) GTEST_SKIP() << "shared data absent: " << LlamaModel();
+  if (!fs::exists(LlamaModel())) LCD_SKIP(kMissing) << "shared data absent: " << LlamaModel();
   char* error = nullptr;
   int not_found = 0;
   LcdSpm* spm = LCD_SPM_SYM(lcd_spm_load)(LlamaModel().c_str(), &error, &not_found);

@@ -15,6 +15,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lcd_skip.h"
 #include "nlohmann/json.hpp"
 
 namespace lcd::runtime {
@@ -336,7 +337,7 @@ TEST(LoadTokenizerTest, DirectoryAndConfig) {
 
 TEST(SentencePieceTokenizerTest, LlamaModel) {
   const fs::path model = SourceDir() / ".." / "shared" / "data" / "tokenizers" / "llama2-sentencepiece" / "tokenizer.model";
-  if (!fs::exists(model)) GTEST_SKIP() << "shared data absent: " << model;
+  if (!fs::exists(model)) LCD_SKIP(kMissing) << "shared data absent: " << model;
   auto tok = LoadSentencePieceTokenizer(model.string());
   ASSERT_TRUE(tok.ok()) << tok.status();
   EXPECT_EQ((*tok)->vocab_size(), 32000);

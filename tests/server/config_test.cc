@@ -11,6 +11,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lcd_skip.h"
 
 namespace lcd::server {
 namespace {
@@ -164,7 +165,7 @@ TEST(Config, BadFlagsAndEnv) {
 TEST(Config, ExampleFileIsValidAndComplete) {
   const char* src = std::getenv("LCD_SOURCE_DIR");
   const std::string path = std::string(src ? src : ".") + "/server/lcd-server.example.json";
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << "no " << path;
+  if (!std::filesystem::exists(path)) LCD_SKIP(kMissing) << "no " << path;
   auto c = Load({"--config", path});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->kv_cache_bytes, 256ull << 20);
@@ -185,7 +186,7 @@ TEST(Config, ExampleFileIsValidAndComplete) {
 TEST(Config, DeployConfigIsValid) {
   const char* src = std::getenv("LCD_SOURCE_DIR");
   const std::string path = std::string(src ? src : ".") + "/deploy/config/server.json";
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << "no " << path;
+  if (!std::filesystem::exists(path)) LCD_SKIP(kMissing) << "no " << path;
   auto c = Load({"--config", path});
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_EQ(c->models.size(), 1u);

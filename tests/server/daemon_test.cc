@@ -1,8 +1,8 @@
 // The whole daemon in-process, driven by our own C++ gRPC client: unary and
 // streaming agree, cancellation, bad input codes, ModelService status, the
 // metrics endpoint, and a graceful shutdown that lets a running stream finish.
-// The model is a small random Llama written here with the GPT-2 tokenizer
-// from shared/data (skipped when that is absent).
+// The model is the small random Llama of tests/lcd_test_model.h with its
+// byte-level tokenizer, written in code.
 #include "lcd/server/daemon.h"
 
 #include <grpcpp/grpcpp.h>
@@ -18,9 +18,9 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "lcd/runtime/safetensors.h"
 #include "lcd/v1/generate.grpc.pb.h"
 #include "lcd/v1/model.grpc.pb.h"
+#include "lcd_test_model.h"
 
 namespace lcd::server {
 namespace {
@@ -28,55 +28,13 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-constexpr int64_t kVocab = 50257, kHidden = 64, kInter = 128, kLayers = 2, kHeads = 4, kKvHeads = 2;
-
-// Writes the random model; returns "" when the tokenizer is unavailable.
+// The engine tests' random Llama with a byte-level tokenizer, written in
+// code (tests/lcd_test_model.h): no ../shared data needed, so nothing skips.
 std::string WriteRandomModel() {
-  const char* src = std::getenv("LCD_SOURCE_DIR");
-  const fs::path tok = fs::path(src ? src : ".") / ".." / "shared" / "data" / "tokenizers" /
-                       "gpt2" / "tokenizer.json";
-  if (!fs::exists(tok)) return "";
   const fs::path dir =
       fs::temp_directory_path() / ("lcd_daemon_test_" + std::to_string(::getpid()));
   fs::create_directories(dir);
-  fs::copy_file(tok, dir / "tokenizer.json", fs::copy_options::overwrite_existing);
-  std::mt19937 rng(7);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<std::string> storage;
-  std::vector<runtime::TensorToWrite> tensors;
-  storage.reserve(64);
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, float scale, float offset) {
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    std::vector<float> v(static_cast<size_t>(n));
-    for (float& x : v) x = offset + scale * normal(rng);
-    storage.emplace_back(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
-    tensors.push_back({name, runtime::StDType::kF32, std::move(shape), storage.back()});
-  };
-  const int64_t hd = kHidden / kHeads;
-  add("model.embed_tokens.weight", {kVocab, kHidden}, 1.0f, 0.0f);
-  add("lm_head.weight", {kVocab, kHidden}, 0.5f, 0.0f);
-  add("model.norm.weight", {kHidden}, 0.1f, 1.0f);
-  for (int i = 0; i < kLayers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    const float s = 1.0f / std::sqrt(static_cast<float>(kHidden));
-    add(p + "self_attn.q_proj.weight", {kHeads * hd, kHidden}, s, 0);
-    add(p + "self_attn.k_proj.weight", {kKvHeads * hd, kHidden}, s, 0);
-    add(p + "self_attn.v_proj.weight", {kKvHeads * hd, kHidden}, s, 0);
-    add(p + "self_attn.o_proj.weight", {kHidden, kHeads * hd}, s, 0);
-    add(p + "mlp.gate_proj.weight", {kInter, kHidden}, s, 0);
-    add(p + "mlp.up_proj.weight", {kInter, kHidden}, s, 0);
-    add(p + "mlp.down_proj.weight", {kHidden, kInter}, 1.0f / std::sqrt(float(kInter)), 0);
-    add(p + "input_layernorm.weight", {kHidden}, 0.1f, 1.0f);
-    add(p + "post_attention_layernorm.weight", {kHidden}, 0.1f, 1.0f);
-  }
-  if (!runtime::WriteSafetensors((dir / "model.safetensors").string(), tensors).ok()) return "";
-  std::ofstream(dir / "config.json")
-      << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-    "vocab_size": 50257, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
-    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
-    "bos_token_id": 50256, "eos_token_id": 50256, "torch_dtype": "float32"})";
+  test_model::WriteTinyModel(dir);
   return dir.string();
 }
 
@@ -89,7 +47,6 @@ class DaemonTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    if (model_dir_->empty()) GTEST_SKIP() << "GPT-2 tokenizer not in shared/data";
     ServerConfig c;
     c.grpc_address = "127.0.0.1";
     c.grpc_port = 0;

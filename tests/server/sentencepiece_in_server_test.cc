@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "lcd/runtime/tokenizer.h"
 #include "lcd/v1/generate.pb.h"
+#include "lcd_skip.h"
 
 namespace lcd::server {
 namespace {
@@ -40,13 +41,13 @@ TEST(SentencePieceInServer, ProtobufWorksInAProcessThatLinksSentencePiece) {
 
 TEST(SentencePieceInServer, SentencePieceTokenizesInAProcessThatLinksProtobuf) {
 #ifdef LCD_SANITIZER_BUILD
-  GTEST_SKIP() << "needs RTLD_DEEPBIND, which sanitizer runtimes refuse";
+  LCD_SKIP(kBuild) << "needs RTLD_DEEPBIND, which sanitizer runtimes refuse";
 #endif
   const char* src = std::getenv("LCD_SOURCE_DIR");
   const std::filesystem::path model = std::filesystem::path(src ? src : ".") / ".." / "shared" /
                                       "data" / "tokenizers" / "llama2-sentencepiece" /
                                       "tokenizer.model";
-  if (!std::filesystem::exists(model)) GTEST_SKIP() << "no " << model;
+  if (!std::filesystem::exists(model)) LCD_SKIP(kMissing) << "no " << model;
   auto tok = runtime::LoadSentencePieceTokenizer(model.string());
   ASSERT_TRUE(tok.ok()) << tok.status();
   auto ids = (*tok)->Encode("Hello world", /*add_bos=*/true);

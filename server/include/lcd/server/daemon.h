@@ -3,9 +3,10 @@
 // registry, the metrics registry with its HTTP endpoint, and a sampler that
 // copies engine gauges into the metrics.
 //
-// Lifecycle: Start binds the ports and begins serving (health NOT_SERVING),
-// then loads the configured models (health turns SERVING once all are
-// READY). Shutdown is the graceful path: health NOT_SERVING, stop admitting
+// Lifecycle: Start binds the ports and begins serving (liveness SERVING,
+// readiness NOT_SERVING; see health.h), then loads the configured models
+// (readiness turns SERVING once all are loaded and one is READY). Shutdown is
+// the graceful path: health NOT_SERVING, stop admitting
 // (new calls get UNAVAILABLE), drain running requests up to the drain
 // timeout, cancel the rest, stop the gRPC and HTTP servers.
 //

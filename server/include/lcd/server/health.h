@@ -1,10 +1,20 @@
-// Bridges model readiness to the standard grpc.health.v1.Health service
-// (grpc::EnableDefaultHealthCheckService): one entry per model name plus the
-// overall entry "" (what Kubernetes gRPC probes ask). The overall status is
-// SERVING only while `ready()` says so (the daemon: start-up loading finished
-// and a model is READY); it is
-// set NOT_SERVING as soon as the server starts, before any model loads,
-// because the default service reports "" SERVING from the start.
+// Bridges the daemon's state to the standard grpc.health.v1.Health service
+// (grpc::EnableDefaultHealthCheckService). Each name means one thing, and the
+// Kubernetes probes in deploy/k8s and helm/ ask for exactly these (checked by
+// tests/python/test_probes.py, which reads the names from the YAML files):
+//
+//   ""                          liveness/startup: the process is up and
+//                               healthy. SERVING from the start, with or
+//                               without a model; NOT_SERVING only after
+//                               Shutdown. Never depends on the models, so a
+//                               pod whose last model is unloaded is not
+//                               restarted.
+//   "lcd.v1.GenerationService"  readiness: can serve generation now, i.e.
+//                               `ready()` (the daemon: start-up loading done
+//                               and some model READY). Starts NOT_SERVING.
+//   "<model name>"              that model is READY.
+//
+// Any other name answers NOT_FOUND.
 //
 // Thread safety: all methods are thread-safe. After Shutdown every entry is
 // NOT_SERVING and further updates are ignored.
@@ -21,14 +31,19 @@
 
 namespace lcd::server {
 
+// The health service names above (the readiness one is the GenerationService's
+// full name; health.cc checks that against the generated code).
+inline constexpr char kLivenessService[] = "";
+inline constexpr char kReadinessService[] = "lcd.v1.GenerationService";
+
 class HealthReporter {
  public:
   // `service` is the server's (not owned; may be null, then this is a no-op).
   HealthReporter(grpc::HealthCheckServiceInterface* service, std::function<bool()> ready);
 
-  // A model became able (or unable) to serve; also re-evaluates "".
+  // A model became able (or unable) to serve; also re-evaluates readiness.
   void SetModel(const std::string& name, bool serving);
-  // Re-evaluates the overall entry from `ready()`.
+  // Re-evaluates the readiness entry from `ready()`.
   void Refresh();
   void Shutdown();
 

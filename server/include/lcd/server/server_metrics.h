@@ -17,7 +17,12 @@
 //   lcd_model_load_seconds{model}               histogram
 //   lcd_preemptions_total{model}                counter
 //
-// Thread safety: all methods are thread-safe (the Registry's guarantees).
+// Every family is a prometheus-cpp one in the Registry given; the Exposer
+// (metrics_endpoint.h) serves it. tests/server/server_metrics_test.cc pins
+// the names, types and label names above (dashboards depend on them).
+//
+// Thread safety: all methods are thread-safe (prometheus-cpp's guarantees:
+// Family::Add locks, metric updates are atomic).
 #ifndef LCD_SERVER_SERVER_METRICS_H_
 #define LCD_SERVER_SERVER_METRICS_H_
 
@@ -25,13 +30,22 @@
 #include <string>
 
 #include "lcd/runtime/engine.h"
-#include "lcd/server/metrics.h"
+
+namespace prometheus {
+class Counter;
+class Gauge;
+class Histogram;
+class Registry;
+template <typename T>
+class Family;
+}  // namespace prometheus
 
 namespace lcd::server {
 
 class ServerMetrics {
  public:
-  explicit ServerMetrics(Registry* registry);  // Not owned; must outlive this.
+  // Adds the families to `registry` (not owned; must outlive this).
+  explicit ServerMetrics(prometheus::Registry& registry);
 
   // An observer recording engine events under label model=`model`. Owned by
   // the caller, who must keep it alive as long as the engine using it.
@@ -44,36 +58,26 @@ class ServerMetrics {
   // Samples the engine's gauges (called periodically and on scrape).
   void RecordEngineStats(const std::string& model, const runtime::EngineStats& stats);
 
-  CounterFamily& requests_total() { return *requests_total_; }
-  HistogramFamily& request_duration() { return *request_duration_; }
-  HistogramFamily& queue_time() { return *queue_time_; }
-  HistogramFamily& ttft() { return *ttft_; }
-  HistogramFamily& inter_token_latency() { return *itl_; }
-  CounterFamily& prompt_tokens() { return *prompt_tokens_; }
-  CounterFamily& generation_tokens() { return *generation_tokens_; }
-  GaugeFamily& running() { return *running_; }
-  GaugeFamily& waiting() { return *waiting_; }
-  GaugeFamily& kv_cache_usage() { return *kv_usage_; }
-  HistogramFamily& batch_size() { return *batch_size_; }
-  HistogramFamily& iteration_tokens() { return *iteration_tokens_; }
-  HistogramFamily& model_load() { return *model_load_; }
-  CounterFamily& preemptions() { return *preemptions_; }
-
  private:
-  CounterFamily* requests_total_;
-  HistogramFamily* request_duration_;
-  HistogramFamily* queue_time_;
-  HistogramFamily* ttft_;
-  HistogramFamily* itl_;
-  CounterFamily* prompt_tokens_;
-  CounterFamily* generation_tokens_;
-  GaugeFamily* running_;
-  GaugeFamily* waiting_;
-  GaugeFamily* kv_usage_;
-  HistogramFamily* batch_size_;
-  HistogramFamily* iteration_tokens_;
-  HistogramFamily* model_load_;
-  CounterFamily* preemptions_;
+  friend class MetricsObserver;
+  using CounterFamily = prometheus::Family<prometheus::Counter>;
+  using GaugeFamily = prometheus::Family<prometheus::Gauge>;
+  using HistogramFamily = prometheus::Family<prometheus::Histogram>;
+
+  CounterFamily& requests_total_;
+  HistogramFamily& request_duration_;
+  HistogramFamily& queue_time_;
+  HistogramFamily& ttft_;
+  HistogramFamily& itl_;
+  CounterFamily& prompt_tokens_;
+  CounterFamily& generation_tokens_;
+  GaugeFamily& running_;
+  GaugeFamily& waiting_;
+  GaugeFamily& kv_usage_;
+  HistogramFamily& batch_size_;
+  HistogramFamily& iteration_tokens_;
+  HistogramFamily& model_load_;
+  CounterFamily& preemptions_;
 };
 
 }  // namespace lcd::server
