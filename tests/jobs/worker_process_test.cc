@@ -4,6 +4,7 @@
 // cannot run, malformed progress, and no grandchild left behind.
 #include "lcd/server/jobs/worker_process.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -124,6 +125,25 @@ TEST_F(WorkerProcessTest, CancelStopsTheWholeGroup) {
     if (running) absl::SleepFor(absl::Milliseconds(20));
   }
   EXPECT_FALSE(running) << "grandchild " << grandchild << " survived the cancel";
+}
+
+TEST_F(WorkerProcessTest, WorkerDoesNotInheritTheDaemonsSignalSetup) {
+  // lcd-jobs blocks SIGTERM (sigwait) and ignores SIGPIPE; a worker started
+  // from such a thread must still die of a plain SIGTERM.
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGTERM);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &block, &old), 0);
+  struct sigaction ignore {}, old_pipe {};
+  ignore.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &ignore, &old_pipe);
+  auto w = WorkerProcess::Start(Sh("kill -TERM $$; sleep 5; exit 0"), nullptr);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  sigaction(SIGPIPE, &old_pipe, nullptr);
+  ASSERT_TRUE(w.ok()) << w.status();
+  const WorkerExit e = (*w)->Wait();
+  EXPECT_EQ(e.kind, WorkerExit::Kind::kSignal) << e.Describe();
+  EXPECT_EQ(e.code, SIGTERM);
 }
 
 TEST_F(WorkerProcessTest, ProgramThatCannotRun) {

@@ -42,7 +42,7 @@ def stubs():
     out = tempfile.mkdtemp(prefix="lcd_stubs_")
     proto_dir = os.path.join(SOURCE_DIR, "proto")
     well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    for name in ("generate", "model"):
+    for name in ("generate", "model", "jobs"):
         rc = protoc.main(["grpc_tools.protoc", f"-I{proto_dir}", f"-I{well_known}", f"--python_out={out}",
                           f"--grpc_python_out={out}", os.path.join(proto_dir, "lcd", "v1", f"{name}.proto")])
         assert rc == 0, f"protoc failed for {name}.proto"
@@ -52,6 +52,13 @@ def stubs():
     from lcd.v1 import generate_pb2, generate_pb2_grpc, model_pb2, model_pb2_grpc
     _STUBS = (generate_pb2, generate_pb2_grpc, model_pb2, model_pb2_grpc)
     return _STUBS
+
+
+def jobs_stubs():
+    """Returns (jobs_pb2, jobs_pb2_grpc); generated with the others."""
+    stubs()
+    from lcd.v1 import jobs_pb2, jobs_pb2_grpc
+    return jobs_pb2, jobs_pb2_grpc
 
 
 def require_server():

@@ -94,8 +94,18 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(
   posix_spawn_file_actions_adddup2(&actions, log_fd, 1);
   posix_spawn_file_actions_adddup2(&actions, log_fd, 2);
   posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 3);  // the copy is not close-on-exec
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);       // own group (pgid = pid)
+  // Own process group (pgid = pid); and the daemon's signal setup must not
+  // leak into the worker: lcd-jobs blocks SIGTERM/SIGINT (it takes them with
+  // sigwait) and ignores SIGPIPE, and both a mask and ignored signals survive
+  // exec, which would make the worker deaf to the SIGTERM of a cancel.
+  sigset_t empty, defaults;
+  sigemptyset(&empty);
+  sigemptyset(&defaults);
+  for (int sig : {SIGTERM, SIGINT, SIGPIPE, SIGHUP}) sigaddset(&defaults, sig);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setsigmask(&attr, &empty);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
   pid_t pid = -1;
   const int rc = ::posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
