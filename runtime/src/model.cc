@@ -12,7 +12,19 @@
 
 namespace lcd::runtime {
 
+namespace {
+
+absl::Status CheckCancelled(const ModelOptions& options, const char* phase) {
+  if (options.cancelled && options.cancelled()) {
+    return absl::CancelledError(absl::StrCat("model load cancelled before ", phase));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const ModelOptions& options) {
+  LCD_RETURN_IF_ERROR(CheckCancelled(options, "reading the configuration"));
   ModelConfig config;
   std::unique_ptr<TensorSource> source;
   if (IsArtifactDir(dir)) {
@@ -30,10 +42,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const
     default:
       return absl::UnimplementedError(absl::StrCat("unsupported architecture ", std::string(ArchitectureName(config.arch))));
   }
+  LCD_RETURN_IF_ERROR(CheckCancelled(options, "opening the checkpoint"));
   if (source == nullptr) {
     LCD_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(dir));
     source = MakeCheckpointSource(std::move(checkpoint));
   }
+  LCD_RETURN_IF_ERROR(CheckCancelled(options, "binding the weights"));
   auto pool = std::make_unique<kernels::ThreadPool>(options.num_threads);
   LCD_ASSIGN_OR_RETURN(LlamaWeights weights, BindLlamaWeights(config, *source, pool.get()));
   LCD_LOG(DEBUG) << "loaded " << ArchitectureName(config.arch) << " model from " << dir << " ("

@@ -28,6 +28,10 @@ namespace lcd::runtime {
 
 struct ModelOptions {
   int num_threads = 0;  // 0 = all hardware threads.
+  // Polled between the loading phases (config, artifact verification,
+  // checkpoint mapping, weight binding); when it returns true, Load stops and
+  // returns Cancelled. Unset: never cancelled.
+  std::function<bool()> cancelled;
 };
 
 // One sequence's part of a batched forward step.
