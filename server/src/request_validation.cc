@@ -72,20 +72,24 @@ std::string SanitizeUtf8(absl::string_view text, size_t max_bytes) {
   static constexpr absl::string_view kEllipsis = "\xE2\x80\xA6";     // U+2026
   const auto* s = reinterpret_cast<const unsigned char*>(text.data());
   std::string out;
-  out.reserve(std::min(text.size(), max_bytes));
-  for (size_t i = 0; i < text.size();) {
-    size_t len = Utf8SequenceLength(s + i, text.size() - i);
-    absl::string_view piece = len == 0 ? kReplacement : text.substr(i, len);
-    if (len == 0) len = 1;
-    // Keep room for the ellipsis unless this is the last piece.
-    const size_t reserve = i + len < text.size() ? kEllipsis.size() : 0;
-    if (out.size() + piece.size() + reserve > max_bytes) {
-      if (out.size() + kEllipsis.size() <= max_bytes) out.append(kEllipsis.data(), kEllipsis.size());
-      break;
+  out.reserve(std::min(text.size(), max_bytes) + kReplacement.size());
+  for (size_t i = 0; i < text.size() && out.size() <= max_bytes;) {
+    const size_t len = Utf8SequenceLength(s + i, text.size() - i);
+    if (len == 0) {
+      out.append(kReplacement.data(), kReplacement.size());
+      ++i;
+    } else {
+      out.append(text.data() + i, len);
+      i += len;
     }
-    out.append(piece.data(), piece.size());
-    i += len;
   }
+  if (out.size() <= max_bytes) return out;
+  // Too long: cut at a character boundary (out is valid UTF-8 by now) and
+  // mark the cut.
+  size_t cut = max_bytes >= kEllipsis.size() ? max_bytes - kEllipsis.size() : 0;
+  while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;
+  out.resize(cut);
+  if (max_bytes >= kEllipsis.size()) out.append(kEllipsis.data(), kEllipsis.size());
   return out;
 }
 
