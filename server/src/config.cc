@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "lcd/base/status_macros.h"
+#include "lcd/server/request_validation.h"
 
 namespace lcd::server {
 namespace {
@@ -334,12 +335,8 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   for (size_t i = 0; i < c.models.size(); ++i) {
     const ModelSpec& m = c.models[i];
     const std::string where = absl::StrCat("models[", i, "]");
-    if (m.name.empty()) return Bad(where, "name must not be empty");
-    for (char ch : m.name) {
-      if (!absl::ascii_isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '_' &&
-          ch != '-') {
-        return Bad(where, absl::StrCat("name '", m.name, "' may only hold [A-Za-z0-9._-]"));
-      }
+    if (absl::Status st = ValidateModelName(m.name, "name"); !st.ok()) {
+      return Bad(where, st.message());
     }
     if (m.path.empty()) return Bad(where, "path must not be empty");
     for (size_t j = 0; j < i; ++j) {

@@ -294,8 +294,10 @@ def test_status_codes_for_odd_paths_and_names(server, ms, auth, root):
     with server.channel() as ch:
         gs = gg.GenerationServiceStub(ch)
         expect(lambda: gs.Generate(g.GenerateRequest(model=big, text="hi"), timeout=10), C.INVALID_ARGUMENT)
-        d = expect(lambda: gs.Tokenize(g.TokenizeRequest(model=big, text="hi"), timeout=10), C.NOT_FOUND)
-        assert len(d) < 1100
+        for fn in (lambda: gs.Tokenize(g.TokenizeRequest(model=big, text="hi"), timeout=10),
+                   lambda: gs.Detokenize(g.DetokenizeRequest(model=big, token_ids=[1]), timeout=10),
+                   lambda: gs.GetModelInfo(g.GetModelInfoRequest(model=big), timeout=10)):
+            assert len(expect(fn, C.INVALID_ARGUMENT, "at most 128")) < 1100
     assert server.proc.poll() is None
 
 

@@ -8,6 +8,7 @@
 #define LCD_SERVER_REQUEST_VALIDATION_H_
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -39,7 +40,8 @@ absl::Status ValidateUtf8(absl::string_view text, absl::string_view field);
 // at a character boundary and ends in U+2026. Every string that goes into a
 // proto `string` field or a status message from client or file input passes
 // through here (ToProto, ToGrpcStatus, the registry's stored errors).
-std::string SanitizeUtf8(absl::string_view text, size_t max_bytes);
+std::string SanitizeUtf8(absl::string_view text,
+                         size_t max_bytes = std::numeric_limits<size_t>::max());
 // Client text for quoting in an error message: SanitizeUtf8(text, kMaxEchoBytes).
 std::string Echo(absl::string_view text);
 
