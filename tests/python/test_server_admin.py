@@ -95,6 +95,19 @@ def unload(ms, auth, name):
     return ms.UnloadModel(m.UnloadModelRequest(name=name), metadata=auth, timeout=60)
 
 
+def model_with_config_link(root, name, target):
+    """<root>/<name>: the random model's weights and tokenizer, and a
+    config.json that is a symlink to `target`."""
+    d = root / name
+    d.mkdir(exist_ok=True)
+    for f in ("model.safetensors", "tokenizer.json"):
+        if not (d / f).exists():
+            os.link(root / "rand" / f, d / f)
+    if not os.path.lexists(d / "config.json"):
+        os.symlink(target, d / "config.json")
+    return d
+
+
 def tasks(pid):
     return len(os.listdir(f"/proc/{pid}/task"))
 
@@ -114,13 +127,7 @@ def test_filesystem_errors_are_statuses_not_crashes(server, ms, auth, root):
     expect(lambda: load(ms, auth, "x", loop / "m"), C.FAILED_PRECONDITION)
     expect(lambda: load(ms, auth, "x", loop), C.FAILED_PRECONDITION)
     # A loop inside an otherwise good model directory.
-    d = root / "loopy"
-    d.mkdir(exist_ok=True)
-    for f in ("model.safetensors", "tokenizer.json"):
-        if not (d / f).exists():
-            os.link(root / "rand" / f, d / f)
-    if not os.path.lexists(d / "config.json"):
-        os.symlink(d / "config.json", d / "config.json")
+    d = model_with_config_link(root, "loopy", root / "loopy" / "config.json")
     expect(lambda: load(ms, auth, "x", d), C.FAILED_PRECONDITION, "config.json")
     assert server.proc.poll() is None
     assert ms.ListModels(m.ListModelsRequest(), metadata=auth, timeout=10).models
@@ -196,13 +203,7 @@ def test_model_roots_and_symlink_escapes(server, ms, auth, root, tmp_path):
     expect(lambda: load(ms, auth, "o", link), C.PERMISSION_DENIED, "outside the model roots")
     # A model directory whose config.json links to a file outside the root
     # (the "read the first byte of any file" oracle).
-    d = root / "leaky"
-    d.mkdir(exist_ok=True)
-    for f in ("model.safetensors", "tokenizer.json"):
-        if not (d / f).exists():
-            os.link(root / "rand" / f, d / f)
-    if not os.path.lexists(d / "config.json"):
-        os.symlink(outside / "config.json", d / "config.json")
+    d = model_with_config_link(root, "leaky", outside / "config.json")
     expect(lambda: load(ms, auth, "o", d), C.PERMISSION_DENIED, "config.json")
     # Symlinks that stay inside the root are fine (Hugging Face cache layout),
     # and relative paths resolve against the first root.
