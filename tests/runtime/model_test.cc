@@ -132,6 +132,26 @@ TEST_F(ModelTest, LoadsLlamaAndReportsShape) {
   EXPECT_EQ((*model)->WeightBytes(), kLayers * per_layer + 4ull * kVocab * kHidden);
 }
 
+TEST_F(ModelTest, LoadStopsWhenCancelled) {
+  WriteModel({});
+  ModelOptions o{2};
+  int polls = 0;
+  // Cancelled on the n-th poll, for each phase boundary in turn.
+  for (int cancel_at = 1;; ++cancel_at) {
+    polls = 0;
+    o.cancelled = [&] { return ++polls >= cancel_at; };
+    auto model = Model::Load(dir_.string(), o);
+    if (model.ok()) {
+      EXPECT_GT(cancel_at, 2);  // At least config and binding are checkpoints.
+      break;
+    }
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kCancelled) << model.status();
+    ASSERT_LT(cancel_at, 10);
+  }
+  o.cancelled = [] { return false; };
+  EXPECT_TRUE(Model::Load(dir_.string(), o).ok());
+}
+
 TEST_F(ModelTest, MissingTensorIsNotFoundAndNamed) {
   WriteModel({.drop = "model.layers.1.mlp.up_proj.weight"});
   auto model = Load();
