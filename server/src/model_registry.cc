@@ -52,6 +52,18 @@ fs::path Normalized(const fs::path& p) {
   return n;
 }
 
+// The roots with every symlink resolved; a root that does not resolve is
+// left out (nothing can be under it).
+std::vector<fs::path> CanonicalRoots(const std::vector<std::string>& configured) {
+  std::vector<fs::path> roots;
+  for (const std::string& r : configured) {
+    std::error_code ec;
+    fs::path c = fs::canonical(r, ec);
+    if (!ec) roots.push_back(std::move(c));
+  }
+  return roots;
+}
+
 bool UnderAny(const fs::path& p, const std::vector<fs::path>& roots) {
   for (const fs::path& r : roots) {
     if (IsUnder(p, r)) return true;
@@ -263,7 +275,7 @@ absl::StatusOr<std::shared_ptr<ModelInstance>> ModelRegistry::LoadInstance(
   return inst;
 }
 
-absl::Status ModelRegistry::MakeRoomLocked() {
+void ModelRegistry::MakeRoomLocked() {
   size_t inactive = 0;
   auto oldest = entries_.end();
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
@@ -273,7 +285,6 @@ absl::Status ModelRegistry::MakeRoomLocked() {
     if (oldest == entries_.end() || e.last_change < oldest->second.last_change) oldest = it;
   }
   if (inactive >= kMaxInactiveEntries) entries_.erase(oldest);
-  return absl::OkStatus();
 }
 
 uint64_t ModelRegistry::MemoryInUseLocked() const {
@@ -311,13 +322,8 @@ absl::Status ModelRegistry::LoadImpl(const std::string& name, const std::string&
     return absl::FailedPreconditionError(
         absl::StrCat("model path '", ShowPath(path), "' is not a directory"));
   }
-  std::vector<fs::path> roots;
-  if (confine) {
-    for (const std::string& r : options_.model_roots) {
-      fs::path c = fs::canonical(r, ec);
-      if (!ec) roots.push_back(c);
-    }
-  }
+  const std::vector<fs::path> roots =
+      confine ? CanonicalRoots(options_.model_roots) : std::vector<fs::path>{};
   LCD_ASSIGN_OR_RETURN(const uint64_t file_bytes, ScanModelDir(path, roots));
   const uint64_t estimate = file_bytes + options_.engine.kv_cache_bytes;
 
@@ -326,7 +332,7 @@ absl::Status ModelRegistry::LoadImpl(const std::string& name, const std::string&
     absl::MutexLock lock(&mu_);
     if (shutting_down_) return absl::UnavailableError("server is shutting down");
     const bool is_new = entries_.find(name) == entries_.end();
-    if (is_new) LCD_RETURN_IF_ERROR(MakeRoomLocked());
+    if (is_new) MakeRoomLocked();
     Entry& e = entries_[name];
     if (e.loading) {
       return absl::FailedPreconditionError(absl::StrCat("model '", name, "' is already loading"));
@@ -426,11 +432,7 @@ absl::StatusOr<std::string> ModelRegistry::ResolveClientPath(const std::string& 
   for (const std::string& r : options_.model_roots) configured.push_back(Normalized(r));
   if (!UnderAny(p, configured)) return absl::PermissionDeniedError(outside);
   std::error_code ec;
-  std::vector<fs::path> roots;
-  for (const std::string& r : options_.model_roots) {
-    fs::path c = fs::canonical(r, ec);
-    if (!ec) roots.push_back(c);
-  }
+  const std::vector<fs::path> roots = CanonicalRoots(options_.model_roots);
   const fs::path resolved = fs::canonical(p, ec);
   if (ec) return FsError(ec, "model directory", path);
   if (!UnderAny(resolved, roots)) return absl::PermissionDeniedError(outside);

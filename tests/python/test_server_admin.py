@@ -142,13 +142,19 @@ def test_load_unload_storm_bounds_threads_and_mappings(server, ms, auth, root):
     load(ms, auth, "storm", root / "rand")
     unload(ms, auth, "storm")
     t0, m0 = tasks(pid), mappings(pid)
+    broken = root / "broken"  # Exists, holds no model: each load fails in the loader.
+    broken.mkdir(exist_ok=True)
     for i in range(300):
-        code_of(lambda: load(ms, auth, f"f{i % 7}", root / "missing"))
+        assert code_of(lambda: load(ms, auth, f"f{i}", broken))[0] == C.NOT_FOUND
         code_of(lambda: unload(ms, auth, f"none{i % 5}"))
     for _ in range(10):
         assert load(ms, auth, "storm", root / "rand").state == m.MODEL_STATE_READY
         assert unload(ms, auth, "storm").state == m.MODEL_STATE_UNLOADED
     t1, m1 = tasks(pid), mappings(pid)
+    # 300 distinct failed names: only the newest 64 stay listed.
+    listed = ms.ListModels(m.ListModelsRequest(), metadata=auth, timeout=10).models
+    assert sum(1 for x in listed if x.state == m.MODEL_STATE_FAILED) <= 64
+    assert any(x.name == "f299" for x in listed)
     print(f"storm of 620 admin calls: threads {t0} -> {t1}, mappings {m0} -> {m1}")
     assert t1 <= t0 + 2, (t0, t1)
     assert m1 <= m0 + 40, (m0, m1)  # Before the fix: +2 per call, i.e. +1240.

@@ -18,6 +18,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "lcd/runtime/safetensors.h"
 #include "lcd/server/model_registry.h"
@@ -236,7 +237,7 @@ TEST_F(DaemonTest, RegistryShutdownAnswersRunningAndQueuedLoads) {
   absl::Mutex mu;
   std::vector<absl::Status> results;
   for (int i = 0; i < kCalls; ++i) {
-    registry->LoadAsync("m" + std::to_string(i), *model_dir_, "", absl::ZeroDuration(),
+    registry->LoadAsync(absl::StrCat("m", i), *model_dir_, "", absl::ZeroDuration(),
                         [&](absl::Status st, ModelStatusInfo) {
                           absl::MutexLock lock(&mu);
                           results.push_back(st);

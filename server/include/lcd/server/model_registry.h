@@ -176,8 +176,9 @@ class ModelRegistry {
   absl::Status LoadImpl(const std::string& name, const std::string& path,
                         const std::string& version, absl::Duration drain_old, bool confine);
   bool Cancelled() const;
-  // Finds room for a new name (forgetting the oldest inactive entry).
-  absl::Status MakeRoomLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes room for a new name: beyond kMaxInactiveEntries failed/unloaded
+  // names, the oldest is forgotten.
+  void MakeRoomLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t MemoryInUseLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void Enqueue(std::function<void()> job, const std::function<void(absl::Status)>& refuse);
   void WorkerLoop();
