@@ -28,7 +28,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const
   ModelConfig config;
   std::unique_ptr<TensorSource> source;
   if (IsArtifactDir(dir)) {
-    LCD_ASSIGN_OR_RETURN(std::unique_ptr<Artifact> artifact, Artifact::Open(dir));
+    LCD_ASSIGN_OR_RETURN(std::unique_ptr<Artifact> artifact, Artifact::Open(dir, options.cancelled));
     config = artifact->config();
     source = MakeArtifactSource(std::move(artifact));
   } else {
@@ -49,7 +49,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const
   }
   LCD_RETURN_IF_ERROR(CheckCancelled(options, "binding the weights"));
   auto pool = std::make_unique<kernels::ThreadPool>(options.num_threads);
-  LCD_ASSIGN_OR_RETURN(LlamaWeights weights, BindLlamaWeights(config, *source, pool.get()));
+  LCD_ASSIGN_OR_RETURN(LlamaWeights weights, BindLlamaWeights(config, *source, pool.get(), options.cancelled));
   LCD_LOG(DEBUG) << "loaded " << ArchitectureName(config.arch) << " model from " << dir << " ("
                  << source->Describe() << "): " << config.num_layers << " layers, hidden " << config.hidden_size
                  << ", vocab " << config.vocab_size << ", layer 0 qkv " << weights.layers[0].qkv->Describe();

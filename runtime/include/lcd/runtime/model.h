@@ -27,10 +27,14 @@
 namespace lcd::runtime {
 
 struct ModelOptions {
+  // Implicit, so `{threads}` and ModelOptions{2} keep working.
+  ModelOptions(int threads = 0) : num_threads(threads) {}  // NOLINT(google-explicit-constructor)
+
   int num_threads = 0;  // 0 = all hardware threads.
-  // Polled between the loading phases (config, artifact verification,
-  // checkpoint mapping, weight binding); when it returns true, Load stops and
-  // returns Cancelled. Unset: never cancelled.
+  // Polled between the loading phases (config, checkpoint mapping, weight
+  // binding), before each artifact file's hash and before each layer's
+  // binding (possibly from pool threads: it must be thread-safe); when it
+  // returns true, Load stops and returns Cancelled. Unset: never cancelled.
   std::function<bool()> cancelled;
 };
 
