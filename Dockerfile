@@ -36,7 +36,7 @@ RUN apt-get update \
       build-essential cmake ninja-build pkg-config ca-certificates \
       libabsl-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
       libcxxopts-dev nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libsqlite3-dev \
-      libcpp-httplib-dev \
+      libcpp-httplib-dev libopenblas-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

@@ -11,7 +11,7 @@ DEB_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git clang libclang-rt-14-dev
   libabsl-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libcxxopts-dev nlohmann-json3-dev libsentencepiece-dev libpcre2-dev libsqlite3-dev
-  libssl-dev libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev
+  libssl-dev libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev
   prometheus python3 python3-pip curl
 )
 missing=()

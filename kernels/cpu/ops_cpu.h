@@ -17,7 +17,8 @@ namespace lcd::kernels {
 // out-of-line copies could otherwise be merged into non-AVX code by the
 // linker). Slots in use: 0 and 1 inside one work item (attention scores and
 // softmax statistics, RoPE tables), 2 and 3 on the thread that calls
-// PagedAttention (split partials, token map), which also runs work items.
+// PagedAttention (split partials, token map), which also runs work items;
+// 4 inside one attention work item (a K or V row widened from fp16/bf16).
 float* ThreadScratch(int slot, int64_t n);
 
 #define LCD_KERNELS_DECLARE_CPU_OPS_                                                       \
@@ -31,8 +32,8 @@ float* ThreadScratch(int slot, int64_t n);
   void ApplyRope(float* x, int64_t num_tokens, int64_t num_heads, int64_t head_dim,        \
                  const int32_t* positions, const float* inv_freq);                         \
   void PagedAttention(const float* q, int64_t num_heads, const AttentionSeq* seqs,         \
-                      int64_t num_seqs, const KvLayout& layout, const float* k_pool,       \
-                      const float* v_pool, float scale, float* out, ThreadPool* pool);
+                      int64_t num_seqs, const KvLayout& layout, const void* k_pool,        \
+                      const void* v_pool, float scale, float* out, ThreadPool* pool);
 
 namespace avx2 {
 LCD_KERNELS_DECLARE_CPU_OPS_

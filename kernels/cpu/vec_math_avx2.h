@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "lcd/kernels/dtype.h"
+
 namespace lcd::kernels::avx2 {
 
 // e^x with ~2 ulp error on [-87.3, 88]; inputs are clamped to that range so
@@ -94,6 +96,28 @@ inline void ExpShiftAccumulate(float* x, const float* shift, int64_t n, float* s
     x[i] = _mm256_cvtss_f32(e);
     sum[i] += x[i];
   }
+}
+
+// n values of type `dtype` at src as fp32: src itself for fp32, otherwise
+// widened into buf (exact: fp16 by F16C, bf16 by a 16-bit shift).
+inline const float* WidenRow(const void* src, DType dtype, int64_t n, float* buf) {
+  if (dtype == DType::kF32) return static_cast<const float*>(src);
+  const auto* h = static_cast<const uint16_t*>(src);
+  int64_t i = 0;
+  if (dtype == DType::kF16) {
+    for (; i + 8 <= n; i += 8) {
+      _mm256_storeu_ps(buf + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+    }
+    for (; i < n; ++i) buf[i] = _cvtsh_ss(h[i]);
+  } else {
+    for (; i + 8 <= n; i += 8) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(buf + i),
+                          _mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+    }
+    for (; i < n; ++i) buf[i] = Bf16ToFloat(h[i]);
+  }
+  return buf;
 }
 
 }  // namespace lcd::kernels::avx2

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "lcd/kernels/dtype.h"
+
 namespace lcd::kernels::avx512 {
 
 // e^x with ~2 ulp error (Cephes expf polynomial after range reduction);
@@ -83,6 +85,23 @@ inline void ExpShiftAccumulate(float* x, const float* shift, int64_t n, float* s
     _mm512_mask_storeu_ps(x + i, m, e);
     _mm512_mask_storeu_ps(sum + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, sum + i), e));
   }
+}
+
+// n values of type `dtype` at src as fp32: src itself for fp32, otherwise
+// widened into buf (exact: fp16 by vcvtph2ps, bf16 by a 16-bit shift).
+inline const float* WidenRow(const void* src, DType dtype, int64_t n, float* buf) {
+  if (dtype == DType::kF32) return static_cast<const float*>(src);
+  const auto* h = static_cast<const uint16_t*>(src);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mask = n - i >= 16 ? static_cast<__mmask16>(0xffff)
+                                       : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m256i v = _mm256_maskz_loadu_epi16(mask, h + i);
+    const __m512 f = dtype == DType::kF16
+                         ? _mm512_cvtph_ps(v)
+                         : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+    _mm512_mask_storeu_ps(buf + i, mask, f);
+  }
+  return buf;
 }
 
 }  // namespace lcd::kernels::avx512

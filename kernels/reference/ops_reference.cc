@@ -103,21 +103,30 @@ void Softmax(float* x, int64_t n) {
 }
 
 void WriteKv(const float* k, const float* v, int64_t num_tokens, const int64_t* slots,
-             const KvLayout& layout, float* k_pool, float* v_pool) {
+             const KvLayout& layout, void* k_pool, void* v_pool) {
   const int64_t row = layout.num_kv_heads * layout.head_dim;
+  const size_t row_bytes = static_cast<size_t>(row) * DTypeSize(layout.dtype);
   for (int64_t t = 0; t < num_tokens; ++t) {
-    std::memcpy(k_pool + slots[t] * row, k + t * row, row * sizeof(float));
-    std::memcpy(v_pool + slots[t] * row, v + t * row, row * sizeof(float));
+    ConvertFromF32(k + t * row, row, layout.dtype, static_cast<char*>(k_pool) + slots[t] * row_bytes);
+    ConvertFromF32(v + t * row, row, layout.dtype, static_cast<char*>(v_pool) + slots[t] * row_bytes);
   }
 }
 
 void PagedAttention(const float* q, int64_t num_heads, const AttentionSeq* seqs, int64_t num_seqs,
-                    const KvLayout& layout, const float* k_pool, const float* v_pool, float scale,
+                    const KvLayout& layout, const void* k_pool, const void* v_pool, float scale,
                     float* out, ThreadPool* pool) {
   const int64_t hd = layout.head_dim;
   const int64_t bs = layout.block_size;
   const int64_t group = num_heads / layout.num_kv_heads;
   const int64_t kv_row = layout.num_kv_heads * hd;
+  const size_t row_bytes = static_cast<size_t>(kv_row) * DTypeSize(layout.dtype);
+  std::vector<float> row(static_cast<size_t>(kv_row));
+  // The row of `pool` at `slot`, widened to fp32 (one row at a time: simple
+  // and exact, which is all the reference is for).
+  auto load = [&](const void* pool, int64_t slot) {
+    ConvertToF32(static_cast<const char*>(pool) + slot * row_bytes, layout.dtype, kv_row, row.data());
+    return row.data();
+  };
   for (int64_t s = 0; s < num_seqs; ++s) {
     const AttentionSeq& seq = seqs[s];
     std::vector<float> scores(seq.context_len);
@@ -129,7 +138,7 @@ void PagedAttention(const float* q, int64_t num_heads, const AttentionSeq* seqs,
         const int64_t kvh = h / group;
         for (int64_t p = 0; p <= pos; ++p) {
           const int64_t slot = seq.block_table[p / bs] * bs + p % bs;
-          const float* kv = k_pool + slot * kv_row + kvh * hd;
+          const float* kv = load(k_pool, slot) + kvh * hd;
           float dot = 0.0f;
           for (int64_t d = 0; d < hd; ++d) dot += qv[d] * kv[d];
           scores[p] = dot * scale;
@@ -139,7 +148,7 @@ void PagedAttention(const float* q, int64_t num_heads, const AttentionSeq* seqs,
         std::fill(o, o + hd, 0.0f);
         for (int64_t p = 0; p <= pos; ++p) {
           const int64_t slot = seq.block_table[p / bs] * bs + p % bs;
-          const float* vv = v_pool + slot * kv_row + kvh * hd;
+          const float* vv = load(v_pool, slot) + kvh * hd;
           for (int64_t d = 0; d < hd; ++d) o[d] += scores[p] * vv[d];
         }
       }

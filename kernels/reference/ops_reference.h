@@ -28,9 +28,9 @@ void SiluMul(const float* gate, const float* up, int64_t n, float* y);
 void Add(const float* x, int64_t n, float* y);
 void Softmax(float* x, int64_t n);
 void WriteKv(const float* k, const float* v, int64_t num_tokens, const int64_t* slots,
-             const KvLayout& layout, float* k_pool, float* v_pool);
+             const KvLayout& layout, void* k_pool, void* v_pool);
 void PagedAttention(const float* q, int64_t num_heads, const AttentionSeq* seqs, int64_t num_seqs,
-                    const KvLayout& layout, const float* k_pool, const float* v_pool, float scale,
+                    const KvLayout& layout, const void* k_pool, const void* v_pool, float scale,
                     float* out, ThreadPool* pool);
 
 }  // namespace lcd::kernels::reference

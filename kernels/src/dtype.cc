@@ -31,6 +31,16 @@ std::string_view DTypeName(DType t) {
   return "unknown";
 }
 
+bool DTypeFromName(std::string_view name, DType* t) {
+  for (DType d : {DType::kF32, DType::kF16, DType::kBF16}) {
+    if (name == DTypeName(d)) {
+      *t = d;
+      return true;
+    }
+  }
+  return false;
+}
+
 float Fp16ToFloat(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
   const uint32_t exp = (h >> 10) & 0x1f;
@@ -101,6 +111,24 @@ void ConvertToF32(const void* src, DType src_type, size_t n, float* dst) {
     case DType::kBF16: {
       const auto* s = static_cast<const uint16_t*>(src);
       for (size_t i = 0; i < n; ++i) dst[i] = Bf16ToFloat(s[i]);
+      return;
+    }
+  }
+}
+
+void ConvertFromF32(const float* src, size_t n, DType dst_type, void* dst) {
+  switch (dst_type) {
+    case DType::kF32:
+      std::memcpy(dst, src, n * sizeof(float));
+      return;
+    case DType::kF16: {
+      auto* d = static_cast<uint16_t*>(dst);
+      for (size_t i = 0; i < n; ++i) d[i] = FloatToFp16(src[i]);
+      return;
+    }
+    case DType::kBF16: {
+      auto* d = static_cast<uint16_t*>(dst);
+      for (size_t i = 0; i < n; ++i) d[i] = FloatToBf16(src[i]);
       return;
     }
   }

@@ -1,6 +1,7 @@
 // Run-time dispatch of the ops in ops.h to the ISA chosen by ActiveIsa().
-// EmbeddingLookup and WriteKv are row copies with nothing to vectorise beyond
-// memcpy, so every level uses the reference for them.
+// EmbeddingLookup and WriteKv are row copies (WriteKv rounds to the cache
+// dtype: a few hundred values per token and layer), so every level uses the
+// reference for them.
 #include "lcd/kernels/ops.h"
 
 #include "cpu/ops_cpu.h"
@@ -47,12 +48,12 @@ void Add(const float* x, int64_t n, float* y) { LCD_KERNELS_DISPATCH_(Add, x, n,
 void Softmax(float* x, int64_t n) { LCD_KERNELS_DISPATCH_(Softmax, x, n); }
 
 void WriteKv(const float* k, const float* v, int64_t num_tokens, const int64_t* slots,
-             const KvLayout& layout, float* k_pool, float* v_pool) {
+             const KvLayout& layout, void* k_pool, void* v_pool) {
   reference::WriteKv(k, v, num_tokens, slots, layout, k_pool, v_pool);
 }
 
 void PagedAttention(const float* q, int64_t num_heads, const AttentionSeq* seqs, int64_t num_seqs,
-                    const KvLayout& layout, const float* k_pool, const float* v_pool, float scale,
+                    const KvLayout& layout, const void* k_pool, const void* v_pool, float scale,
                     float* out, ThreadPool* pool) {
   LCD_KERNELS_DISPATCH_(PagedAttention, q, num_heads, seqs, num_seqs, layout, k_pool, v_pool, scale,
                         out, pool);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "lcd/base/cpu_limit.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -54,6 +55,8 @@ bool SpinUntil(Done done) {
 // call, so they are stable for the claimer.
 struct ThreadPool::Impl {
   int num_threads = 1;
+  // Held for a whole ParallelFor: callers on different threads take turns.
+  absl::Mutex call_mu;
   std::vector<std::thread> workers;
 
   // Sleeping only: the hot path is the atomics below.
@@ -72,6 +75,10 @@ struct ThreadPool::Impl {
   std::atomic<int64_t> chunks_done{0};
 
   static uint32_t Generation(uint64_t s) { return static_cast<uint32_t>(s >> 32); }
+
+  // The pool whose chunk (or ParallelFor call) this thread is running, so a
+  // nested call on the same pool runs inline.
+  static thread_local const Impl* inside;
 
   // Runs chunks of generation `gen` until none are left. Returns true if this
   // thread finished the call's last chunk.
@@ -95,6 +102,7 @@ struct ThreadPool::Impl {
   }
 
   void WorkerLoop() {
+    inside = this;  // a worker only ever runs this pool's chunks
     uint32_t seen = 0;
     for (;;) {
       const bool have_work =
@@ -118,10 +126,10 @@ struct ThreadPool::Impl {
   }
 };
 
+thread_local const ThreadPool::Impl* ThreadPool::Impl::inside = nullptr;
+
 ThreadPool::ThreadPool(int num_threads) : impl_(std::make_unique<Impl>()) {
-  if (num_threads <= 0) {
-    num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  }
+  if (num_threads <= 0) num_threads = AvailableCpus();
   impl_->num_threads = num_threads;
   impl_->workers.reserve(num_threads - 1);
   for (int i = 1; i < num_threads; ++i) {
@@ -149,10 +157,17 @@ void ThreadPool::ParallelFor(int64_t n, int64_t min_chunk,
   // without making the shared counter hot.
   const int64_t max_chunks = static_cast<int64_t>(s.num_threads) * 4;
   const int64_t wanted = std::min((n + min_chunk - 1) / min_chunk, max_chunks);
-  if (s.workers.empty() || wanted <= 1) {
+  if (s.workers.empty() || wanted <= 1 || Impl::inside == &s) {
     fn(0, n);
     return;
   }
+  absl::MutexLock call_lock(&s.call_mu);
+  // Restored on return: the caller may be a worker of another pool.
+  struct Enter {
+    explicit Enter(const Impl* p) : previous(Impl::inside) { Impl::inside = p; }
+    ~Enter() { Impl::inside = previous; }
+    const Impl* previous;
+  } enter(&s);
   s.fn = &fn;
   s.n = n;
   s.chunk = std::max(min_chunk, (n + wanted - 1) / wanted);

@@ -74,7 +74,8 @@ absl::StatusOr<CalibrationStats> CollectCalibrationStats(runtime::Model& model, 
 
   const int64_t num_blocks = (window + kBlockSize - 1) / kBlockSize;
   LCD_ASSIGN_OR_RETURN(runtime::KvCache cache,
-                       runtime::KvCache::Create(config.num_layers, model.KvLayoutFor(kBlockSize), num_blocks));
+                       model.backend().CreateKvCache(config.num_layers,
+                                                                   model.KvLayoutFor(kBlockSize, kernels::DType::kF32), num_blocks));
   std::vector<int32_t> table(static_cast<size_t>(num_blocks));
   for (int64_t b = 0; b < num_blocks; ++b) table[b] = static_cast<int32_t>(b);
 

@@ -6,7 +6,7 @@
  * own copy of protobuf 3.14, so a process that also links libprotobuf 3.21
  * (every gRPC binary) cannot link libsentencepiece directly. lcd_runtime
  * instead dlopen()s this shim with RTLD_LOCAL | RTLD_DEEPBIND (see
- * runtime/src/sentencepiece_library.cc), which keeps sentencepiece's symbol
+ * runtime/src/tokenizer/sentencepiece_library.cc), which keeps sentencepiece's symbol
  * lookups inside its own dependency tree. Only C types cross the boundary,
  * and every buffer the shim returns is freed by the shim, so the two sides
  * never share C++ objects or allocators.

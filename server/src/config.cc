@@ -194,13 +194,15 @@ const std::vector<Setting>& Settings() {
       IntSetting("block_size", "KV cache block size in tokens", &ServerConfig::block_size),
       BytesSetting("kv_cache_bytes", "KV cache memory per model (e.g. 256MiB)",
                    &ServerConfig::kv_cache_bytes),
+      StringSetting("kv_dtype", "KV cache element type: f16|bf16|f32", &ServerConfig::kv_dtype),
       IntSetting("max_num_seqs", "running sequences per iteration", &ServerConfig::max_num_seqs),
       IntSetting("max_tokens_per_iteration", "token budget per engine iteration",
                  &ServerConfig::max_tokens_per_iteration),
       IntSetting("max_waiting", "waiting-queue bound; beyond it RESOURCE_EXHAUSTED",
                  &ServerConfig::max_waiting),
       IntSetting("max_context", "context limit (0 = the model's)", &ServerConfig::max_context),
-      IntSetting("threads", "compute threads per model (0 = all cores)", &ServerConfig::threads),
+      IntSetting("threads", "compute threads shared by all models (0 = the CPU quota)",
+                 &ServerConfig::threads),
       IntSetting("max_message_bytes", "largest gRPC message accepted",
                  &ServerConfig::max_message_bytes),
       DoubleSetting("drain_timeout_seconds", "graceful-shutdown drain limit",
@@ -307,6 +309,9 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   }
   LCD_RETURN_IF_ERROR(Range("block_size", c.block_size, 1, 1024));
   if (c.kv_cache_bytes < (1ull << 20)) return Bad("kv_cache_bytes", "must be at least 1MiB");
+  if (kernels::DType d; !kernels::DTypeFromName(c.kv_dtype, &d)) {
+    return Bad("kv_dtype", absl::StrCat("'", c.kv_dtype, "' is not f16|bf16|f32"));
+  }
   LCD_RETURN_IF_ERROR(Range("max_num_seqs", c.max_num_seqs, 1, 4096));
   LCD_RETURN_IF_ERROR(Range("max_tokens_per_iteration", c.max_tokens_per_iteration, 1, 1 << 20));
   LCD_RETURN_IF_ERROR(Range("max_waiting", c.max_waiting, 0, 1000000));
@@ -431,6 +436,7 @@ runtime::EngineOptions ServerConfig::ToEngineOptions() const {
   runtime::EngineOptions o;
   o.block_size = block_size;
   o.kv_cache_bytes = kv_cache_bytes;
+  kernels::DTypeFromName(kv_dtype, &o.kv_dtype);  // validated by ValidateServerConfig
   o.max_num_seqs = max_num_seqs;
   o.max_tokens_per_iteration = max_tokens_per_iteration;
   o.max_waiting = max_waiting;
@@ -443,13 +449,13 @@ std::string ServerConfig::ToString() const {
   for (const auto& m : models)
     absl::StrAppend(&models_str, models_str.empty() ? "" : ",", m.name, "=", m.path);
   return absl::StrFormat(
-      "grpc=%s:%d metrics=%s:%d models=[%s] block_size=%d kv_cache_bytes=%d max_num_seqs=%d "
+      "grpc=%s:%d metrics=%s:%d models=[%s] block_size=%d kv_cache_bytes=%d kv_dtype=%s max_num_seqs=%d "
       "max_tokens_per_iteration=%d max_waiting=%d max_context=%d threads=%d max_message_bytes=%d "
       "drain_timeout_seconds=%g log_level=%s model_roots=[%s] admin_token=%s "
       "max_loaded_models=%d max_model_memory_bytes=%d tls=%s",
       grpc_address, grpc_port, metrics_address, metrics_port, models_str, block_size,
-      kv_cache_bytes, max_num_seqs, max_tokens_per_iteration, max_waiting, max_context, threads,
-      max_message_bytes, drain_timeout_seconds, log_level, absl::StrJoin(model_roots, ","),
+      kv_cache_bytes, kv_dtype, max_num_seqs, max_tokens_per_iteration, max_waiting, max_context,
+      threads, max_message_bytes, drain_timeout_seconds, log_level, absl::StrJoin(model_roots, ","),
       admin_token_file.empty() ? "off" : "from file", max_loaded_models, max_model_memory_bytes,
       tls_cert_file.empty() ? "off" : "on");
 }

@@ -45,7 +45,8 @@ class DaemonImpl final : public Daemon {
   absl::Status Init() {
     ModelRegistryOptions ropts;
     ropts.engine = config_.ToEngineOptions();
-    ropts.threads = config_.threads;
+    ropts.backend = runtime::NewCpuBackend(config_.threads);
+    LCD_LOG(INFO) << "backend: " << ropts.backend->Describe();
     ropts.metrics = &metrics_;
     ropts.on_serving_change = [this](const std::string& name, bool serving) {
       if (health_ != nullptr) health_->SetModel(name, serving);

@@ -249,7 +249,7 @@ absl::StatusOr<std::shared_ptr<ModelInstance>> ModelRegistry::LoadInstance(
   inst->path = path;
 
   runtime::ModelOptions mopts;
-  mopts.num_threads = options_.threads;
+  mopts.backend = options_.backend;
   mopts.cancelled = [this] { return Cancelled(); };
   LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Model> model, runtime::Model::Load(path, mopts));
   inst->model = std::move(model);
@@ -267,9 +267,10 @@ absl::StatusOr<std::shared_ptr<ModelInstance>> ModelRegistry::LoadInstance(
     inst->observer = options_.metrics->NewObserver(name);
     eopts.observer = inst->observer.get();
   }
-  const int64_t model_ctx = inst->model->config().max_position_embeddings;
+  const int64_t model_ctx = inst->model->config().ServableContext();
   inst->max_context =
       eopts.max_context > 0 && eopts.max_context < model_ctx ? eopts.max_context : model_ctx;
+  eopts.max_context = inst->max_context;  // the server's limit caps each model's own
   LCD_ASSIGN_OR_RETURN(inst->engine, runtime::Engine::Create(inst->model, inst->tokenizer, eopts));
   inst->memory_bytes = inst->model->WeightBytes() + eopts.kv_cache_bytes;
   return inst;

@@ -7,7 +7,9 @@
 // is checked by the float64 reference, which lets query i of a chunk see only
 // positions <= context_len - q_len + i.
 // Tolerance: |out - out64| <= 2e-5 * max|v| (the output is a convex
-// combination of v rows; scores carry fp32 dot-product rounding).
+// combination of v rows; scores carry fp32 dot-product rounding). fp16 and
+// bf16 caches are checked the same way: the float64 reference reads the
+// values as rounded to the cache dtype (rounding itself is WriteKv's test).
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -38,9 +40,18 @@ struct Config {
   int64_t head_dim;
 };
 
+// The pool as the kernel sees it: `values` rounded to `dtype`, in place (the
+// float64 reference then reads exactly what the kernel reads).
+std::vector<uint8_t> StorePool(std::vector<float>& values, DType dtype) {
+  std::vector<uint8_t> bytes(values.size() * DTypeSize(dtype));
+  ConvertFromF32(values.data(), values.size(), dtype, bytes.data());
+  ConvertToF32(bytes.data(), dtype, values.size(), values.data());
+  return bytes;
+}
+
 void RunCase(std::mt19937_64& rng, const Config& cfg, const std::vector<SeqSpec>& specs,
-             ThreadPool* pool) {
-  const KvLayout layout{16, cfg.num_kv_heads, cfg.head_dim};
+             ThreadPool* pool, DType dtype = DType::kF32) {
+  const KvLayout layout{16, cfg.num_kv_heads, cfg.head_dim, dtype};
   const int64_t bs = layout.block_size;
   const int64_t kv_row = cfg.num_kv_heads * cfg.head_dim;
   int64_t total_blocks = 0, num_tokens = 0;
@@ -72,6 +83,8 @@ void RunCase(std::mt19937_64& rng, const Config& cfg, const std::vector<SeqSpec>
     seqs[s] = AttentionSeq{q_offset, specs[s].q_len, specs[s].context_len, tables[s].data()};
     q_offset += specs[s].q_len;
   }
+  const std::vector<uint8_t> k_store = StorePool(k_pool, dtype);
+  const std::vector<uint8_t> v_store = StorePool(v_pool, dtype);
   const std::vector<float> q = RandomVector(rng, num_tokens * cfg.num_heads * cfg.head_dim);
   const float scale = 1.0f / std::sqrt(static_cast<float>(cfg.head_dim));
 
@@ -113,11 +126,11 @@ void RunCase(std::mt19937_64& rng, const Config& cfg, const std::vector<SeqSpec>
   for (Isa isa : AvailableIsas()) {
     ScopedIsa forced(isa);
     SCOPED_TRACE(::testing::Message()
-                 << IsaName(isa) << " heads=" << cfg.num_heads << "/" << cfg.num_kv_heads
+                 << IsaName(isa) << " " << DTypeName(dtype) << " heads=" << cfg.num_heads << "/" << cfg.num_kv_heads
                  << " head_dim=" << hd << " pool=" << (pool != nullptr));
     std::vector<float> out(q.size(), std::nanf(""));
     PagedAttention(q.data(), cfg.num_heads, seqs.data(), static_cast<int64_t>(seqs.size()), layout,
-                   k_pool.data(), v_pool.data(), scale, out.data(), pool);
+                   k_store.data(), v_store.data(), scale, out.data(), pool);
     for (size_t i = 0; i < out.size(); ++i) {
       ASSERT_NEAR(out[i], want[i], 2e-5)
           << "element " << i << " (token " << i / (cfg.num_heads * hd) << ", head "
@@ -139,6 +152,21 @@ TEST(PagedAttentionTest, MixedBatchGqaMatchesFloat64) {
        {Config{8, 2, 64}, Config{6, 3, 40}, Config{4, 4, 128}, Config{5, 1, 17}}) {
     RunCase(rng, cfg, specs, nullptr);
     RunCase(rng, cfg, specs, &pool);
+  }
+}
+
+TEST(PagedAttentionTest, HalfPrecisionCachesMatchFloat64) {
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(SeedMessage(seed));
+  std::mt19937_64 rng(seed);
+  ThreadPool pool(3);
+  const std::vector<SeqSpec> specs = {{1, 1}, {1, 37}, {5, 5}, {7, 40}, {1, 300}, {20, 33}};
+  for (DType dtype : {DType::kF16, DType::kBF16}) {
+    // head_dim 17 and 40 leave tails after the 8- and 16-wide widening loops.
+    for (const Config& cfg : {Config{8, 2, 64}, Config{6, 3, 40}, Config{5, 1, 17}}) {
+      RunCase(rng, cfg, specs, nullptr, dtype);
+      RunCase(rng, cfg, specs, &pool, dtype);
+    }
   }
 }
 

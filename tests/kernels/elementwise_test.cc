@@ -221,5 +221,36 @@ TEST_F(ElementwiseTest, WriteKvPlacesRowsAtSlots) {
   }
 }
 
+TEST_F(ElementwiseTest, WriteKvRoundsToHalfPrecisionCaches) {
+  SCOPED_TRACE(SeedMessage(seed_));
+  const int64_t row = 3 * 8, tokens = 4;
+  const std::vector<int64_t> slots = {9, 0, 31, 16};
+  const std::vector<float> k = RandomVector(rng_, tokens * row);
+  const std::vector<float> v = RandomVector(rng_, tokens * row);
+  for (DType dtype : {DType::kF16, DType::kBF16}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    const KvLayout layout{16, 3, 8, dtype};
+    std::vector<uint16_t> k_pool(2 * 16 * row, 0xffff), v_pool(k_pool.size(), 0xffff);
+    WriteKv(k.data(), v.data(), tokens, slots.data(), layout, k_pool.data(), v_pool.data());
+    auto round = [&](float x) { return dtype == DType::kF16 ? FloatToFp16(x) : FloatToBf16(x); };
+    std::vector<bool> written(32, false);
+    for (int64_t t = 0; t < tokens; ++t) {
+      written[slots[t]] = true;
+      for (int64_t i = 0; i < row; ++i) {
+        ASSERT_EQ(k_pool[slots[t] * row + i], round(k[t * row + i]));
+        ASSERT_EQ(v_pool[slots[t] * row + i], round(v[t * row + i]));
+        // Rounding to nearest: within half an ulp of the fp32 value.
+        const float back = dtype == DType::kF16 ? Fp16ToFloat(k_pool[slots[t] * row + i])
+                                                : Bf16ToFloat(k_pool[slots[t] * row + i]);
+        ASSERT_LE(std::fabs(back - k[t * row + i]),
+                  std::fabs(k[t * row + i]) * (dtype == DType::kF16 ? 0x1p-11f : 0x1p-8f) + 0x1p-25f);
+      }
+    }
+    for (size_t s = 0; s < written.size(); ++s) {
+      if (!written[s]) ASSERT_EQ(k_pool[s * row], 0xffff) << "slot " << s << " was overwritten";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace lcd::kernels

@@ -1,6 +1,7 @@
 // ThreadPool: every index covered exactly once, chunk bounds respected, many
 // back-to-back calls (the decode pattern), n smaller than the thread count,
-// and the nullptr pool path.
+// the nullptr pool path, a pool shared by several calling threads (one pool
+// per process serves every model), and nested calls on the same pool.
 #include "lcd/kernels/thread_pool.h"
 
 #include <atomic>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "lcd/base/cpu_limit.h"
 
 namespace lcd::kernels {
 namespace {
@@ -40,6 +42,50 @@ TEST(ThreadPoolTest, CoversAllIndicesExactlyOnce) {
       }
     }
   }
+}
+
+TEST(ThreadPoolTest, SharedByConcurrentCallers) {
+  // Three threads (three engines) drive one pool at once; every call must
+  // cover its own range exactly once and never see another caller's chunks.
+  ThreadPool pool(3);
+  constexpr int kCallers = 3, kCalls = 2000;
+  std::vector<std::vector<int64_t>> data(kCallers, std::vector<int64_t>(257, 0));
+  std::vector<std::thread> callers;
+  for (int c = 0; c < kCallers; ++c) {
+    callers.emplace_back([&, c] {
+      for (int call = 0; call < kCalls; ++call) {
+        pool.ParallelFor(static_cast<int64_t>(data[c].size()), 8, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) data[c][i] += i + c;
+        });
+      }
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  for (int c = 0; c < kCallers; ++c) {
+    for (size_t i = 0; i < data[c].size(); ++i) {
+      ASSERT_EQ(data[c][i], (static_cast<int64_t>(i) + c) * kCalls) << "caller " << c << " index " << i;
+    }
+  }
+}
+
+TEST(ThreadPoolTest, NestedCallOnSamePoolRunsInline) {
+  ThreadPool pool(3);
+  std::vector<std::atomic<int>> hits(64 * 32);
+  pool.ParallelFor(64, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const std::thread::id outer = std::this_thread::get_id();
+      pool.ParallelFor(32, 1, [&](int64_t ib, int64_t ie) {
+        EXPECT_EQ(std::this_thread::get_id(), outer);
+        for (int64_t j = ib; j < ie; ++j) hits[i * 32 + j].fetch_add(1);
+      });
+    }
+  });
+  for (size_t i = 0; i < hits.size(); ++i) ASSERT_EQ(hits[i].load(), 1) << i;
+}
+
+TEST(ThreadPoolTest, ZeroThreadsMeansAvailableCpus) {
+  ThreadPool pool(0);
+  EXPECT_EQ(pool.num_threads(), AvailableCpus());
 }
 
 TEST(ThreadPoolTest, ManyCallsInARow) {

@@ -22,6 +22,10 @@ Tolerances:
     fp16 models use the same bound because the comparison is against the
     upcast stored weights, not against a higher-precision original;
   * greedy tokens must be identical.
+
+All of the above runs with an fp32 KV cache; fp16 and bf16 caches (the
+serving default is fp16) are checked against the same reference with the
+looser bounds stated at test_half_precision_kv_cache_error_is_bounded.
 """
 import json
 import os
@@ -95,3 +99,35 @@ def test_mistral_beyond_sliding_window_is_refused(models, tmp_path):
                           "--greedy", "0", "--out", str(tmp_path / "x.json")], capture_output=True, text=True)
     assert res.returncode != 0
     assert "sliding window" in res.stderr
+
+
+# fp16 and bf16 KV caches (the serving default is fp16): every stored K/V
+# value is rounded to 11 (fp16) or 8 (bf16) significant bits, a relative
+# error of at most 2^-11 or 2^-8 per value; through two layers it stays
+# below these bounds on the logits (measured on the random models: fp16
+# 0.7e-3 to 1.0e-3, bf16 0.7e-2 to 0.9e-2; bounds leave 4x and 3x margin).
+KV_REL_TOL = {"f16": 4e-3, "bf16": 3e-2}
+
+
+@pytest.mark.parametrize("kv_dtype", sorted(KV_REL_TOL))
+@pytest.mark.parametrize("name", ["llama_fp32", "qwen2_fp32"])
+def test_half_precision_kv_cache_error_is_bounded(models, name, kv_dtype, tmp_path):
+    path = models[name]
+    with open(os.path.join(path, "reference.json")) as f:
+        ref = json.load(f)
+    ref_logits = np.load(os.path.join(path, "reference.npz"))
+    out = tmp_path / "lcd.json"
+    subprocess.run([_driver(), "--model", path, "--prompts", json.dumps(ref["prompts"]), "--greedy", "0",
+                    "--kv-dtype", kv_dtype, "--out", str(out)], check=True)
+    with open(out) as f:
+        got = json.load(f)
+    worst = 0.0
+    for i in range(len(ref["prompts"])):
+        expected = ref_logits[f"logits{i}"]
+        for mode in ("full", "chunked", "batched"):
+            actual = np.asarray(got[mode][i], dtype=np.float64)
+            rel = np.abs(actual - expected).max(axis=1) / np.abs(expected).max(axis=1)
+            worst = max(worst, rel.max())
+    print(f"{name} kv {kv_dtype}: max rel err {worst:.3g}")
+    assert worst <= KV_REL_TOL[kv_dtype], f"{name} kv {kv_dtype}: max rel err {worst:.3g}"
+    assert worst > 0, "a rounded cache that changes nothing means the dtype was not applied"

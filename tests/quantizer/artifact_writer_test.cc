@@ -37,7 +37,7 @@ fs::path TempDir(const std::string& name) {
 
 // Logits of the last prompt token.
 std::vector<float> LastLogits(runtime::Model& model, const std::vector<int32_t>& prompt) {
-  auto cache = runtime::KvCache::Create(model.config().num_layers, model.KvLayoutFor(16), 8);
+  auto cache = runtime::KvCache::Create(model.config().num_layers, model.KvLayoutFor(16, kernels::DType::kF32), 8);
   EXPECT_TRUE(cache.ok());
   std::vector<int32_t> blocks = {0, 1, 2, 3};
   runtime::SeqBatchEntry e;

@@ -30,7 +30,8 @@ class DeafModel : public runtime::Model {
  public:
   explicit DeafModel(runtime::Model& inner) : inner_(inner) {}
   const runtime::ModelConfig& config() const override { return inner_.config(); }
-  kernels::KvLayout KvLayoutFor(int64_t b) const override { return inner_.KvLayoutFor(b); }
+  kernels::KvLayout KvLayoutFor(int64_t b, kernels::DType d) const override { return inner_.KvLayoutFor(b, d); }
+  runtime::Backend& backend() const override { return inner_.backend(); }
   uint64_t WeightBytes() const override { return inner_.WeightBytes(); }
   absl::StatusOr<runtime::ForwardOutput> Forward(const std::vector<runtime::SeqBatchEntry>& batch,
                                                  runtime::KvCache& cache) override {

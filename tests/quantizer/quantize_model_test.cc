@@ -228,7 +228,7 @@ TEST_F(QuantizeModelTest, TiedEmbeddingsGetASeparateQuantizedHead) {
   absl::StatusOr<std::unique_ptr<runtime::Model>> model = runtime::Model::Load(o.out_dir, {2});
   ASSERT_TRUE(model.ok()) << model.status();
   absl::StatusOr<runtime::KvCache> cache =
-      runtime::KvCache::Create(1, (*model)->KvLayoutFor(16), 1);
+      runtime::KvCache::Create(1, (*model)->KvLayoutFor(16, kernels::DType::kF32), 1);
   ASSERT_TRUE(cache.ok());
   std::vector<int32_t> table = {0};
   runtime::SeqBatchEntry e;

@@ -73,14 +73,16 @@ std::string JsonEscape(const std::string& s) {
   return o;
 }
 
-void WriteTinyModel(const fs::path& dir) {
+// extra_config: more config.json members, e.g. ", \"sliding_window\": 40".
+void WriteTinyModel(const fs::path& dir, const std::string& model_type = "llama",
+                    const std::string& extra_config = "") {
   std::ofstream(dir / "config.json")
-      << "{\"model_type\": \"llama\", \"vocab_size\": " << kVocab << ", \"hidden_size\": " << kHidden
+      << "{\"model_type\": \"" << model_type << "\", \"vocab_size\": " << kVocab << ", \"hidden_size\": " << kHidden
       << ", \"intermediate_size\": " << kInter << ", \"num_hidden_layers\": " << kLayers
       << ", \"num_attention_heads\": " << kHeads << ", \"num_key_value_heads\": " << kKvHeads
       << ", \"max_position_embeddings\": " << kMaxPos
       << ", \"rms_norm_eps\": 1e-5, \"rope_theta\": 10000.0, \"tie_word_embeddings\": false"
-      << ", \"eos_token_id\": " << kEos << "}";
+      << ", \"eos_token_id\": " << kEos << extra_config << "}";
   std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {
       {"model.embed_tokens.weight", {kVocab, kHidden}},
       {"model.norm.weight", {kHidden}},
@@ -226,8 +228,9 @@ class EngineTest : public ::testing::Test {
   }
 
   // Bytes per KV block for this model.
+  // One KV block of every layer in the engine's default cache dtype.
   static uint64_t BlockBytes(int64_t block_size) {
-    return 2ull * kLayers * block_size * kKvHeads * kHeadDim * sizeof(float);
+    return 2ull * kLayers * block_size * kKvHeads * kHeadDim * kernels::DTypeSize(EngineOptions{}.kv_dtype);
   }
 
   static std::vector<std::vector<int32_t>> Prompts(int n, uint32_t seed) {
@@ -295,6 +298,140 @@ TEST_F(EngineTest, BatchingDoesNotChangeGreedyOutputs) {
   EngineStats s = WaitForIdle(*engine);
   EXPECT_GT(s.iterations, 24);
   EXPECT_EQ(s.kv_blocks_used, 0);
+}
+
+TEST_F(EngineTest, KvDtypeSetsCacheCapacity) {
+  // The serving default is fp16: the same bytes hold twice the fp32 blocks.
+  EXPECT_EQ(EngineOptions{}.kv_dtype, kernels::DType::kF16);
+  const uint64_t fp32_block = 2ull * kLayers * 4 * kKvHeads * kHeadDim * sizeof(float);
+  for (auto [dtype, blocks] : {std::pair{kernels::DType::kF32, 10}, std::pair{kernels::DType::kF16, 20},
+                               std::pair{kernels::DType::kBF16, 20}}) {
+    EngineOptions o;
+    o.block_size = 4;
+    o.kv_cache_bytes = 10 * fp32_block;
+    o.kv_dtype = dtype;
+    auto engine = MakeEngine(o);
+    ASSERT_NE(engine, nullptr);
+    EXPECT_EQ(engine->Stats().kv_blocks_total, blocks) << kernels::DTypeName(dtype);
+    // And it generates: a full prompt + decode through that cache.
+    auto h = engine->Submit(Greedy({1, 2, 3, 4, 5}, 6));
+    ASSERT_TRUE(h.ok()) << h.status();
+    EXPECT_EQ(Collect(**h).tokens.size(), 6u) << kernels::DTypeName(dtype);
+  }
+}
+
+TEST_F(EngineTest, ModelsSharingOneBackendServeConcurrently) {
+  // lcd-server's layout: two models on one CPU backend (one thread pool),
+  // each driven by its own engine thread at the same time. Their kernel calls
+  // interleave on the shared pool; outputs must equal each model run alone.
+  const auto prompts = Prompts(4, 3);
+  const auto solo = SoloGreedy(prompts, 20);
+  std::shared_ptr<Backend> backend = NewCpuBackend(2);
+  std::vector<std::unique_ptr<Engine>> engines;
+  for (int i = 0; i < 2; ++i) {
+    ModelOptions mo;
+    mo.backend = backend;
+    auto model = Model::Load(dir_->string(), mo);
+    ASSERT_TRUE(model.ok()) << model.status();
+    ASSERT_EQ(&(*model)->backend(), backend.get());
+    EngineOptions o;
+    o.kv_cache_bytes = 512 * BlockBytes(o.block_size);
+    auto e = Engine::Create(std::shared_ptr<Model>(std::move(*model)), *tokenizer_, o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    engines.push_back(std::move(*e));
+  }
+  std::vector<std::shared_ptr<RequestHandle>> handles;
+  for (int round = 0; round < 2; ++round) {
+    for (auto& engine : engines) {
+      for (const auto& p : prompts) handles.push_back(*engine->Submit(Greedy(p, 20)));
+    }
+  }
+  for (size_t i = 0; i < handles.size(); ++i) {
+    EXPECT_EQ(Collect(*handles[i]).tokens, solo[i % prompts.size()]) << "request " << i;
+  }
+}
+
+// Fails Forward for any batch holding a sequence whose first prompt token is
+// kPoison (a fault that only shows in the forward pass), otherwise forwards
+// to the real model: injects a per-sequence fault into real batches.
+class PoisonedModel : public Model {
+ public:
+  static constexpr int32_t kPoison = 7;
+  explicit PoisonedModel(std::shared_ptr<Model> inner) : inner_(std::move(inner)) {}
+  const ModelConfig& config() const override { return inner_->config(); }
+  kernels::KvLayout KvLayoutFor(int64_t b, kernels::DType d) const override { return inner_->KvLayoutFor(b, d); }
+  Backend& backend() const override { return inner_->backend(); }
+  uint64_t WeightBytes() const override { return inner_->WeightBytes(); }
+  absl::StatusOr<ForwardOutput> Forward(const std::vector<SeqBatchEntry>& batch, KvCache& cache) override {
+    for (const SeqBatchEntry& e : batch) {
+      if (e.start_pos == 0 && e.tokens.at(0) == kPoison) return absl::InternalError("poisoned sequence");
+    }
+    return inner_->Forward(batch, cache);
+  }
+
+ private:
+  std::shared_ptr<Model> inner_;
+};
+
+TEST_F(EngineTest, OneFailingSequenceDoesNotFailItsBatch) {
+  auto prompts = Prompts(5, 4);
+  const auto solo = SoloGreedy(prompts, 12);
+  prompts.insert(prompts.begin() + 2, {PoisonedModel::kPoison, 3, 4, 5});
+  EngineOptions o;
+  o.kv_cache_bytes = 512 * BlockBytes(o.block_size);
+  CountingObserver obs;
+  o.observer = &obs;
+  auto engine = Engine::Create(std::make_shared<PoisonedModel>(*model_), *tokenizer_, o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::vector<std::shared_ptr<RequestHandle>> handles;
+  for (const auto& p : prompts) handles.push_back(*(*engine)->Submit(Greedy(p, 12)));
+  for (size_t i = 0, s = 0; i < handles.size(); ++i) {
+    Result r = Collect(*handles[i]);
+    if (i == 2) {
+      EXPECT_EQ(r.final_event.finish, FinishReason::kError);
+      EXPECT_THAT(r.final_event.error.ToString(), HasSubstr("poisoned"));
+    } else {
+      EXPECT_EQ(r.final_event.finish, FinishReason::kLength) << "request " << i << ": " << r.final_event.error;
+      EXPECT_EQ(r.tokens, solo[s++]) << "request " << i;
+    }
+  }
+  EXPECT_GT(obs.max_seqs.load(), 1) << "the poisoned sequence was never batched with others";
+}
+
+TEST(EngineSlidingWindowTest, AdmissionRefusesContextsBeyondTheWindow) {
+  // A Mistral model with a 40-token window: Forward refuses longer contexts,
+  // so the engine must refuse such requests at Submit, one by one, and keep
+  // serving the others (before, they were admitted and failed whole batches).
+  const fs::path dir = fs::temp_directory_path() / ("lcd_engine_window_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  WriteTinyModel(dir, "mistral", ", \"sliding_window\": 40");
+  auto model = Model::Load(dir.string(), ModelOptions{2});
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->config().ServableContext(), 40);
+  EngineOptions o;
+  o.kv_cache_bytes = 64 << 20;
+  EngineOptions too_long = o;
+  too_long.max_context = 41;
+  auto refused = Engine::Create(std::shared_ptr<Model>(std::move(*model)), nullptr, too_long);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("sliding window"));
+  model = Model::Load(dir.string(), ModelOptions{2});
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto engine = Engine::Create(std::shared_ptr<Model>(std::move(*model)), nullptr, o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::vector<int32_t> prompt(30);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = 1 + static_cast<int32_t>(i);
+  auto ok1 = (*engine)->Submit(Greedy(prompt, 10));  // 40 tokens: fits exactly
+  auto bad = (*engine)->Submit(Greedy(prompt, 11));  // 41: beyond the window
+  auto ok2 = (*engine)->Submit(Greedy({5, 6, 7}, 20));
+  ASSERT_TRUE(ok1.ok()) << ok1.status();
+  ASSERT_TRUE(ok2.ok()) << ok2.status();
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("exceeds the context of 40"));
+  EXPECT_EQ(Collect(**ok1).final_event.finish, FinishReason::kLength);
+  EXPECT_EQ(Collect(**ok2).final_event.finish, FinishReason::kLength);
+  engine->reset();
+  fs::remove_all(dir);
 }
 
 TEST_F(EngineTest, PreemptionUnderATinyKvBudgetKeepsGreedyOutputs) {

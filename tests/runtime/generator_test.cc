@@ -54,7 +54,10 @@ class ScriptedModel : public Model {
     config_.eos_token_ids = {kEos};
   }
   const ModelConfig& config() const override { return config_; }
-  kernels::KvLayout KvLayoutFor(int64_t block_size) const override { return {block_size, 1, 2}; }
+  kernels::KvLayout KvLayoutFor(int64_t block_size, kernels::DType dtype) const override {
+    return {block_size, 1, 2, dtype};
+  }
+  Backend& backend() const override { return *backend_; }
   uint64_t WeightBytes() const override { return 0; }
   absl::StatusOr<ForwardOutput> Forward(const std::vector<SeqBatchEntry>& batch, KvCache& cache) override {
     const SeqBatchEntry& e = batch.at(0);
@@ -72,6 +75,7 @@ class ScriptedModel : public Model {
     return out;
   }
   std::vector<std::pair<int64_t, int64_t>> calls;
+  std::shared_ptr<Backend> backend_ = NewCpuBackend(1);
 
  private:
   ModelConfig config_;

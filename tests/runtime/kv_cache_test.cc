@@ -1,6 +1,7 @@
 #include "lcd/runtime/kv_cache.h"
 
 #include <algorithm>
+#include <cstring>
 #include <set>
 
 #include "gtest/gtest.h"
@@ -59,21 +60,26 @@ TEST(BlockAllocatorDeathTest, DoubleFreeIsAProgrammerError) {
 }
 
 TEST(KvCacheTest, CreateSizesPools) {
-  kernels::KvLayout layout{4, 2, 8};
-  auto cache = KvCache::Create(3, layout, 5);
-  ASSERT_TRUE(cache.ok()) << cache.status();
-  EXPECT_EQ(cache->num_layers(), 3);
-  EXPECT_EQ(cache->num_blocks(), 5);
-  EXPECT_EQ(cache->bytes(), 2ull * 3 * 5 * 4 * 2 * 8 * sizeof(float));
-  // Every pool is writable end to end and distinct per layer.
-  const int64_t n = 5 * 4 * 2 * 8;
-  for (int64_t l = 0; l < 3; ++l) {
-    std::fill_n(cache->k_pool(l), n, static_cast<float>(l));
-    std::fill_n(cache->v_pool(l), n, static_cast<float>(-l));
+  for (kernels::DType dtype : {kernels::DType::kF32, kernels::DType::kF16, kernels::DType::kBF16}) {
+    SCOPED_TRACE(kernels::DTypeName(dtype));
+    kernels::KvLayout layout{4, 2, 8, dtype};
+    auto cache = KvCache::Create(3, layout, 5);
+    ASSERT_TRUE(cache.ok()) << cache.status();
+    EXPECT_EQ(cache->num_layers(), 3);
+    EXPECT_EQ(cache->num_blocks(), 5);
+    EXPECT_EQ(cache->bytes(), 2ull * 3 * 5 * 4 * 2 * 8 * kernels::DTypeSize(dtype));
+    EXPECT_EQ(cache->bytes(), KvCache::BytesForBlocks(3, layout, 5));
+    // Every pool is writable end to end and distinct per layer.
+    const size_t n = 5 * 4 * 2 * 8 * kernels::DTypeSize(dtype);
+    for (int64_t l = 0; l < 3; ++l) {
+      std::memset(cache->k_pool(l), static_cast<int>(l), n);
+      std::memset(cache->v_pool(l), static_cast<int>(10 + l), n);
+    }
+    auto byte = [](const void* p, size_t i) { return static_cast<const uint8_t*>(p)[i]; };
+    EXPECT_EQ(byte(cache->k_pool(1), n - 1), 1);
+    EXPECT_EQ(byte(cache->v_pool(2), 0), 12);
+    EXPECT_EQ(byte(cache->k_pool(0), 0), 0);
   }
-  EXPECT_EQ(cache->k_pool(1)[n - 1], 1.0f);
-  EXPECT_EQ(cache->v_pool(2)[0], -2.0f);
-  EXPECT_EQ(cache->k_pool(0)[0], 0.0f);
 }
 
 TEST(KvCacheTest, BlocksForBytesRoundsDown) {

@@ -124,7 +124,7 @@ TEST_F(ModelTest, LoadsLlamaAndReportsShape) {
   auto model = Load();
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ((*model)->config().vocab_size, kVocab);
-  kernels::KvLayout layout = (*model)->KvLayoutFor(8);
+  kernels::KvLayout layout = (*model)->KvLayoutFor(8, kernels::DType::kF32);
   EXPECT_EQ(layout.block_size, 8);
   EXPECT_EQ(layout.num_kv_heads, kKvHeads);
   EXPECT_EQ(layout.head_dim, kHeadDim);
@@ -228,7 +228,7 @@ TEST_P(ForwardConsistencyTest, PrefillChunksDecodeAndBatchAgree) {
   auto loaded = Load();
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   Model& m = **loaded;
-  auto cache_or = KvCache::Create(kLayers, m.KvLayoutFor(4), 32);
+  auto cache_or = KvCache::Create(kLayers, m.KvLayoutFor(4, kernels::DType::kF32), 32);
   ASSERT_TRUE(cache_or.ok());
   KvCache& cache = *cache_or;
 
@@ -270,7 +270,7 @@ TEST_F(ModelTest, ForwardRejectsBadBatches) {
   auto loaded = Load();
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   Model& m = **loaded;
-  auto cache = KvCache::Create(kLayers, m.KvLayoutFor(4), 8);
+  auto cache = KvCache::Create(kLayers, m.KvLayoutFor(4, kernels::DType::kF32), 8);
   ASSERT_TRUE(cache.ok());
   std::vector<int32_t> table = {0, 1};
   std::vector<int32_t> bad_table = {0, 99};

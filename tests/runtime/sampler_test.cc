@@ -1,5 +1,6 @@
 #include "lcd/runtime/sampler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
@@ -208,6 +209,49 @@ TEST(SamplingParamsTest, EachBadFieldIsNamed) {
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.field;
     EXPECT_THAT(std::string(st.message()), HasSubstr(c.field));
   }
+}
+
+TEST(SamplerTest, TopPOverALargeNucleusKeepsExactlyItsPrefix) {
+  // 300 equally likely tokens hold all the mass of a 5000-token vocabulary
+  // (the rest sit 30 nats below). top_p = 0.895 keeps the first 269 of them
+  // (268/300 < 0.895 <= 269/300; ties by lower id), a nucleus longer than
+  // the sorter's first chunk, so
+  // the sorted prefix has to grow several times to reach it.
+  std::vector<float> logits(5000, -30.0f);
+  std::vector<int32_t> top;
+  for (int i = 0; i < 300; ++i) {
+    const int32_t id = (i * 7919) % 5000;  // scattered over the vocabulary
+    logits[id] = 0.0f;
+    top.push_back(id);
+  }
+  std::sort(top.begin(), top.end());
+  const std::set<int32_t> nucleus(top.begin(), top.begin() + 269);
+  SamplingParams p = Seeded(1.0, 77);
+  p.top_p = 0.895;
+  Sampler s(p);
+  const std::vector<int> counts = Histogram(s, logits, 3000);
+  int outside = 0, beyond_first_chunks = 0;
+  for (int32_t id = 0; id < 5000; ++id) {
+    if (counts[id] == 0) continue;
+    if (!nucleus.count(id)) outside += counts[id];
+    if (id >= top[200]) beyond_first_chunks += counts[id];
+  }
+  EXPECT_EQ(outside, 0) << "a token outside the 0.895 nucleus was drawn";
+  EXPECT_GT(beyond_first_chunks, 0) << "the nucleus was cut short";
+}
+
+TEST(SamplerTest, LogprobsOnlyWhenAsked) {
+  // Greedy without logprobs reports none; with them, the full log-softmax.
+  Sampler s(Seeded(0.0));
+  std::vector<float> l = kLogits;
+  EXPECT_EQ(s.Sample(l.data(), 6, {}, {}), 3);
+  EXPECT_TRUE(s.last_top_logprobs().empty());
+  s.set_num_logprobs(1);
+  l = kLogits;
+  EXPECT_EQ(s.Sample(l.data(), 6, {}, {}), 3);
+  EXPECT_NEAR(s.last_logprob(), std::log(SoftmaxD(kLogits, 1.0)[3]), 1e-6);
+  ASSERT_EQ(s.last_top_logprobs().size(), 1u);
+  EXPECT_EQ(s.last_top_logprobs()[0].id, 3);
 }
 
 }  // namespace

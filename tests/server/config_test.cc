@@ -55,7 +55,7 @@ TEST(Config, PrecedenceFileEnvFlag) {
   const std::string path = WriteTemp(R"({
     "grpc_port": 1000, "metrics_port": 1001, "max_num_seqs": 7,
     "kv_cache_bytes": "64MiB", "models": [{"name": "tiny", "path": "/m/tiny"}],
-    "drain_timeout_seconds": 2.5, "log_level": "debug"})");
+    "drain_timeout_seconds": 2.5, "log_level": "debug", "kv_dtype": "bf16"})");
   FakeEnv env;
   env.vars["LCD_GRPC_PORT"] = "2000";
   env.vars["LCD_MAX_NUM_SEQS"] = "9";
@@ -71,6 +71,8 @@ TEST(Config, PrecedenceFileEnvFlag) {
   EXPECT_EQ(c->drain_timeout_seconds, 2.5);
   EXPECT_EQ(c->ToEngineOptions().max_num_seqs, 9);
   EXPECT_EQ(c->ToEngineOptions().kv_cache_bytes, 64ull << 20);
+  EXPECT_EQ(c->ToEngineOptions().kv_dtype, kernels::DType::kBF16);
+  EXPECT_EQ(ServerConfig{}.ToEngineOptions().kv_dtype, kernels::DType::kF16);  // the serving default
   std::remove(path.c_str());
 }
 
@@ -118,6 +120,7 @@ TEST(Config, BadJsonValues) {
       {R"({"max_message_bytes": 10})", "max_message_bytes"},
       {R"({"drain_timeout_seconds": -1})", "drain_timeout_seconds"},
       {R"({"log_level": "loud"})", "log_level"},
+      {R"({"kv_dtype": "f8"})", "kv_dtype: 'f8' is not f16|bf16|f32"},
       {R"({"bogus_key": 1})", "unknown key 'bogus_key'"},
       {R"({"models": {"name": "x"}})", "must be an array"},
       {R"({"models": [{"name": "x"}]})", "needs a string 'path'"},
@@ -172,9 +175,9 @@ TEST(Config, ExampleFileIsValidAndComplete) {
   for (const char* key :
        {"grpc_address", "grpc_port", "metrics_address", "metrics_port", "models", "block_size",
         "kv_cache_bytes", "max_num_seqs", "max_tokens_per_iteration", "max_waiting", "max_context",
-        "threads", "max_message_bytes", "drain_timeout_seconds", "log_level", "model_roots",
-        "admin_token_file", "max_loaded_models", "max_model_memory_bytes", "tls_cert_file",
-        "tls_key_file"}) {
+        "threads", "max_message_bytes", "drain_timeout_seconds", "log_level", "kv_dtype",
+        "model_roots", "admin_token_file", "max_loaded_models", "max_model_memory_bytes",
+        "tls_cert_file", "tls_key_file"}) {
     EXPECT_THAT(text, HasSubstr(std::string("\"") + key + "\"")) << key;
   }
 }

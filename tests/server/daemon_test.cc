@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "lcd/runtime/backend.h"
 #include "lcd/runtime/safetensors.h"
 #include "lcd/server/model_registry.h"
 #include "lcd/v1/generate.grpc.pb.h"
@@ -227,7 +228,7 @@ TEST_F(DaemonTest, ShutdownDrainsARunningStream) {
 // workers joined.
 TEST_F(DaemonTest, RegistryShutdownAnswersRunningAndQueuedLoads) {
   ModelRegistryOptions o;
-  o.threads = 1;
+  o.backend = runtime::NewCpuBackend(1);
   o.engine.kv_cache_bytes = 1 << 20;
   o.model_roots = {fs::path(*model_dir_).parent_path().string()};
   o.worker_threads = 2;

@@ -24,10 +24,12 @@ int RunBenchDecode(int argc, char** argv) {
       ("tokens", "Tokens to decode", cxxopts::value<int64_t>()->default_value("64"))
       ("prompt-tokens", "Prompt length (random ids)", cxxopts::value<int64_t>()->default_value("128"))
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
+      ("kv-dtype", "KV cache element type: f16, bf16 or f32", cxxopts::value<std::string>()->default_value("f16"))
       ("h,help", "Show this help");
   std::string model_dir;
   int64_t tokens = 0, prompt_tokens = 0;
   int threads = 0;
+  runtime::GenerateOptions gen_options;
   try {
     cxxopts::ParseResult flags = options.parse(argc, argv);
     if (flags.count("help")) {
@@ -42,6 +44,10 @@ int RunBenchDecode(int argc, char** argv) {
     tokens = flags["tokens"].as<int64_t>();
     prompt_tokens = flags["prompt-tokens"].as<int64_t>();
     threads = flags["threads"].as<int>();
+    if (!kernels::DTypeFromName(flags["kv-dtype"].as<std::string>(), &gen_options.kv_dtype)) {
+      std::fprintf(stderr, "lcd bench-decode: --kv-dtype must be f16, bf16 or f32\n");
+      return 2;
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lcd bench-decode: %s\n", e.what());
     return 2;
@@ -61,7 +67,7 @@ int RunBenchDecode(int argc, char** argv) {
   params.ignore_eos = true;
   params.max_new_tokens = tokens;
   absl::StatusOr<runtime::GenerationResult> r = runtime::Generate(
-      **model, nullptr, prompt, params, [](int32_t, std::string_view) { return true; });
+      **model, nullptr, prompt, params, [](int32_t, std::string_view) { return true; }, gen_options);
   if (!r.ok()) return ReportError("bench-decode", r.status());
   const double prefill_tps = r->prompt_tokens / r->prefill_seconds;
   const double decode_tps = r->decode_seconds > 0 ? (r->generated_tokens - 1) / r->decode_seconds : 0.0;

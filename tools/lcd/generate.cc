@@ -30,11 +30,13 @@ int RunGenerate(int argc, char** argv) {
       ("stop", "Stop string (repeatable)", cxxopts::value<std::vector<std::string>>())
       ("ignore-eos", "Keep generating past EOS")
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
+      ("kv-dtype", "KV cache element type: f16, bf16 or f32", cxxopts::value<std::string>()->default_value("f16"))
       ("no-bos", "Do not prepend the BOS token")
       ("h,help", "Show this help");
   runtime::SamplingParams params;
   std::string model_dir, prompt;
   int threads = 0;
+  runtime::GenerateOptions gen_options;
   bool add_bos = true;
   try {
     cxxopts::ParseResult flags = options.parse(argc, argv);
@@ -58,6 +60,10 @@ int RunGenerate(int argc, char** argv) {
     if (flags.count("stop")) params.stop_strings = flags["stop"].as<std::vector<std::string>>();
     params.ignore_eos = flags.count("ignore-eos") > 0;
     threads = flags["threads"].as<int>();
+    if (!kernels::DTypeFromName(flags["kv-dtype"].as<std::string>(), &gen_options.kv_dtype)) {
+      std::fprintf(stderr, "lcd generate: --kv-dtype must be f16, bf16 or f32\n");
+      return 2;
+    }
     add_bos = flags.count("no-bos") == 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lcd generate: %s\n", e.what());
@@ -77,7 +83,7 @@ int RunGenerate(int argc, char** argv) {
         std::fwrite(text.data(), 1, text.size(), stdout);
         std::fflush(stdout);
         return true;
-      });
+      }, gen_options);
   std::printf("\n");
   if (!result.ok()) return ReportError("generate", result.status());
   const runtime::GenerationResult& r = *result;

@@ -51,12 +51,14 @@ int main(int argc, char** argv) {
   options.add_options()("model", "model dir", cxxopts::value<std::string>())(
       "prompts", "JSON list of token-id lists", cxxopts::value<std::string>())(
       "greedy", "greedy new tokens", cxxopts::value<int64_t>()->default_value("20"))(
-      "threads", "threads", cxxopts::value<int>()->default_value("2"))("out", "output JSON path",
-                                                                       cxxopts::value<std::string>());
+      "threads", "threads", cxxopts::value<int>()->default_value("2"))(
+      "kv-dtype", "KV cache dtype: f32, f16, bf16", cxxopts::value<std::string>()->default_value("f32"))(
+      "out", "output JSON path", cxxopts::value<std::string>());
   std::string model_dir, out_path;
   std::vector<std::vector<int32_t>> prompts;
   int64_t greedy_tokens = 0;
   int threads = 0;
+  lcd::kernels::DType kv_dtype = lcd::kernels::DType::kF32;
   try {
     auto flags = options.parse(argc, argv);
     model_dir = flags["model"].as<std::string>();
@@ -64,6 +66,7 @@ int main(int argc, char** argv) {
     prompts = json::parse(flags["prompts"].as<std::string>()).get<std::vector<std::vector<int32_t>>>();
     greedy_tokens = flags["greedy"].as<int64_t>();
     threads = flags["threads"].as<int>();
+    if (!lcd::kernels::DTypeFromName(flags["kv-dtype"].as<std::string>(), &kv_dtype)) return Fail("bad --kv-dtype");
   } catch (const std::exception& e) {
     return Fail(e.what());
   }
@@ -79,7 +82,8 @@ int main(int argc, char** argv) {
   for (const auto& p : prompts) max_len = std::max<int64_t>(max_len, static_cast<int64_t>(p.size()));
   const int64_t blocks_per_seq = (max_len + kBlockSize - 1) / kBlockSize;
   const int64_t num_seqs = static_cast<int64_t>(prompts.size());
-  auto cache = KvCache::Create(model.config().num_layers, model.KvLayoutFor(kBlockSize), blocks_per_seq * num_seqs);
+  auto cache = KvCache::Create(model.config().num_layers, model.KvLayoutFor(kBlockSize, kv_dtype),
+                              blocks_per_seq * num_seqs);
   if (!cache.ok()) return Fail(cache.status().ToString());
   std::vector<std::vector<int32_t>> tables(prompts.size());
   for (int64_t s = 0; s < num_seqs; ++s) {
@@ -129,6 +133,7 @@ int main(int argc, char** argv) {
     for (const auto& p : prompts) {
       lcd::runtime::GenerateOptions gen_options;
       gen_options.prefill_chunk = 16;  // Exercise chunked prefill here too.
+      gen_options.kv_dtype = kv_dtype;
       auto r = lcd::runtime::Generate(model, nullptr, p, params, [](int32_t, std::string_view) { return true; },
                                       gen_options);
       if (!r.ok()) return Fail(r.status().ToString());

@@ -14,6 +14,8 @@ enum class DType : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
 
 inline size_t DTypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
 std::string_view DTypeName(DType t);
+// The inverse of DTypeName ("f32", "f16", "bf16"); false for anything else.
+bool DTypeFromName(std::string_view name, DType* t);
 
 // IEEE-754 binary16 <-> binary32. FloatToFp16 rounds to nearest even and
 // handles subnormals, infinities and NaN.
@@ -32,6 +34,8 @@ uint16_t FloatToBf16(float f);
 
 // Converts n elements of type `src_type` at `src` to fp32 at `dst`.
 void ConvertToF32(const void* src, DType src_type, size_t n, float* dst);
+// Converts n fp32 values to `dst_type` (round to nearest even).
+void ConvertFromF32(const float* src, size_t n, DType dst_type, void* dst);
 
 }  // namespace lcd::kernels
 

@@ -80,19 +80,28 @@ void Softmax(float* x, int64_t n);
 // ---- Paged attention --------------------------------------------------------
 //
 // The KV cache of one layer is a pool of fixed-size blocks:
-//   k_pool, v_pool: [num_blocks][block_size][num_kv_heads][head_dim] fp32.
+//   k_pool, v_pool: [num_blocks][block_size][num_kv_heads][head_dim] of
+//   layout.dtype (fp32, fp16 or bf16; rows are rounded to it when written,
+//   round-to-nearest-even, and widened to fp32 when read; compute is fp32).
 // A sequence owns a block table: its token at position p lives in block
 // block_table[p / block_size], slot p % block_size.
 struct KvLayout {
   int64_t block_size = 0;
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;
+  DType dtype = DType::kF32;
 };
+
+// Bytes of one K (or V) block of this layout.
+inline uint64_t KvBlockBytes(const KvLayout& layout) {
+  return static_cast<uint64_t>(layout.block_size) * static_cast<uint64_t>(layout.num_kv_heads) *
+         static_cast<uint64_t>(layout.head_dim) * DTypeSize(layout.dtype);
+}
 
 // Writes the k/v rows of num_tokens new tokens into the pools.
 // k, v: [num_tokens][num_kv_heads][head_dim]; slots[t] = block * block_size + offset.
 void WriteKv(const float* k, const float* v, int64_t num_tokens, const int64_t* slots,
-             const KvLayout& layout, float* k_pool, float* v_pool);
+             const KvLayout& layout, void* k_pool, void* v_pool);
 
 // One sequence's share of a batched attention call. Its q rows are
 // q[q_offset .. q_offset + q_len); they sit at positions
@@ -109,7 +118,7 @@ struct AttentionSeq {
 // layout.num_kv_heads (grouped-query attention: head h reads kv head
 // h / (num_heads / num_kv_heads)). scale is usually 1/sqrt(head_dim).
 void PagedAttention(const float* q, int64_t num_heads, const AttentionSeq* seqs, int64_t num_seqs,
-                    const KvLayout& layout, const float* k_pool, const float* v_pool, float scale,
+                    const KvLayout& layout, const void* k_pool, const void* v_pool, float scale,
                     float* out, ThreadPool* pool);
 
 }  // namespace lcd::kernels

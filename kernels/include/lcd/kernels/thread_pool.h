@@ -6,8 +6,10 @@
 // (usually one per model) and may be nullptr everywhere a kernel takes one,
 // meaning "run on the calling thread".
 //
-// Thread safety: one ParallelFor at a time per pool (callers serialise, as the
-// engine thread does). The pool itself is not reentrant.
+// Thread safety: a pool may be shared (one per process serves every model):
+// concurrent ParallelFor calls from different threads run one after another,
+// and a ParallelFor issued from inside a chunk of the same pool runs inline
+// on the calling thread instead of deadlocking.
 #ifndef LCD_KERNELS_THREAD_POOL_H_
 #define LCD_KERNELS_THREAD_POOL_H_
 
@@ -20,7 +22,7 @@ namespace lcd::kernels {
 class ThreadPool {
  public:
   // num_threads counts the calling thread: ThreadPool(2) starts one worker.
-  // num_threads <= 0 means std::thread::hardware_concurrency().
+  // num_threads <= 0 means lcd::AvailableCpus() (affinity and cgroup quota).
   explicit ThreadPool(int num_threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;

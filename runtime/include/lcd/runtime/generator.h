@@ -45,6 +45,7 @@ using TokenCallback = std::function<bool(int32_t token_id, std::string_view text
 struct GenerateOptions {
   int64_t prefill_chunk = 256;  // Prompt tokens per Forward call (>= 1).
   int64_t block_size = 16;      // KV cache block size (>= 1).
+  kernels::DType kv_dtype = kernels::DType::kF16;  // As EngineOptions::kv_dtype.
 };
 
 struct GenerationResult {

@@ -2,6 +2,8 @@
 // a block allocator handing blocks to sequences (vLLM's PagedAttention
 // layout; see kernels::KvLayout for the memory layout of a block).
 //
+// The pools hold layout().dtype (fp32, fp16 or bf16); kernels::WriteKv
+// rounds to it and kernels::PagedAttention widens from it.
 // Ownership: the KvCache owns the pools. Sequences own block ids (a block
 // table), which they obtain from and return to the BlockAllocator.
 // Thread safety: none; the engine thread is the only user.
@@ -35,8 +37,9 @@ class BlockAllocator {
 
 class KvCache {
  public:
-  // Allocates num_blocks blocks for every layer. ResourceExhausted when the
-  // memory cannot be allocated.
+  // Allocates num_blocks zeroed blocks of host memory for every layer (the
+  // CPU backend's cache; see lcd/runtime/backend.h). InvalidArgument for a
+  // non-positive shape; ResourceExhausted when the memory cannot be allocated.
   static absl::StatusOr<KvCache> Create(int64_t num_layers, const kernels::KvLayout& layout,
                                         int64_t num_blocks);
   // Number of blocks that fit in `bytes` for this shape (>= 0).
@@ -48,15 +51,15 @@ class KvCache {
   int64_t num_blocks() const { return num_blocks_; }
   int64_t num_layers() const { return static_cast<int64_t>(k_.size()); }
   uint64_t bytes() const;
-  float* k_pool(int64_t layer) { return k_[layer].data(); }
-  float* v_pool(int64_t layer) { return v_[layer].data(); }
-  const float* k_pool(int64_t layer) const { return k_[layer].data(); }
-  const float* v_pool(int64_t layer) const { return v_[layer].data(); }
+  void* k_pool(int64_t layer) { return k_[layer].data(); }
+  void* v_pool(int64_t layer) { return v_[layer].data(); }
+  const void* k_pool(int64_t layer) const { return k_[layer].data(); }
+  const void* v_pool(int64_t layer) const { return v_[layer].data(); }
 
  private:
   kernels::KvLayout layout_;
   int64_t num_blocks_ = 0;
-  std::vector<std::vector<float>> k_, v_;
+  std::vector<std::vector<uint8_t>> k_, v_;
 };
 
 }  // namespace lcd::runtime

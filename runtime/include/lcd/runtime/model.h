@@ -5,8 +5,9 @@
 // fp16 or bf16, and are read in place from the mapping); small tensors
 // (norms, biases) are widened to fp32 once.
 //
-// Thread safety: Forward is not reentrant (it uses per-model scratch buffers
-// and the model's thread pool); one engine thread drives a model. The
+// Thread safety: Forward is not reentrant (it uses per-model scratch
+// buffers); one engine thread drives a model. Models that share a backend
+// may run Forward concurrently (their kernel calls take turns on its pool). The
 // weights are immutable, so a Model may be read while another is loaded.
 #ifndef LCD_RUNTIME_MODEL_H_
 #define LCD_RUNTIME_MODEL_H_
@@ -21,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "lcd/kernels/thread_pool.h"
+#include "lcd/runtime/backend.h"
 #include "lcd/runtime/kv_cache.h"
 #include "lcd/runtime/model_config.h"
 
@@ -30,7 +32,11 @@ struct ModelOptions {
   // Implicit, so `{threads}` and ModelOptions{2} keep working.
   ModelOptions(int threads = 0) : num_threads(threads) {}  // NOLINT(google-explicit-constructor)
 
-  int num_threads = 0;  // 0 = all hardware threads.
+  // Threads of the model's own CPU backend when `backend` is null
+  // (0 = lcd::AvailableCpus(): affinity mask and cgroup CPU quota).
+  int num_threads = 0;
+  // Where the model runs; lcd-server shares one backend among all models.
+  std::shared_ptr<Backend> backend;
   // Polled between the loading phases (config, checkpoint mapping, weight
   // binding), before each artifact file's hash and before each layer's
   // binding (possibly from pool threads: it must be thread-safe); when it
@@ -75,8 +81,11 @@ class Model {
   virtual ~Model() = default;
 
   virtual const ModelConfig& config() const = 0;
-  // The KV layout this model needs for a given block size.
-  virtual kernels::KvLayout KvLayoutFor(int64_t block_size) const = 0;
+  // The KV layout this model needs for a given block size and cache dtype
+  // (fp32, fp16 or bf16).
+  virtual kernels::KvLayout KvLayoutFor(int64_t block_size, kernels::DType dtype) const = 0;
+  // The backend the model runs on; KV caches for it come from there.
+  virtual Backend& backend() const = 0;
   // Bytes of weights read per decoded token (for bandwidth figures).
   virtual uint64_t WeightBytes() const = 0;
 

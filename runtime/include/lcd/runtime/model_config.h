@@ -56,6 +56,14 @@ struct ModelConfig {
   // transformers' modeling_rope_utils (computed in double, rounded once to
   // float: within a few float ulps of transformers' float32 values).
   std::vector<float> RopeInvFreq() const;
+
+  // The longest context this runtime serves exactly: max_position_embeddings,
+  // or the sliding window when smaller (attention always spans the whole
+  // context here, so longer contexts are refused, never windowed silently).
+  int64_t ServableContext() const {
+    return sliding_window.has_value() && *sliding_window < max_position_embeddings ? *sliding_window
+                                                                                   : max_position_embeddings;
+  }
 };
 
 // Parses and validates config.json text as transformers 5.x reads it (also

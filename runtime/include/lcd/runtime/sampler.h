@@ -55,7 +55,9 @@ class Sampler {
                  const std::vector<int32_t>& output_tokens);
 
   // log-softmax of the (penalised, temperature-scaled) distribution the last
-  // Sample drew from, for the chosen token and the top `n` alternatives.
+  // Sample drew from, for the chosen token and the top `n` alternatives;
+  // computed only when set_num_logprobs(n > 0) was called (greedy decoding
+  // without logprobs costs one argmax pass over the logits).
   struct TokenLogprob {
     int32_t id;
     float logprob;
@@ -65,8 +67,12 @@ class Sampler {
   void set_num_logprobs(int n) { num_logprobs_ = n; }
 
  private:
+  // Draws from the truncated distribution (top-k, top-p, min-p).
+  int32_t Draw(const float* logits, int64_t vocab_size, float max_logit);
+
   SamplingParams params_;
   uint64_t rng_state_[4];
+  std::vector<int32_t> ids_;  // candidate ids, reused across calls
   int num_logprobs_ = 0;
   float last_logprob_ = 0.0f;
   std::vector<TokenLogprob> last_top_;

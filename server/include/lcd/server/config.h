@@ -10,6 +10,7 @@
 //   models                    --model NAME=PATH (repeat)    LCD_MODELS=NAME=PATH[,NAME=PATH]
 //   block_size                --block-size                  LCD_BLOCK_SIZE
 //   kv_cache_bytes            --kv-cache-bytes              LCD_KV_CACHE_BYTES
+//   kv_dtype                  --kv-dtype                    LCD_KV_DTYPE
 //   max_num_seqs              --max-num-seqs                LCD_MAX_NUM_SEQS
 //   max_tokens_per_iteration  --max-tokens-per-iteration    LCD_MAX_TOKENS_PER_ITERATION
 //   max_waiting               --max-waiting                 LCD_MAX_WAITING
@@ -65,11 +66,12 @@ struct ServerConfig {
   std::vector<ModelSpec> models;
   int64_t block_size = 16;                 // 1..1024
   uint64_t kv_cache_bytes = 256ull << 20;  // >= 1 MiB
+  std::string kv_dtype = "f16";            // f16|bf16|f32
   int64_t max_num_seqs = 32;               // 1..4096
   int64_t max_tokens_per_iteration = 512;  // 1..1048576
   int64_t max_waiting = 256;               // 0..1000000
   int64_t max_context = 0;                 // 0 = model's own limit
-  int threads = 0;                         // 0 = all hardware threads; 0..1024
+  int threads = 0;                         // 0 = the CPUs the process may use (cgroup quota); 0..1024
   int64_t max_message_bytes = 4 << 20;     // 1 KiB .. 1 GiB
   double drain_timeout_seconds = 30.0;     // 0..3600
   std::string log_level = "info";          // debug|info|warning|error

@@ -35,6 +35,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lcd/runtime/backend.h"
 #include "lcd/runtime/engine.h"
 #include "lcd/runtime/model.h"
 #include "lcd/runtime/tokenizer.h"
@@ -80,7 +81,9 @@ struct ModelStatusInfo {
 
 struct ModelRegistryOptions {
   runtime::EngineOptions engine;     // observer is replaced per model.
-  int threads = 0;                   // ModelOptions::num_threads.
+  // The one backend (thread pool, KV memory) every model of the process
+  // runs on; null gives each model a CPU backend of its own.
+  std::shared_ptr<runtime::Backend> backend;
   ServerMetrics* metrics = nullptr;  // Not owned; may be null.
   // Called (outside the registry lock) whenever a model starts or stops
   // being able to serve; the health service listens here.

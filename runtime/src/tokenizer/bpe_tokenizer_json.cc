@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "bpe_tokenizer.h"
+#include "src/tokenizer/bpe_tokenizer.h"
 #include "lcd/base/status_macros.h"
 #include "nlohmann/json.hpp"
 

@@ -2,7 +2,7 @@
 // modeling_llama.py / modeling_qwen2.py. All tokens of all sequences in a
 // step form one [num_tokens][hidden] activation matrix, so every Linear is a
 // single call with m = num_tokens (each weight row is read once per step).
-#include "llama_model.h"
+#include "src/model/llama_model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -21,11 +21,12 @@ void Grow(std::vector<float>& v, int64_t n) {
 }  // namespace
 
 LlamaModel::LlamaModel(ModelConfig config, std::unique_ptr<TensorSource> source, LlamaWeights weights,
-                       std::unique_ptr<kernels::ThreadPool> pool)
+                       std::shared_ptr<Backend> backend)
     : config_(std::move(config)),
       source_(std::move(source)),
       weights_(std::move(weights)),
-      pool_(std::move(pool)),
+      backend_(std::move(backend)),
+      pool_(backend_->thread_pool()),
       inv_freq_(config_.RopeInvFreq()) {
   for (int64_t i = 0; i < config_.num_layers; ++i) {
     const LlamaLayerWeights& l = weights_.layers[i];
@@ -46,8 +47,9 @@ void LlamaModel::Observe(const std::vector<std::string>& names, const LinearInpu
   for (const std::string& n : names) observer_(n, in.x(), in.m(), in.cols());
 }
 
-kernels::KvLayout LlamaModel::KvLayoutFor(int64_t block_size) const {
+kernels::KvLayout LlamaModel::KvLayoutFor(int64_t block_size, kernels::DType dtype) const {
   kernels::KvLayout layout;
+  layout.dtype = dtype;
   layout.block_size = block_size;
   layout.num_kv_heads = config_.num_kv_heads;
   layout.head_dim = config_.head_dim;
@@ -151,7 +153,7 @@ absl::StatusOr<ForwardOutput> LlamaModel::Forward(const std::vector<SeqBatchEntr
   out.logits.resize(static_cast<size_t>(rows * config_.vocab_size));
   in_.Reset(h_.data(), rows, hidden);
   Observe({"lm_head.weight"}, in_);
-  weights_.lm_head->Forward(in_, nullptr, out.logits.data(), pool_.get());
+  weights_.lm_head->Forward(in_, nullptr, out.logits.data(), pool_);
   return out;
 }
 
@@ -163,7 +165,7 @@ void LlamaModel::RunLayer(int64_t layer, int64_t num_tokens, KvCache& cache) {
   const int64_t kv_dim = c.num_kv_heads * c.head_dim;
   const int64_t inter = c.intermediate_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  kernels::ThreadPool* pool = pool_.get();
+  kernels::ThreadPool* pool = pool_;
   auto bias = [](const std::vector<float>& b) { return b.empty() ? nullptr : b.data(); };
 
   const int64_t qkv_dim = q_dim + 2 * kv_dim;

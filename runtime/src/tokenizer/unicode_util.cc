@@ -1,4 +1,4 @@
-#include "unicode_util.h"
+#include "src/tokenizer/unicode_util.h"
 
 namespace lcd::runtime::unicode {
 

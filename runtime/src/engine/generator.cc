@@ -43,9 +43,11 @@ absl::StatusOr<GenerationResult> Generate(Model& model, const Tokenizer* tokeniz
   // prefill_chunk tokens (the iteration budget).
   EngineOptions eo;
   eo.block_size = options.block_size;
+  eo.kv_dtype = options.kv_dtype;
   const int64_t blocks =
       (prompt_len + request.sampling.max_new_tokens + options.block_size - 1) / options.block_size;
-  eo.kv_cache_bytes = KvCache::BytesForBlocks(config.num_layers, model.KvLayoutFor(options.block_size), blocks);
+  eo.kv_cache_bytes = KvCache::BytesForBlocks(config.num_layers, model.KvLayoutFor(options.block_size, options.kv_dtype),
+                                           blocks);
   eo.max_num_seqs = 1;
   eo.max_tokens_per_iteration = options.prefill_chunk;
   eo.max_waiting = 1;

@@ -8,7 +8,7 @@
 #include "lcd/base/status_macros.h"
 #include "lcd/runtime/artifact.h"
 #include "lcd/runtime/checkpoint.h"
-#include "llama_model.h"
+#include "src/model/llama_model.h"
 
 namespace lcd::runtime {
 
@@ -48,13 +48,14 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& dir, const
     source = MakeCheckpointSource(std::move(checkpoint));
   }
   LCD_RETURN_IF_ERROR(CheckCancelled(options, "binding the weights"));
-  auto pool = std::make_unique<kernels::ThreadPool>(options.num_threads);
-  LCD_ASSIGN_OR_RETURN(LlamaWeights weights, BindLlamaWeights(config, *source, pool.get(), options.cancelled));
+  std::shared_ptr<Backend> backend = options.backend ? options.backend : NewCpuBackend(options.num_threads);
+  LCD_ASSIGN_OR_RETURN(LlamaWeights weights,
+                       BindLlamaWeights(config, *source, backend->thread_pool(), options.cancelled));
   LCD_LOG(DEBUG) << "loaded " << ArchitectureName(config.arch) << " model from " << dir << " ("
                  << source->Describe() << "): " << config.num_layers << " layers, hidden " << config.hidden_size
-                 << ", vocab " << config.vocab_size << ", layer 0 qkv " << weights.layers[0].qkv->Describe();
+                 << ", vocab " << config.vocab_size << ", layer 0 qkv " << weights.layers[0].qkv->Describe() << ", on " << backend->Describe();
   return std::unique_ptr<Model>(
-      new LlamaModel(std::move(config), std::move(source), std::move(weights), std::move(pool)));
+      new LlamaModel(std::move(config), std::move(source), std::move(weights), std::move(backend)));
 }
 
 }  // namespace lcd::runtime

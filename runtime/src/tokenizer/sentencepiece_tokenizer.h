@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "sentencepiece_library.h"
-#include "tokenizer_base.h"
+#include "src/tokenizer/sentencepiece_library.h"
+#include "src/tokenizer/tokenizer_base.h"
 
 namespace lcd::runtime {
 

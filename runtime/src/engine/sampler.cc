@@ -117,79 +117,23 @@ int32_t Sampler::Sample(float* logits, int64_t vocab_size, const std::vector<int
     const float inv_t = static_cast<float>(1.0 / params_.temperature);
     for (int64_t i = 0; i < vocab_size; ++i) logits[i] *= inv_t;
   }
-
-  // Full-vocabulary softmax in double: the basis of the reported logprobs
-  // (before truncation, as vLLM reports them) and of the draw.
   const float max_logit = logits[Argmax(logits, vocab_size)];
-  std::vector<double> probs(static_cast<size_t>(vocab_size));
-  double total = 0.0;
-  for (int64_t i = 0; i < vocab_size; ++i) {
-    probs[i] = std::exp(static_cast<double>(logits[i]) - max_logit);
-    total += probs[i];
-  }
-  const double log_total = std::log(total);
+  const int32_t chosen = greedy ? Argmax(logits, vocab_size) : Draw(logits, vocab_size, max_logit);
 
-  int32_t chosen;
-  if (greedy) {
-    chosen = Argmax(logits, vocab_size);
-  } else {
-    // Candidate ids sorted by probability, descending; ties by lower id so
-    // the result does not depend on the sort implementation.
-    std::vector<int32_t> ids(static_cast<size_t>(vocab_size));
-    for (int64_t i = 0; i < vocab_size; ++i) ids[i] = static_cast<int32_t>(i);
-    auto by_prob = [&](int32_t a, int32_t b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); };
-    int64_t keep = vocab_size;
-    if (params_.top_k > 0 && params_.top_k < vocab_size) {
-      keep = params_.top_k;
-      std::partial_sort(ids.begin(), ids.begin() + keep, ids.end(), by_prob);
-    } else if (params_.top_p < 1.0) {
-      std::sort(ids.begin(), ids.end(), by_prob);
-    }
-    if (params_.top_p < 1.0) {
-      // HF TopP: mass measured on the distribution renormalised after top-k.
-      double kept_mass = 0.0;
-      for (int64_t i = 0; i < keep; ++i) kept_mass += probs[ids[i]];
-      double cum = 0.0;
-      int64_t n = 0;
-      while (n < keep) {
-        cum += probs[ids[n]] / kept_mass;
-        ++n;
-        if (cum >= params_.top_p) break;
-      }
-      keep = n;
-    }
-    if (params_.min_p > 0.0) {
-      double p_max = 0.0;
-      for (int64_t i = 0; i < keep; ++i) p_max = std::max(p_max, probs[ids[i]]);
-      const double threshold = params_.min_p * p_max;
-      int64_t out = 0;
-      for (int64_t i = 0; i < keep; ++i) {
-        if (probs[ids[i]] >= threshold) ids[out++] = ids[i];
-      }
-      keep = out;  // >= 1: the max itself always survives.
-    }
-    double mass = 0.0;
-    for (int64_t i = 0; i < keep; ++i) mass += probs[ids[i]];
-    const double u = NextDouble(rng_state_) * mass;
-    double cum = 0.0;
-    chosen = ids[keep - 1];  // Guards against rounding leaving u >= cum.
-    for (int64_t i = 0; i < keep; ++i) {
-      cum += probs[ids[i]];
-      if (u < cum) {
-        chosen = ids[i];
-        break;
-      }
-    }
-  }
-
-  auto logprob = [&](int32_t id) {
-    return static_cast<float>(static_cast<double>(logits[id]) - max_logit - log_total);
-  };
-  last_logprob_ = logprob(chosen);
   last_top_.clear();
   if (num_logprobs_ > 0) {
+    // Full-vocabulary log-softmax in double, only when logprobs are asked
+    // for: reported before truncation, as vLLM reports them.
+    double total = 0.0;
+    for (int64_t i = 0; i < vocab_size; ++i) total += std::exp(static_cast<double>(logits[i]) - max_logit);
+    const double log_total = std::log(total);
+    auto logprob = [&](int32_t id) {
+      return static_cast<float>(static_cast<double>(logits[id]) - max_logit - log_total);
+    };
+    last_logprob_ = logprob(chosen);
     const int64_t n = std::min<int64_t>(num_logprobs_, vocab_size);
-    std::vector<int32_t> ids(static_cast<size_t>(vocab_size));
+    std::vector<int32_t>& ids = ids_;
+    ids.resize(static_cast<size_t>(vocab_size));
     for (int64_t i = 0; i < vocab_size; ++i) ids[i] = static_cast<int32_t>(i);
     std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), [&](int32_t a, int32_t b) {
       return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
@@ -197,6 +141,60 @@ int32_t Sampler::Sample(float* logits, int64_t vocab_size, const std::vector<int
     for (int64_t i = 0; i < n; ++i) last_top_.push_back({ids[i], logprob(ids[i])});
   }
   return chosen;
+}
+
+int32_t Sampler::Draw(const float* logits, int64_t vocab_size, float max_logit) {
+  // Unnormalised probabilities in double; every step below costs what its
+  // option asks for: top-k a partial sort of k, top-p a sorted prefix grown
+  // only until it holds the requested mass, min-p one filtering pass.
+  auto prob = [&](int32_t id) { return std::exp(static_cast<double>(logits[id]) - max_logit); };
+  // Candidate order: by probability (= by logit), descending; ties by lower
+  // id, so the result does not depend on the sort implementation.
+  auto by_prob = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  std::vector<int32_t>& ids = ids_;
+  ids.resize(static_cast<size_t>(vocab_size));
+  for (int64_t i = 0; i < vocab_size; ++i) ids[i] = static_cast<int32_t>(i);
+  int64_t keep = vocab_size;
+  int64_t sorted = 0;  // ids[0, sorted) are the top `sorted` candidates, in order
+  if (params_.top_k > 0 && params_.top_k < vocab_size) {
+    keep = sorted = params_.top_k;
+    std::partial_sort(ids.begin(), ids.begin() + keep, ids.end(), by_prob);
+  }
+  if (params_.top_p < 1.0) {
+    // HF TopP: mass measured on the distribution renormalised after top-k.
+    double kept_mass = 0.0;
+    for (int64_t i = 0; i < keep; ++i) kept_mass += prob(ids[i]);
+    double cum = 0.0;
+    int64_t n = 0;
+    while (n < keep) {
+      if (n == sorted) {  // extend the sorted prefix, doubling its length
+        const int64_t grow = std::min(keep - sorted, std::max<int64_t>(64, sorted));
+        std::partial_sort(ids.begin() + sorted, ids.begin() + sorted + grow, ids.begin() + keep, by_prob);
+        sorted += grow;
+      }
+      cum += prob(ids[n]) / kept_mass;
+      ++n;
+      if (cum >= params_.top_p) break;
+    }
+    keep = n;
+  }
+  if (params_.min_p > 0.0) {
+    const double threshold = params_.min_p;  // p_max is prob(argmax) = exp(0) = 1
+    int64_t out = 0;
+    for (int64_t i = 0; i < keep; ++i) {
+      if (prob(ids[i]) >= threshold) ids[out++] = ids[i];
+    }
+    keep = out;  // >= 1: the max itself always survives.
+  }
+  double mass = 0.0;
+  for (int64_t i = 0; i < keep; ++i) mass += prob(ids[i]);
+  const double u = NextDouble(rng_state_) * mass;
+  double cum = 0.0;
+  for (int64_t i = 0; i < keep; ++i) {
+    cum += prob(ids[i]);
+    if (u < cum) return ids[i];
+  }
+  return ids[keep - 1];  // rounding left u >= cum
 }
 
 }  // namespace lcd::runtime

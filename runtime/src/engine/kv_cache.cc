@@ -43,15 +43,6 @@ void BlockAllocator::Free(const std::vector<int32_t>& blocks) {
   }
 }
 
-namespace {
-
-uint64_t BlockFloats(const kernels::KvLayout& layout) {
-  return static_cast<uint64_t>(layout.block_size) * static_cast<uint64_t>(layout.num_kv_heads) *
-         static_cast<uint64_t>(layout.head_dim);
-}
-
-}  // namespace
-
 absl::StatusOr<KvCache> KvCache::Create(int64_t num_layers, const kernels::KvLayout& layout,
                                         int64_t num_blocks) {
   if (num_layers <= 0 || num_blocks <= 0 || layout.block_size <= 0 || layout.num_kv_heads <= 0 ||
@@ -60,7 +51,7 @@ absl::StatusOr<KvCache> KvCache::Create(int64_t num_layers, const kernels::KvLay
         "invalid KV cache shape: layers=", num_layers, " blocks=", num_blocks, " block_size=",
         layout.block_size, " kv_heads=", layout.num_kv_heads, " head_dim=", layout.head_dim));
   }
-  const uint64_t per_pool = BlockFloats(layout) * static_cast<uint64_t>(num_blocks);
+  const uint64_t per_pool = kernels::KvBlockBytes(layout) * static_cast<uint64_t>(num_blocks);
   KvCache cache;
   cache.layout_ = layout;
   cache.num_blocks_ = num_blocks;
@@ -68,12 +59,12 @@ absl::StatusOr<KvCache> KvCache::Create(int64_t num_layers, const kernels::KvLay
     cache.k_.resize(static_cast<size_t>(num_layers));
     cache.v_.resize(static_cast<size_t>(num_layers));
     for (int64_t l = 0; l < num_layers; ++l) {
-      cache.k_[l].assign(per_pool, 0.0f);
-      cache.v_[l].assign(per_pool, 0.0f);
+      cache.k_[l].assign(per_pool, 0);
+      cache.v_[l].assign(per_pool, 0);
     }
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("cannot allocate KV cache of ", 2 * per_pool * num_layers * sizeof(float), " bytes"));
+        absl::StrCat("cannot allocate KV cache of ", 2 * per_pool * num_layers, " bytes"));
   } catch (const std::length_error&) {
     return absl::ResourceExhaustedError("KV cache size overflows");
   }
@@ -81,18 +72,16 @@ absl::StatusOr<KvCache> KvCache::Create(int64_t num_layers, const kernels::KvLay
 }
 
 uint64_t KvCache::BytesForBlocks(int64_t num_layers, const kernels::KvLayout& layout, int64_t num_blocks) {
-  return 2 * BlockFloats(layout) * static_cast<uint64_t>(num_layers) * static_cast<uint64_t>(num_blocks) *
-         sizeof(float);
+  return 2 * kernels::KvBlockBytes(layout) * static_cast<uint64_t>(num_layers) *
+         static_cast<uint64_t>(num_blocks);
 }
 
 int64_t KvCache::BlocksForBytes(int64_t num_layers, const kernels::KvLayout& layout, uint64_t bytes) {
-  const uint64_t per_block = 2 * BlockFloats(layout) * static_cast<uint64_t>(num_layers) * sizeof(float);
+  const uint64_t per_block = 2 * kernels::KvBlockBytes(layout) * static_cast<uint64_t>(num_layers);
   if (per_block == 0) return 0;
   return static_cast<int64_t>(bytes / per_block);
 }
 
-uint64_t KvCache::bytes() const {
-  return 2 * BlockFloats(layout_) * static_cast<uint64_t>(num_blocks_) * k_.size() * sizeof(float);
-}
+uint64_t KvCache::bytes() const { return BytesForBlocks(num_layers(), layout_, num_blocks_); }
 
 }  // namespace lcd::runtime

@@ -12,7 +12,7 @@
 #include "lcd/base/status_macros.h"
 #include "lcd/runtime/kv_cache.h"
 #include "lcd/runtime/scheduler.h"
-#include "sequence.h"
+#include "src/engine/sequence.h"
 
 namespace lcd::runtime {
 namespace {
@@ -57,6 +57,8 @@ class EngineImpl final : public Engine {
   bool TakeInbox();
   void PollCancellations();
   void RunIteration();
+  // model_->Forward, plus a check that it returned one logit row per entry.
+  absl::StatusOr<ForwardOutput> ForwardChecked(const std::vector<SeqBatchEntry>& batch);
   // Records `r`'s newly sampled token, checks the stop conditions and pushes
   // its event (the final one when it finished); returns true when finished.
   bool OnToken(ActiveRequest& r, int32_t token);
@@ -213,6 +215,15 @@ void EngineImpl::PollCancellations() {
   }
 }
 
+absl::StatusOr<ForwardOutput> EngineImpl::ForwardChecked(const std::vector<SeqBatchEntry>& batch) {
+  absl::StatusOr<ForwardOutput> out = model_->Forward(batch, cache_);
+  if (out.ok() && out->num_rows != static_cast<int64_t>(batch.size())) {
+    return absl::InternalError(absl::StrCat("Forward returned ", out->num_rows, " logit rows for ",
+                                            batch.size(), " sequences"));
+  }
+  return out;
+}
+
 void EngineImpl::RunIteration() {
   const StepPlan plan = scheduler_.Schedule({options_.max_num_seqs, options_.max_tokens_per_iteration});
   // Publish admissions before any event of this step is delivered, so a
@@ -245,20 +256,41 @@ void EngineImpl::RunIteration() {
     batch.push_back(std::move(e));
   }
 
-  absl::StatusOr<ForwardOutput> out = model_->Forward(batch, cache_);
-  const absl::Duration forward_time = absl::Now() - step_start;
-  if (out.ok() && out->num_rows != static_cast<int64_t>(batch.size())) {
-    out = absl::InternalError(absl::StrCat("Forward returned ", out->num_rows, " logit rows for ",
-                                           batch.size(), " sequences"));
-  }
-  std::vector<ChunkOutput> outputs(plan.chunks.size());
   const int64_t vocab = model_->config().vocab_size;
+  // errors[i] is the fault of sequence i alone: a batch that fails is run
+  // again one sequence at a time, so one bad sequence never fails the rest
+  // (Forward validates before it writes, and a rerun writes the same K/V).
+  std::vector<absl::Status> errors(batch.size());
+  absl::StatusOr<ForwardOutput> out = ForwardChecked(batch);
+  if (!out.ok()) {
+    if (batch.size() == 1) {
+      errors[0] = out.status();
+    } else {
+      LCD_LOG(WARNING) << "batched forward of " << batch.size() << " sequences failed (" << out.status()
+                       << "); running them one at a time";
+      ForwardOutput merged;
+      merged.num_rows = static_cast<int64_t>(batch.size());
+      merged.logits.assign(batch.size() * static_cast<size_t>(vocab), 0.0f);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        absl::StatusOr<ForwardOutput> one = ForwardChecked({batch[i]});
+        if (one.ok()) {
+          std::copy(one->logits.begin(), one->logits.end(), merged.logits.begin() + static_cast<int64_t>(i) * vocab);
+        } else {
+          errors[i] = one.status();
+        }
+      }
+      out = std::move(merged);
+    }
+  }
+  const absl::Duration forward_time = absl::Now() - step_start;
+  std::vector<ChunkOutput> outputs(plan.chunks.size());
   for (size_t i = 0; i < plan.chunks.size(); ++i) {
     const ScheduledChunk& c = plan.chunks[i];
     auto it = active_.find(c.seq_id);
     ActiveRequest& r = *it->second;
-    if (!out.ok()) {
-      Finish(r, FinishReason::kError, out.status());
+    if (!errors[i].ok()) {
+      LCD_LOG(ERROR) << "request " << r.request.request_id << ": forward failed: " << errors[i];
+      Finish(r, FinishReason::kError, errors[i]);
     } else if (c.samples) {
       float* row = out->logits.data() + static_cast<int64_t>(i) * vocab;
       outputs[i].new_token = r.sampler.Sample(row, vocab, r.request.prompt_tokens, r.output_tokens);
@@ -269,7 +301,6 @@ void EngineImpl::RunIteration() {
       active_.erase(it);
     }
   }
-  if (!out.ok()) LCD_LOG(ERROR) << "forward failed: " << out.status();
   scheduler_.UpdateFromOutput(plan, outputs);
   ++iterations_;
   if (options_.observer != nullptr) {
@@ -389,17 +420,26 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<Model> mo
                                                    " exceeds the model's max_position_embeddings ",
                                                    cfg.max_position_embeddings));
   }
-  const int64_t max_context = options.max_context > 0 ? options.max_context : cfg.max_position_embeddings;
-  const kernels::KvLayout layout = model->KvLayoutFor(options.block_size);
+  // A model with a sliding window serves contexts up to the window (Forward
+  // refuses longer ones); admission enforces that per request instead of
+  // failing a whole batch.
+  const int64_t model_context = cfg.ServableContext();
+  if (options.max_context > model_context) {
+    return absl::InvalidArgumentError(absl::StrCat("max_context ", options.max_context,
+                                                   " exceeds the model's sliding window ", model_context));
+  }
+  const int64_t max_context = options.max_context > 0 ? options.max_context : model_context;
+  const kernels::KvLayout layout = model->KvLayoutFor(options.block_size, options.kv_dtype);
   const int64_t num_blocks = KvCache::BlocksForBytes(cfg.num_layers, layout, options.kv_cache_bytes);
   if (num_blocks < 1) {
     return absl::InvalidArgumentError(absl::StrCat("kv_cache_bytes ", options.kv_cache_bytes,
                                                    " does not hold one KV block of ", options.block_size,
                                                    " tokens"));
   }
-  LCD_ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(cfg.num_layers, layout, num_blocks));
+  LCD_ASSIGN_OR_RETURN(KvCache cache, model->backend().CreateKvCache(cfg.num_layers, layout, num_blocks));
   LCD_LOG(INFO) << "engine: " << num_blocks << " KV blocks of " << options.block_size << " tokens ("
-                << cache.bytes() / (1 << 20) << " MiB), max_context " << max_context;
+                << cache.bytes() / (1 << 20) << " MiB " << kernels::DTypeName(options.kv_dtype)
+                << "), max_context " << max_context << ", on " << model->backend().Describe();
   return std::unique_ptr<Engine>(
       new EngineImpl(std::move(model), std::move(tokenizer), options, std::move(cache), max_context));
 }

@@ -9,8 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "lcd/base/status_macros.h"
 #include "nlohmann/json.hpp"
-#include "tokenizer_base.h"
-#include "unicode_util.h"
+#include "src/tokenizer/tokenizer_base.h"
+#include "src/tokenizer/unicode_util.h"
 
 namespace lcd::runtime {
 namespace {

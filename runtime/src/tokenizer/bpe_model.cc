@@ -1,4 +1,4 @@
-#include "bpe_model.h"
+#include "src/tokenizer/bpe_model.h"
 
 #include <queue>
 

@@ -1,8 +1,8 @@
-#include "sentencepiece_tokenizer.h"
+#include "src/tokenizer/sentencepiece_tokenizer.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
-#include "unicode_util.h"
+#include "src/tokenizer/unicode_util.h"
 
 namespace lcd::runtime {
 namespace {

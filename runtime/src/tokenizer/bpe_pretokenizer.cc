@@ -1,4 +1,4 @@
-#include "bpe_pretokenizer.h"
+#include "src/tokenizer/bpe_pretokenizer.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -8,7 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
-#include "unicode_util.h"
+#include "src/tokenizer/unicode_util.h"
 
 namespace lcd::runtime {
 

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "lcd/kernels/ops.h"
 #include "lcd/kernels/thread_pool.h"
+#include "lcd/runtime/backend.h"
 #include "lcd/runtime/linear_weight.h"
 #include "lcd/runtime/model.h"
 #include "lcd/runtime/model_config.h"
@@ -51,10 +52,11 @@ absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& config, const T
 class LlamaModel : public Model {
  public:
   LlamaModel(ModelConfig config, std::unique_ptr<TensorSource> source, LlamaWeights weights,
-             std::unique_ptr<kernels::ThreadPool> pool);
+             std::shared_ptr<Backend> backend);
 
   const ModelConfig& config() const override { return config_; }
-  kernels::KvLayout KvLayoutFor(int64_t block_size) const override;
+  kernels::KvLayout KvLayoutFor(int64_t block_size, kernels::DType dtype) const override;
+  Backend& backend() const override { return *backend_; }
   uint64_t WeightBytes() const override { return weight_bytes_; }
   absl::StatusOr<ForwardOutput> Forward(const std::vector<SeqBatchEntry>& batch,
                                         KvCache& cache) override;
@@ -72,7 +74,8 @@ class LlamaModel : public Model {
   LinearInputObserver observer_;
   // Per layer, the Hugging Face names behind each stacked weight (observer).
   std::vector<std::vector<std::string>> qkv_names_, o_names_, gate_up_names_, down_names_;
-  std::unique_ptr<kernels::ThreadPool> pool_;
+  std::shared_ptr<Backend> backend_;
+  kernels::ThreadPool* pool_;  // backend_'s
   std::vector<float> inv_freq_;
   uint64_t weight_bytes_ = 0;
 

@@ -13,9 +13,9 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "bpe_model.h"
-#include "bpe_pretokenizer.h"
-#include "tokenizer_base.h"
+#include "src/tokenizer/bpe_model.h"
+#include "src/tokenizer/bpe_pretokenizer.h"
+#include "src/tokenizer/tokenizer_base.h"
 
 namespace lcd::runtime {
 

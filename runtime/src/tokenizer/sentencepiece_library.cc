@@ -1,6 +1,6 @@
 // Loads liblcd_spm_shim.so at run time and forwards to it. See
 // sentencepiece_library.h for why libsentencepiece is never linked.
-#include "sentencepiece_library.h"
+#include "src/tokenizer/sentencepiece_library.h"
 
 #include <dlfcn.h>
 #include <unistd.h>

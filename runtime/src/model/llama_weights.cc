@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "lcd/base/status_macros.h"
 #include "lcd/kernels/dtype.h"
-#include "llama_model.h"
+#include "src/model/llama_model.h"
 
 namespace lcd::runtime {
 namespace {

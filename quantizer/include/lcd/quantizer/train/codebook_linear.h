@@ -1,0 +1,53 @@
+// The codebook-quantized linear of the training core (the quantizer in the
+// loop): Ŵ = Q(W) in the forward, straight-through gradient to the latent
+// weights W, and the centroids' gradient dL/dc_k = sum of dL/dŴ over the
+// weights assigned to k.
+//
+// Layout, as the artifact's codebook format (kernels/quant_linear.h) but
+// unpacked and fp32 for training: W [rows][cols] is cut per row into groups
+// of `group_size` consecutive columns (the last group short when group_size
+// does not divide cols); each (row, group) has `k` centroids
+// centroids[(row * groups + group) * k + q], and each weight one code
+// codes[row * cols + col] in [0, k): Ŵ[r][c] = centroid of its code.
+// Conventions as in ops.h (backward accumulates; pool may be nullptr).
+#ifndef LCD_QUANTIZER_TRAIN_CODEBOOK_LINEAR_H_
+#define LCD_QUANTIZER_TRAIN_CODEBOOK_LINEAR_H_
+
+#include <cstdint>
+
+#include "lcd/kernels/thread_pool.h"
+
+namespace lcd::quantizer::train {
+
+struct CodebookShape {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t group_size = 0;
+  int64_t k = 0;  // Centroids per (row, group), at most 256.
+  int64_t groups() const { return (cols + group_size - 1) / group_size; }
+  int64_t num_centroids() const { return rows * groups() * k; }
+};
+
+// codes = index of the centroid nearest to each latent weight (the lowest
+// index on a tie).
+void CodebookAssign(const float* w, const float* centroids, const CodebookShape& s, uint8_t* codes,
+                    kernels::ThreadPool* pool);
+// w_hat [rows][cols] = the centroids the codes select.
+void CodebookDecode(const float* centroids, const uint8_t* codes, const CodebookShape& s, float* w_hat,
+                    kernels::ThreadPool* pool);
+
+// y[T][rows] = x[T][cols] Ŵ^T (+ b); decodes Ŵ into w_hat (rows * cols
+// floats, kept for the backward), then one cblas_sgemm.
+void CodebookLinearForward(const float* x, const float* centroids, const uint8_t* codes, const float* b,
+                           const CodebookShape& s, int64_t T, float* w_hat, float* y, kernels::ThreadPool* pool);
+// With dŴ = dy^T x (one sgemm into dw_hat scratch, rows * cols floats):
+//   dx += dy Ŵ (nullptr: skip); dw_latent += dŴ (straight-through; nullptr:
+//   frozen); dcentroids[(r, g), q] += sum of dŴ[r][c] over the columns c of
+//   group g whose code is q (nullptr: frozen); db += sum_t dy (nullptr: none).
+void CodebookLinearBackward(const float* dy, const float* x, const float* w_hat, const uint8_t* codes,
+                            const CodebookShape& s, int64_t T, float* dw_hat, float* dx, float* dw_latent,
+                            float* dcentroids, float* db, kernels::ThreadPool* pool);
+
+}  // namespace lcd::quantizer::train
+
+#endif  // LCD_QUANTIZER_TRAIN_CODEBOOK_LINEAR_H_

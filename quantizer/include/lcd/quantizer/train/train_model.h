@@ -1,0 +1,96 @@
+// A trainable Llama-family decoder (the architectures runtime::ModelConfig
+// accepts: Llama with GQA and rope scaling, tied or untied lm_head, Qwen2
+// with q/k/v biases, Mistral within its sliding window) built from the
+// operations of ops.h: parameters and gradients in two flat fp32 buffers,
+// every activation the backward needs saved in buffers that are sized once
+// per (batch, length) and reused across steps.
+//
+// Typical step:
+//   model.ZeroGrad();
+//   model.Forward(tokens, B, L);               // logits(): [B*L][V]
+//   CrossEntropyLoss(model.logits(), targets, B*L, V, model.dlogits(), pool);
+//   model.Backward();                          // grads() += dL/dparams
+//   ClipGradNorm(model.grads(), model.num_params(), 1.0);
+//   adamw.Step(model.params(), model.grads(), model.tensors(), lr, pool);
+//
+// Thread safety: none; one step at a time.
+#ifndef LCD_QUANTIZER_TRAIN_TRAIN_MODEL_H_
+#define LCD_QUANTIZER_TRAIN_TRAIN_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "lcd/kernels/thread_pool.h"
+#include "lcd/quantizer/train/optimizer.h"
+#include "lcd/runtime/model_config.h"
+
+namespace lcd::quantizer::train {
+
+class TrainModel {
+ public:
+  // Parameters zero-initialised (see InitRandom / FromCheckpoint). `threads`
+  // counts the calling thread (<= 0: all cores) and is also given to OpenBLAS.
+  static absl::StatusOr<std::unique_ptr<TrainModel>> Create(const runtime::ModelConfig& config, int threads);
+  // A Hugging Face model directory (config.json + safetensors, any float dtype).
+  static absl::StatusOr<std::unique_ptr<TrainModel>> FromCheckpoint(const std::string& model_dir, int threads);
+  ~TrainModel();
+
+  // Seeded: matrices N(0, stddev), norms 1, biases 0 (std::mt19937_64).
+  void InitRandom(uint64_t seed, float stddev = 0.02f);
+
+  const runtime::ModelConfig& config() const { return config_; }
+  // Tensors in Hugging Face names; a tied model has no lm_head.weight.
+  const std::vector<ParamTensor>& tensors() const { return tensors_; }
+  int64_t num_params() const { return static_cast<int64_t>(params_.size()); }
+  float* params() { return params_.data(); }
+  float* grads() { return grads_.data(); }
+  // NotFound naming the tensor when absent.
+  absl::StatusOr<const ParamTensor*> Find(std::string_view name) const;
+  kernels::ThreadPool* pool() { return pool_.get(); }
+
+  // tokens [B][L] (position of token j of a sequence: j). InvalidArgument
+  // for a token outside the vocabulary, L beyond max_position_embeddings or
+  // the sliding window. Resizes the activation buffers when (B, L) grows.
+  absl::Status Forward(const int32_t* tokens, int64_t B, int64_t L);
+  const float* logits() const { return logits_.data(); }
+  // Gradient of the loss w.r.t. logits(): zeroed by Forward; the losses of
+  // ops.h accumulate into it.
+  float* dlogits() { return dlogits_.data(); }
+  // grads() += d loss / d params, from dlogits() and the last successful
+  // Forward (none: no-op).
+  void Backward();
+  void ZeroGrad();
+
+ private:
+  struct Layer;       // Parameter pointers of one block.
+  struct LayerActs;   // Saved activations of one block.
+  TrainModel(runtime::ModelConfig config, int threads);
+  void Layout();
+  void Resize(int64_t B, int64_t L);
+  float* P(int64_t offset) { return params_.data() + offset; }
+  float* G(int64_t offset) { return grads_.data() + offset; }
+
+  runtime::ModelConfig config_;
+  std::unique_ptr<kernels::ThreadPool> pool_;
+  std::vector<ParamTensor> tensors_;
+  std::vector<float> params_, grads_;
+  std::vector<Layer> layers_;
+  int64_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;  // Offsets; lm_head_ == embed_ when tied.
+  std::vector<float> inv_freq_;
+
+  int64_t B_ = 0, L_ = 0;
+  std::vector<int32_t> tokens_;
+  std::vector<float> rope_cos_, rope_sin_;
+  std::vector<LayerActs> acts_;
+  std::vector<float> x_final_, rstd_final_, h_final_, logits_, dlogits_;
+  // Backward scratch, reused by every layer.
+  std::vector<float> dx_, dh_, dq_, dk_, dv_, dattn_, dgate_, dup_, dact_;
+};
+
+}  // namespace lcd::quantizer::train
+
+#endif  // LCD_QUANTIZER_TRAIN_TRAIN_MODEL_H_

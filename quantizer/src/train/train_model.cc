@@ -1,0 +1,286 @@
+// The whole decoder's forward and backward, as transformers' modeling_llama /
+// modeling_qwen2 compute it, written out op by op (see ops.h).
+#include "lcd/quantizer/train/train_model.h"
+
+#include <algorithm>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "lcd/base/status_macros.h"
+#include "lcd/kernels/dtype.h"
+#include "lcd/quantizer/train/ops.h"
+#include "lcd/runtime/checkpoint.h"
+
+namespace lcd::quantizer::train {
+
+// Offsets of one block's tensors in the flat buffers (-1: absent bias).
+struct TrainModel::Layer {
+  int64_t input_norm, wq, wk, wv, bq = -1, bk = -1, bv = -1, wo, bo = -1, post_norm, wgate, wup, wdown;
+};
+
+struct TrainModel::LayerActs {
+  std::vector<float> x, rstd1, h1, q, k, v, att, attn, x_mid, rstd2, h2, gate, up, act;
+};
+
+TrainModel::TrainModel(runtime::ModelConfig config, int threads)
+    : config_(std::move(config)),
+      pool_(std::make_unique<kernels::ThreadPool>(threads)),
+      inv_freq_(config_.RopeInvFreq()) {
+  SetBlasThreads(pool_->num_threads());
+}
+
+TrainModel::~TrainModel() = default;
+
+absl::StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(const runtime::ModelConfig& config, int threads) {
+  if (config.hidden_size <= 0 || config.num_heads <= 0 || config.num_kv_heads <= 0 || config.head_dim <= 0 ||
+      config.num_heads % config.num_kv_heads != 0 || config.vocab_size <= 0 || config.num_layers <= 0 ||
+      config.intermediate_size <= 0 || config.head_dim % 2 != 0) {
+    return absl::InvalidArgumentError("TrainModel: invalid model config (sizes must be positive, num_heads a "
+                                      "multiple of num_kv_heads, head_dim even)");
+  }
+  std::unique_ptr<TrainModel> m(new TrainModel(config, threads));
+  m->Layout();
+  return m;
+}
+
+void TrainModel::Layout() {
+  const runtime::ModelConfig& c = config_;
+  const int64_t C = c.hidden_size, qd = c.num_heads * c.head_dim, kvd = c.num_kv_heads * c.head_dim;
+  const int64_t I = c.intermediate_size;
+  const bool qkv_bias = c.attention_bias || c.arch == runtime::Architecture::kQwen2;
+  const bool o_bias = c.attention_bias && c.arch == runtime::Architecture::kLlama;
+  int64_t off = 0;
+  auto add = [&](std::string name, std::vector<int64_t> shape) {
+    ParamTensor t;
+    t.name = std::move(name);
+    t.size = 1;
+    for (int64_t d : shape) t.size *= d;
+    t.decay = shape.size() >= 2;
+    t.shape = std::move(shape);
+    t.offset = off;
+    off += t.size;
+    tensors_.push_back(std::move(t));
+    return tensors_.back().offset;
+  };
+  embed_ = add("model.embed_tokens.weight", {c.vocab_size, C});
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = absl::StrCat("model.layers.", l, ".");
+    Layer L;
+    L.input_norm = add(p + "input_layernorm.weight", {C});
+    L.wq = add(p + "self_attn.q_proj.weight", {qd, C});
+    if (qkv_bias) L.bq = add(p + "self_attn.q_proj.bias", {qd});
+    L.wk = add(p + "self_attn.k_proj.weight", {kvd, C});
+    if (qkv_bias) L.bk = add(p + "self_attn.k_proj.bias", {kvd});
+    L.wv = add(p + "self_attn.v_proj.weight", {kvd, C});
+    if (qkv_bias) L.bv = add(p + "self_attn.v_proj.bias", {kvd});
+    L.wo = add(p + "self_attn.o_proj.weight", {C, qd});
+    if (o_bias) L.bo = add(p + "self_attn.o_proj.bias", {C});
+    L.post_norm = add(p + "post_attention_layernorm.weight", {C});
+    L.wgate = add(p + "mlp.gate_proj.weight", {I, C});
+    L.wup = add(p + "mlp.up_proj.weight", {I, C});
+    L.wdown = add(p + "mlp.down_proj.weight", {C, I});
+    layers_.push_back(L);
+  }
+  final_norm_ = add("model.norm.weight", {C});
+  lm_head_ = c.tie_word_embeddings ? embed_ : add("lm_head.weight", {c.vocab_size, C});
+  params_.assign(static_cast<size_t>(off), 0.0f);
+  grads_.assign(static_cast<size_t>(off), 0.0f);
+}
+
+void TrainModel::InitRandom(uint64_t seed, float stddev) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  for (const ParamTensor& t : tensors_) {
+    float* p = P(t.offset);
+    const bool norm = t.name.ends_with("norm.weight");
+    const bool bias = t.name.ends_with(".bias");
+    for (int64_t i = 0; i < t.size; ++i) p[i] = norm ? 1.0f : bias ? 0.0f : normal(rng);
+  }
+}
+
+absl::StatusOr<const ParamTensor*> TrainModel::Find(std::string_view name) const {
+  for (const ParamTensor& t : tensors_) {
+    if (t.name == name) return &t;
+  }
+  return absl::NotFoundError(absl::StrCat("model has no parameter tensor ", std::string(name)));
+}
+
+absl::StatusOr<std::unique_ptr<TrainModel>> TrainModel::FromCheckpoint(const std::string& model_dir, int threads) {
+  LCD_ASSIGN_OR_RETURN(runtime::ModelConfig config, runtime::LoadModelConfig(model_dir));
+  LCD_ASSIGN_OR_RETURN(std::unique_ptr<TrainModel> m, Create(config, threads));
+  LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Checkpoint> ckpt, runtime::Checkpoint::Open(model_dir));
+  for (const ParamTensor& t : m->tensors_) {
+    std::string_view name = t.name;
+    // A tied checkpoint may store the shared matrix under lm_head.weight only.
+    if (t.offset == m->embed_ && config.tie_word_embeddings && !ckpt->Has(name) && ckpt->Has("lm_head.weight")) {
+      name = "lm_head.weight";
+    }
+    LCD_ASSIGN_OR_RETURN(runtime::TensorView v, ckpt->Get(name));
+    if (v.shape != t.shape) {
+      return absl::InvalidArgumentError(absl::StrCat(model_dir, ": tensor ", std::string(name), " has shape ",
+                                                     runtime::ShapeString(v.shape), "; expected ",
+                                                     runtime::ShapeString(t.shape)));
+    }
+    absl::StatusOr<kernels::DType> dt = runtime::ToKernelDType(v.dtype);
+    if (!dt.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(model_dir, ": tensor ", std::string(name), " has dtype ",
+                                                     std::string(runtime::StDTypeName(v.dtype)),
+                                                     "; a float type is required"));
+    }
+    kernels::ConvertToF32(v.data, *dt, static_cast<size_t>(t.size), m->P(t.offset));
+  }
+  return m;
+}
+
+void TrainModel::Resize(int64_t B, int64_t L) {
+  if (B == B_ && L == L_) return;
+  B_ = B;
+  L_ = L;
+  const runtime::ModelConfig& c = config_;
+  const int64_t T = B * L, C = c.hidden_size, qd = c.num_heads * c.head_dim, kvd = c.num_kv_heads * c.head_dim;
+  const int64_t I = c.intermediate_size, V = c.vocab_size;
+  auto sz = [](std::vector<float>& v, int64_t n) { v.assign(static_cast<size_t>(n), 0.0f); };
+  acts_.resize(static_cast<size_t>(c.num_layers));
+  for (LayerActs& a : acts_) {
+    sz(a.x, T * C);
+    sz(a.rstd1, T);
+    sz(a.h1, T * C);
+    sz(a.q, T * qd);
+    sz(a.k, T * kvd);
+    sz(a.v, T * kvd);
+    sz(a.att, B * c.num_heads * L * L);
+    sz(a.attn, T * qd);
+    sz(a.x_mid, T * C);
+    sz(a.rstd2, T);
+    sz(a.h2, T * C);
+    sz(a.gate, T * I);
+    sz(a.up, T * I);
+    sz(a.act, T * I);
+  }
+  sz(x_final_, T * C);
+  sz(rstd_final_, T);
+  sz(h_final_, T * C);
+  sz(logits_, T * V);
+  sz(dlogits_, T * V);
+  sz(dx_, T * C);
+  sz(dh_, T * C);
+  sz(dq_, T * qd);
+  sz(dk_, T * kvd);
+  sz(dv_, T * kvd);
+  sz(dattn_, T * qd);
+  sz(dgate_, T * I);
+  sz(dup_, T * I);
+  sz(dact_, T * I);
+  const int64_t half = c.head_dim / 2;
+  sz(rope_cos_, L * half);
+  sz(rope_sin_, L * half);
+  RopeTables(inv_freq_.data(), L, c.head_dim, rope_cos_.data(), rope_sin_.data());
+}
+
+absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L) {
+  const runtime::ModelConfig& c = config_;
+  if (B <= 0 || L <= 0) return absl::InvalidArgumentError(absl::StrCat("empty batch (", B, " x ", L, ")"));
+  if (L > c.max_position_embeddings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence length ", L, " exceeds max_position_embeddings ", c.max_position_embeddings));
+  }
+  if (c.sliding_window.has_value() && L > *c.sliding_window) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence length ", L, " exceeds the sliding window ", *c.sliding_window, ", not supported"));
+  }
+  for (int64_t i = 0; i < B * L; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", tokens[i], " at ", i, " outside [0, ", c.vocab_size, ")"));
+    }
+  }
+  Resize(B, L);
+  tokens_.assign(tokens, tokens + B * L);
+  const int64_t T = B * L, C = c.hidden_size, H = c.num_heads, KVH = c.num_kv_heads, D = c.head_dim;
+  const int64_t qd = H * D, kvd = KVH * D, I = c.intermediate_size, V = c.vocab_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  kernels::ThreadPool* pool = pool_.get();
+  auto bias = [&](int64_t off) { return off < 0 ? nullptr : P(off); };
+
+  EmbeddingForward(P(embed_), tokens, T, C, acts_[0].x.data());
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const Layer& w = layers_[l];
+    LayerActs& a = acts_[l];
+    RmsNormForward(a.x.data(), P(w.input_norm), T, C, eps, a.h1.data(), a.rstd1.data(), pool);
+    LinearForward(a.h1.data(), P(w.wq), bias(w.bq), T, C, qd, a.q.data());
+    LinearForward(a.h1.data(), P(w.wk), bias(w.bk), T, C, kvd, a.k.data());
+    LinearForward(a.h1.data(), P(w.wv), bias(w.bv), T, C, kvd, a.v.data());
+    RopeForward(a.q.data(), B, L, H, D, rope_cos_.data(), rope_sin_.data());
+    RopeForward(a.k.data(), B, L, KVH, D, rope_cos_.data(), rope_sin_.data());
+    AttentionForward(a.q.data(), a.k.data(), a.v.data(), B, L, H, KVH, D, a.att.data(), a.attn.data(), pool);
+    LinearForward(a.attn.data(), P(w.wo), bias(w.bo), T, qd, C, a.x_mid.data());
+    ResidualForward(a.x.data(), a.x_mid.data(), T * C, a.x_mid.data());
+    RmsNormForward(a.x_mid.data(), P(w.post_norm), T, C, eps, a.h2.data(), a.rstd2.data(), pool);
+    LinearForward(a.h2.data(), P(w.wgate), nullptr, T, C, I, a.gate.data());
+    LinearForward(a.h2.data(), P(w.wup), nullptr, T, C, I, a.up.data());
+    SwiGluForward(a.gate.data(), a.up.data(), T * I, a.act.data(), pool);
+    float* out = l + 1 < c.num_layers ? acts_[l + 1].x.data() : x_final_.data();
+    LinearForward(a.act.data(), P(w.wdown), nullptr, T, I, C, out);
+    ResidualForward(a.x_mid.data(), out, T * C, out);
+  }
+  RmsNormForward(x_final_.data(), P(final_norm_), T, C, eps, h_final_.data(), rstd_final_.data(), pool);
+  LinearForward(h_final_.data(), P(lm_head_), nullptr, T, C, V, logits_.data());
+  std::fill(dlogits_.begin(), dlogits_.end(), 0.0f);
+  return absl::OkStatus();
+}
+
+void TrainModel::ZeroGrad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+
+void TrainModel::Backward() {
+  if (B_ == 0) return;  // No Forward yet: nothing to propagate.
+  const runtime::ModelConfig& c = config_;
+  const int64_t B = B_, L = L_;
+  const int64_t T = B * L, C = c.hidden_size, H = c.num_heads, KVH = c.num_kv_heads, D = c.head_dim;
+  const int64_t qd = H * D, kvd = KVH * D, I = c.intermediate_size, V = c.vocab_size;
+  kernels::ThreadPool* pool = pool_.get();
+  auto bias = [&](int64_t off) { return off < 0 ? nullptr : G(off); };
+  auto zero = [](std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); };
+
+  // dx_ holds d loss / d (residual stream) as it flows back through the blocks.
+  zero(dh_);
+  LinearBackward(dlogits_.data(), h_final_.data(), P(lm_head_), T, C, V, dh_.data(), G(lm_head_), nullptr, pool);
+  zero(dx_);
+  RmsNormBackward(dh_.data(), x_final_.data(), P(final_norm_), rstd_final_.data(), T, C, dx_.data(), G(final_norm_),
+                  pool);
+  for (int64_t l = c.num_layers - 1; l >= 0; --l) {
+    const Layer& w = layers_[l];
+    LayerActs& a = acts_[l];
+    // out = x_mid + down(act): dx_ (d out) flows to x_mid unchanged (the
+    // residual's identity branch, accumulated in place) and into the MLP.
+    zero(dact_);
+    LinearBackward(dx_.data(), a.act.data(), P(w.wdown), T, I, C, dact_.data(), G(w.wdown), nullptr, pool);
+    zero(dgate_);
+    zero(dup_);
+    SwiGluBackward(dact_.data(), a.gate.data(), a.up.data(), T * I, dgate_.data(), dup_.data(), pool);
+    zero(dh_);
+    LinearBackward(dgate_.data(), a.h2.data(), P(w.wgate), T, C, I, dh_.data(), G(w.wgate), nullptr, pool);
+    LinearBackward(dup_.data(), a.h2.data(), P(w.wup), T, C, I, dh_.data(), G(w.wup), nullptr, pool);
+    RmsNormBackward(dh_.data(), a.x_mid.data(), P(w.post_norm), a.rstd2.data(), T, C, dx_.data(), G(w.post_norm),
+                    pool);
+    // x_mid = x + o(attn): dx_ now is d x_mid.
+    zero(dattn_);
+    LinearBackward(dx_.data(), a.attn.data(), P(w.wo), T, qd, C, dattn_.data(), G(w.wo), bias(w.bo), pool);
+    zero(dq_);
+    zero(dk_);
+    zero(dv_);
+    AttentionBackward(dattn_.data(), a.q.data(), a.k.data(), a.v.data(), a.att.data(), B, L, H, KVH, D, dq_.data(),
+                      dk_.data(), dv_.data(), pool);
+    RopeBackward(dq_.data(), B, L, H, D, rope_cos_.data(), rope_sin_.data());
+    RopeBackward(dk_.data(), B, L, KVH, D, rope_cos_.data(), rope_sin_.data());
+    zero(dh_);
+    LinearBackward(dq_.data(), a.h1.data(), P(w.wq), T, C, qd, dh_.data(), G(w.wq), bias(w.bq), pool);
+    LinearBackward(dk_.data(), a.h1.data(), P(w.wk), T, C, kvd, dh_.data(), G(w.wk), bias(w.bk), pool);
+    LinearBackward(dv_.data(), a.h1.data(), P(w.wv), T, C, kvd, dh_.data(), G(w.wv), bias(w.bv), pool);
+    RmsNormBackward(dh_.data(), a.x.data(), P(w.input_norm), a.rstd1.data(), T, C, dx_.data(), G(w.input_norm),
+                    pool);
+  }
+  EmbeddingBackward(dx_.data(), tokens_.data(), T, C, G(embed_));
+}
+
+}  // namespace lcd::quantizer::train
