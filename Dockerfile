@@ -89,6 +89,10 @@ COPY models/tiny-shakespeare/ /opt/lcd/models/tiny-shakespeare/
 # Example server configuration; Kubernetes mounts its ConfigMap over it.
 COPY deploy/config/server.json /etc/lcd/server.json
 
+# lcd-server binds 127.0.0.1 by default; in a container the pod network is
+# the boundary, so the image listens on every interface.
+ENV LCD_GRPC_ADDRESS=0.0.0.0 LCD_METRICS_ADDRESS=0.0.0.0
+
 USER lcd:lcd
 WORKDIR /var/lib/lcd
 # 50051: gRPC (Generate, health, reflection). 9090: Prometheus /metrics.

@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <sys/stat.h>
 #include <limits>
 #include <set>
 #include <vector>
@@ -85,6 +86,12 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path, uint64_t max_b
     const int err = errno;
     if (err == ENOENT) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
     return absl::InvalidArgumentError(absl::StrCat(path, ": cannot open: ", std::strerror(err)));
+  }
+  // A directory opens fine and then fails to read: say what it is.
+  struct stat st;
+  if (::fstat(fileno(f), &st) == 0 && !S_ISREG(st.st_mode)) {
+    std::fclose(f);
+    return absl::FailedPreconditionError(absl::StrCat(path, ": not a regular file"));
   }
   std::string out;
   char buf[1 << 16];

@@ -10,9 +10,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "lcd/base/status_macros.h"
+#include "lcd/server/request_validation.h"
 
 namespace lcd::server {
 namespace {
@@ -27,6 +29,7 @@ struct Setting {
   const char* help;
   std::function<absl::Status(ServerConfig&, absl::string_view)> from_string;
   std::function<absl::Status(ServerConfig&, const Json&)> from_json;
+  bool repeatable = false;  // A list: the flag may be given more than once.
 };
 
 absl::Status Bad(absl::string_view key, absl::string_view why) {
@@ -107,6 +110,32 @@ Setting StringSetting(const char* key, const char* help, std::string ServerConfi
                  }};
 }
 
+// A list of strings: a JSON array, a comma-separated environment value, or
+// one repeated flag per item.
+Setting StringListSetting(const char* key, const char* help,
+                          std::vector<std::string> ServerConfig::*member) {
+  return Setting{key, help,
+                 [member](ServerConfig& c, absl::string_view s) -> absl::Status {
+                   std::vector<std::string> items;
+                   for (absl::string_view item : absl::StrSplit(s, ',', absl::SkipWhitespace())) {
+                     items.emplace_back(absl::StripAsciiWhitespace(item));
+                   }
+                   c.*member = std::move(items);
+                   return absl::OkStatus();
+                 },
+                 [key, member](ServerConfig& c, const Json& j) -> absl::Status {
+                   if (!j.is_array()) return Bad(key, "must be an array of strings");
+                   std::vector<std::string> items;
+                   for (const Json& item : j) {
+                     if (!item.is_string()) return Bad(key, "must be an array of strings");
+                     items.push_back(item.get<std::string>());
+                   }
+                   c.*member = std::move(items);
+                   return absl::OkStatus();
+                 },
+                 /*repeatable=*/true};
+}
+
 // "a=/p/a,b=/p/b" (environment) or one "a=/p/a" per --model flag.
 absl::Status ParseModelList(absl::string_view s, std::vector<ModelSpec>* out) {
   for (absl::string_view item : absl::StrSplit(s, ',', absl::SkipWhitespace())) {
@@ -149,7 +178,8 @@ Setting ModelsSetting() {
                    }
                    c.models = std::move(models);
                    return absl::OkStatus();
-                 }};
+                 },
+                 /*repeatable=*/true};
 }
 
 const std::vector<Setting>& Settings() {
@@ -178,6 +208,19 @@ const std::vector<Setting>& Settings() {
       DoubleSetting("drain_timeout_seconds", "graceful-shutdown drain limit",
                     &ServerConfig::drain_timeout_seconds),
       StringSetting("log_level", "debug|info|warning|error", &ServerConfig::log_level),
+      StringListSetting("model_roots",
+                        "directories LoadModel may load from (repeatable; env: comma-separated)",
+                        &ServerConfig::model_roots),
+      StringSetting("admin_token_file",
+                    "file holding the bearer token ModelService calls must present",
+                    &ServerConfig::admin_token_file),
+      IntSetting("max_loaded_models", "models loaded at once", &ServerConfig::max_loaded_models),
+      BytesSetting("max_model_memory_bytes", "weights + KV cache of all models (0 = no limit)",
+                   &ServerConfig::max_model_memory_bytes),
+      StringSetting("tls_cert_file", "PEM certificate chain for TLS on the gRPC port",
+                    &ServerConfig::tls_cert_file),
+      StringSetting("tls_key_file", "PEM private key for TLS on the gRPC port",
+                    &ServerConfig::tls_key_file),
   };
   return *settings;
 }
@@ -187,6 +230,7 @@ std::string EnvName(absl::string_view key) {
 }
 std::string FlagName(absl::string_view key) {
   if (key == "models") return "model";
+  if (key == "model_roots") return "model-root";
   std::string f(key);
   for (char& ch : f) ch = ch == '_' ? '-' : ch;
   return f;
@@ -279,15 +323,25 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
       c.log_level != "error") {
     return Bad("log_level", absl::StrCat("'", c.log_level, "' is not debug|info|warning|error"));
   }
+  LCD_RETURN_IF_ERROR(Range("max_loaded_models", c.max_loaded_models, 1, 1024));
+  if (static_cast<int64_t>(c.models.size()) > c.max_loaded_models) {
+    return Bad("models", absl::StrCat(c.models.size(), " models exceed max_loaded_models (",
+                                      c.max_loaded_models, ")"));
+  }
+  for (const std::string& root : c.model_roots) {
+    if (root.empty() || root[0] != '/') {
+      return Bad("model_roots", absl::StrCat("'", root, "' is not an absolute path"));
+    }
+  }
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
+    return Bad(c.tls_cert_file.empty() ? "tls_cert_file" : "tls_key_file",
+               "tls_cert_file and tls_key_file go together");
+  }
   for (size_t i = 0; i < c.models.size(); ++i) {
     const ModelSpec& m = c.models[i];
     const std::string where = absl::StrCat("models[", i, "]");
-    if (m.name.empty()) return Bad(where, "name must not be empty");
-    for (char ch : m.name) {
-      if (!absl::ascii_isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '_' &&
-          ch != '-') {
-        return Bad(where, absl::StrCat("name '", m.name, "' may only hold [A-Za-z0-9._-]"));
-      }
+    if (absl::Status st = ValidateModelName(m.name, "name"); !st.ok()) {
+      return Bad(where, st.message());
     }
     if (m.path.empty()) return Bad(where, "path must not be empty");
     for (size_t j = 0; j < i; ++j) {
@@ -312,7 +366,7 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, const char* const* argv,
   options.add_options()("config", "JSON config file", cxxopts::value<std::string>())(
       "h,help", "print this help");
   for (const Setting& s : Settings()) {
-    if (absl::string_view(s.key) == "models") {
+    if (s.repeatable) {
       options.add_options()(FlagName(s.key), s.help, cxxopts::value<std::vector<std::string>>());
     } else {
       options.add_options()(FlagName(s.key), s.help, cxxopts::value<std::string>());
@@ -358,6 +412,14 @@ absl::StatusOr<ServerConfig> LoadServerConfig(int argc, const char* const* argv,
           st.Update(ParseModelList(item, &models));
         }
         c.models = std::move(models);
+      } else if (s.repeatable) {
+        std::vector<std::string> items;
+        for (const auto& item : result[flag].as<std::vector<std::string>>()) {
+          for (absl::string_view part : absl::StrSplit(item, ',', absl::SkipWhitespace())) {
+            items.emplace_back(absl::StripAsciiWhitespace(part));
+          }
+        }
+        st = s.from_string(c, absl::StrJoin(items, ","));
       } else {
         st = s.from_string(c, result[flag].as<std::string>());
       }
@@ -389,10 +451,13 @@ std::string ServerConfig::ToString() const {
   return absl::StrFormat(
       "grpc=%s:%d metrics=%s:%d models=[%s] block_size=%d kv_cache_bytes=%d kv_dtype=%s max_num_seqs=%d "
       "max_tokens_per_iteration=%d max_waiting=%d max_context=%d threads=%d max_message_bytes=%d "
-      "drain_timeout_seconds=%g log_level=%s",
+      "drain_timeout_seconds=%g log_level=%s model_roots=[%s] admin_token=%s "
+      "max_loaded_models=%d max_model_memory_bytes=%d tls=%s",
       grpc_address, grpc_port, metrics_address, metrics_port, models_str, block_size,
-      kv_cache_bytes, kv_dtype, max_num_seqs, max_tokens_per_iteration, max_waiting, max_context, threads,
-      max_message_bytes, drain_timeout_seconds, log_level);
+      kv_cache_bytes, kv_dtype, max_num_seqs, max_tokens_per_iteration, max_waiting, max_context,
+      threads, max_message_bytes, drain_timeout_seconds, log_level, absl::StrJoin(model_roots, ","),
+      admin_token_file.empty() ? "off" : "from file", max_loaded_models, max_model_memory_bytes,
+      tls_cert_file.empty() ? "off" : "on");
 }
 
 std::string ServerConfigHelp() {

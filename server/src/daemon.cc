@@ -6,11 +6,15 @@
 #include <prometheus/registry.h>
 
 #include <atomic>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "lcd/base/logging.h"
+#include "lcd/server/credentials.h"
 #include "lcd/server/generation_service.h"
 #include "lcd/server/health.h"
 #include "lcd/server/metrics_endpoint.h"
@@ -23,10 +27,8 @@ namespace {
 
 class DaemonImpl final : public Daemon {
  public:
-  explicit DaemonImpl(const ServerConfig& config)
-      : config_(config),
-        registry_(std::make_shared<prometheus::Registry>()),
-        metrics_(*registry_) {}
+  DaemonImpl(const ServerConfig& config, const std::atomic<bool>* stop)
+      : config_(config), stop_(stop), registry_(std::make_shared<prometheus::Registry>()), metrics_(*registry_) {}
   ~DaemonImpl() override { Shutdown(); }
 
   absl::Status Init() {
@@ -38,15 +40,28 @@ class DaemonImpl final : public Daemon {
     ropts.on_serving_change = [this](const std::string& name, bool serving) {
       if (health_ != nullptr) health_->SetModel(name, serving);
     };
+    ropts.model_roots = config_.model_roots;
+    ropts.max_loaded_models = config_.max_loaded_models;
+    ropts.max_model_memory_bytes = config_.max_model_memory_bytes;
+    ropts.stop = stop_;
+    std::string admin_token;
+    if (!config_.admin_token_file.empty()) {
+      auto token = LoadTokenFile("admin_token_file", config_.admin_token_file);
+      if (!token.ok()) return token.status();
+      admin_token = *token;
+    }
+    auto creds = ServerCredentialsFromFiles(config_.tls_cert_file, config_.tls_key_file);
+    if (!creds.ok()) return creds.status();
     models_ = std::make_unique<ModelRegistry>(std::move(ropts));
     generation_ = std::make_unique<GenerationServiceImpl>(models_.get(), &metrics_);
-    model_service_ = std::make_unique<ModelServiceImpl>(models_.get(), Drain());
+    model_service_ =
+        std::make_unique<ModelServiceImpl>(models_.get(), Drain(), std::move(admin_token));
 
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
     builder.AddListeningPort(absl::StrCat(config_.grpc_address, ":", config_.grpc_port),
-                             grpc::InsecureServerCredentials(), &grpc_port_);
+                             *creds, &grpc_port_);
     builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_message_bytes));
     builder.RegisterService(generation_.get());
     builder.RegisterService(model_service_.get());
@@ -57,7 +72,8 @@ class DaemonImpl final : public Daemon {
     }
     health_ = std::make_unique<HealthReporter>(server_->GetHealthCheckService(),
                                                [this] { return Ready(); });
-    LCD_LOG(INFO) << "grpc: listening on " << config_.grpc_address << ":" << grpc_port_;
+    LCD_LOG(INFO) << "grpc: listening on " << config_.grpc_address << ":" << grpc_port_
+                  << (config_.tls_cert_file.empty() ? " (plaintext)" : " (TLS)");
 
     if (config_.metrics_port >= 0) {
       auto http = MetricsEndpoint::Start(config_.metrics_address, config_.metrics_port, registry_,
@@ -72,6 +88,7 @@ class DaemonImpl final : public Daemon {
     });
 
     for (const ModelSpec& m : config_.models) {
+      if (stop_ != nullptr && stop_->load()) return absl::CancelledError("stop requested during start-up");
       absl::Status st = models_->Load(m.name, m.path, "", Drain());
       if (!st.ok()) {
         return absl::Status(st.code(), absl::StrCat("model '", m.name, "': ", st.message()));
@@ -112,6 +129,7 @@ class DaemonImpl final : public Daemon {
   bool Ready() const { return started_.load() && models_ != nullptr && models_->AnyReady(); }
 
   const ServerConfig config_;
+  const std::atomic<bool>* const stop_;
   const std::shared_ptr<prometheus::Registry> registry_;
   ServerMetrics metrics_;
   std::unique_ptr<ModelRegistry> models_;
@@ -129,8 +147,9 @@ class DaemonImpl final : public Daemon {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const ServerConfig& config) {
-  auto daemon = std::make_unique<DaemonImpl>(config);
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const ServerConfig& config,
+                                                      const std::atomic<bool>* stop) {
+  auto daemon = std::make_unique<DaemonImpl>(config, stop);
   absl::Status st = daemon->Init();
   if (!st.ok()) {
     daemon->Shutdown();

@@ -17,6 +17,7 @@ constexpr int kMaxDetokenizeIds = 1 << 18;
 absl::Status DoTokenize(ModelRegistry* registry, const lcd::v1::TokenizeRequest& r,
                         lcd::v1::TokenizeResponse* out) {
   if (r.model().empty()) return absl::InvalidArgumentError("model: must name a loaded model");
+  LCD_RETURN_IF_ERROR(ValidateModelName(r.model(), "model"));
   if (r.text().size() > kMaxTokenizeBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("text: longer than ", kMaxTokenizeBytes, " bytes"));
@@ -34,6 +35,7 @@ absl::Status DoTokenize(ModelRegistry* registry, const lcd::v1::TokenizeRequest&
 absl::Status DoDetokenize(ModelRegistry* registry, const lcd::v1::DetokenizeRequest& r,
                           lcd::v1::DetokenizeResponse* out) {
   if (r.model().empty()) return absl::InvalidArgumentError("model: must name a loaded model");
+  LCD_RETURN_IF_ERROR(ValidateModelName(r.model(), "model"));
   if (r.token_ids_size() > kMaxDetokenizeIds) {
     return absl::InvalidArgumentError(absl::StrCat("token_ids: more than ", kMaxDetokenizeIds));
   }
@@ -47,6 +49,7 @@ absl::Status DoDetokenize(ModelRegistry* registry, const lcd::v1::DetokenizeRequ
 absl::Status DoGetModelInfo(ModelRegistry* registry, const lcd::v1::GetModelInfoRequest& r,
                             lcd::v1::ModelInfo* out) {
   if (r.model().empty()) return absl::InvalidArgumentError("model: must name a loaded model");
+  LCD_RETURN_IF_ERROR(ValidateModelName(r.model(), "model"));
   LCD_ASSIGN_OR_RETURN(auto model, registry->Get(r.model()));
   const runtime::ModelConfig& c = model->model->config();
   out->set_name(model->name);

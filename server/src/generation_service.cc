@@ -55,6 +55,12 @@ grpc::Status FinalStatus(const GenerationEvent& ev, grpc::CallbackServerContext*
     return ToGrpcStatus(expired ? absl::DeadlineExceededError("deadline exceeded")
                                 : absl::CancelledError("cancelled by the client"));
   }
+  // Cancelled by the server (the drain of an unload, hot swap or shutdown
+  // ran out): the output is truncated, and retrying elsewhere or later works.
+  if (ev.finish == FinishReason::kCancelled) {
+    return ToGrpcStatus(absl::UnavailableError(
+        "the model was unloaded or the server shut down before the request finished; retry"));
+  }
   return grpc::Status::OK;
 }
 

@@ -88,27 +88,4 @@ std::string MetricsModelLabel(const ModelRegistry* registry, const std::string& 
   return registry->Status(model).ok() ? model : "_unknown";
 }
 
-std::string SanitizeUtf8(const std::string& bytes) {
-  std::string out;
-  size_t i = 0;
-  while (i < bytes.size()) {
-    // Find the longest valid prefix starting at i by trying lengths 1..4.
-    size_t len = 0;
-    for (size_t l = 1; l <= 4 && i + l <= bytes.size(); ++l) {
-      if (ValidateUtf8(absl::string_view(bytes.data() + i, l), "").ok()) {
-        len = l;
-        break;
-      }
-    }
-    if (len == 0) {
-      out += "\xEF\xBF\xBD";
-      ++i;
-    } else {
-      out.append(bytes, i, len);
-      i += len;
-    }
-  }
-  return out;
-}
-
 }  // namespace lcd::server

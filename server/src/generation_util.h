@@ -38,10 +38,6 @@ std::string RequestStatusLabel(const runtime::GenerationEvent& final_event,
 // otherwise "_unknown" (client-chosen names must not grow label cardinality).
 std::string MetricsModelLabel(const ModelRegistry* registry, const std::string& model);
 
-// Replaces bytes that are not well-formed UTF-8 with U+FFFD (proto3 string
-// fields must hold valid UTF-8).
-std::string SanitizeUtf8(const std::string& bytes);
-
 }  // namespace lcd::server
 
 #endif  // LCD_SERVER_SRC_GENERATION_UTIL_H_

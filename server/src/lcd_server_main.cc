@@ -1,12 +1,18 @@
 // lcd-server: the serving daemon. See lcd/server/config.h for settings and
 // lcd/server/daemon.h for what runs. SIGTERM/SIGINT start the graceful
-// shutdown; the process then exits 0.
+// shutdown; the process then exits 0. A signal during start-up is honoured
+// too: a model load in progress stops at its next phase and the process
+// exits 0 without serving.
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
 
 #include "lcd/base/logging.h"
 #include "lcd/server/config.h"
@@ -47,14 +53,32 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  auto daemon = lcd::server::Daemon::Start(*config);
+  // One thread takes the signal, from start-up on; it sets `stop` (which
+  // cancels a load in progress) and wakes the main thread.
+  static std::atomic<bool> stop{false};
+  static std::atomic<int> received{0};
+  static absl::Notification signalled;
+  std::thread waiter([signals] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    received = sig;
+    stop = true;
+    signalled.Notify();
+  });
+  waiter.detach();  // Blocked in sigwait until a signal; exit ends it.
+  auto name = [] { return received.load() == SIGTERM ? "SIGTERM" : "SIGINT"; };
+
+  auto daemon = lcd::server::Daemon::Start(*config, &stop);
   if (!daemon.ok()) {
+    if (stop.load()) {
+      LCD_LOG(INFO) << "lcd-server: received " << name() << " during start-up; stopped";
+      return 0;
+    }
     LCD_LOG(ERROR) << "lcd-server: failed to start: " << daemon.status();
     return 1;
   }
-  int sig = 0;
-  sigwait(&signals, &sig);
-  LCD_LOG(INFO) << "lcd-server: received " << (sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  signalled.WaitForNotification();
+  LCD_LOG(INFO) << "lcd-server: received " << name();
   (*daemon)->Shutdown();
   daemon->reset();
   return 0;

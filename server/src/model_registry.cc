@@ -6,22 +6,78 @@
 #include <sstream>
 #include <utility>
 
-#include "absl/strings/ascii.h"
+#include <system_error>
+
 #include "absl/strings/str_cat.h"
 #include "lcd/base/logging.h"
 #include "lcd/base/status_macros.h"
+#include "lcd/server/request_validation.h"
+#include "lcd/server/roots.h"
 
 namespace lcd::server {
 namespace {
 
-bool ValidName(const std::string& name) {
-  if (name.empty() || name.size() > 128) return false;
-  for (char c : name) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
-      return false;
+namespace fs = std::filesystem;
+
+// Longest load error kept for ListModels/GetModelStatus.
+constexpr size_t kMaxStoredErrorBytes = 1024;
+// A model directory with more entries than this, or deeper, is refused.
+constexpr int64_t kMaxScannedEntries = 100000;
+constexpr int kMaxScanDepth = 8;
+
+// Walks a model directory without following directory symlinks: every entry
+// must be a regular file or a directory, every symlink must resolve (and,
+// when `roots` is non-empty, stay inside them). Returns the bytes of the
+// regular files: the estimate of the weights' memory.
+absl::StatusOr<uint64_t> ScanModelDir(const fs::path& dir, const std::vector<fs::path>& roots) {
+  std::error_code ec;
+  fs::recursive_directory_iterator it(dir, fs::directory_options::none, ec);
+  if (ec) return FsError(ec, "cannot list model directory", dir);
+  uint64_t bytes = 0;
+  int64_t entries = 0;
+  for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) return FsError(ec, "cannot list model directory", dir);
+    if (++entries > kMaxScannedEntries || it.depth() >= kMaxScanDepth) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("model directory '", ShowPath(dir), "' is too large or too deep"));
+    }
+    const fs::path& p = it->path();
+    const std::string rel = p.lexically_relative(dir).string();
+    fs::file_status st = fs::symlink_status(p, ec);
+    if (ec) return FsError(ec, "cannot stat", p);
+    if (fs::is_symlink(st)) {
+      const fs::path target = fs::canonical(p, ec);
+      if (ec) return FsError(ec, absl::StrCat("symlink '", Echo(rel), "' does not resolve:"), p);
+      if (!roots.empty() && !UnderAnyRoot(target, roots)) {
+        return absl::PermissionDeniedError(
+            absl::StrCat("'", Echo(rel), "' links outside the model roots"));
+      }
+      st = fs::status(target, ec);
+      if (ec) return FsError(ec, "cannot stat", target);
+      if (fs::is_directory(st)) continue;  // Not descended into (not followed).
+      if (fs::is_regular_file(st)) bytes += fs::file_size(target, ec);
+    } else if (fs::is_regular_file(st)) {
+      bytes += it->file_size(ec);
+    }
+    if (ec) return FsError(ec, "cannot stat", p);
+    if (!fs::is_regular_file(st) && !fs::is_directory(st)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("'", Echo(rel), "' in the model directory is not a regular file"));
     }
   }
-  return true;
+  return bytes;
+}
+
+// Runs `fn`; an exception escaping it (none should) becomes Internal instead
+// of terminating the process.
+absl::Status Guarded(const std::function<absl::Status()>& fn) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("unexpected error: ", e.what()));
+  } catch (...) {
+    return absl::InternalError("unexpected error");
+  }
 }
 
 // Quantized artifacts carry a manifest.json; plain checkpoints do not. Only
@@ -69,18 +125,71 @@ std::string ModelStateName(ModelState s) {
   return "UNKNOWN";
 }
 
-ModelRegistry::ModelRegistry(ModelRegistryOptions options) : options_(std::move(options)) {}
+ModelRegistry::ModelRegistry(ModelRegistryOptions options) : options_(std::move(options)) {
+  absl::MutexLock lock(&join_mu_);
+  for (int i = 0; i < std::max(1, options_.worker_threads); ++i) {
+    workers_.emplace_back([this] { WorkerLoop(); });
+  }
+}
 
 ModelRegistry::~ModelRegistry() {
-  std::vector<std::thread> workers;
   {
     absl::MutexLock lock(&mu_);
     shutting_down_ = true;
-    workers.swap(workers_);
   }
-  for (auto& t : workers) {
+  cancel_ = true;
+  JoinWorkers();
+}
+
+bool ModelRegistry::Cancelled() const {
+  return cancel_.load() || (options_.stop != nullptr && options_.stop->load());
+}
+
+void ModelRegistry::WorkerLoop() {
+  for (;;) {
+    std::function<void()> job;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](ModelRegistry* r) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return !r->jobs_.empty() || r->stop_workers_;
+          },
+          this));
+      if (jobs_.empty()) return;  // stop_workers_ and nothing left.
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    job();
+  }
+}
+
+void ModelRegistry::JoinWorkers() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_workers_ = true;
+  }
+  absl::MutexLock lock(&join_mu_);
+  for (auto& t : workers_) {
     if (t.joinable()) t.join();
   }
+  workers_.clear();
+}
+
+void ModelRegistry::Enqueue(std::function<void()> job,
+                            const std::function<void(absl::Status)>& refuse) {
+  absl::Status refused;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_ || stop_workers_) {
+      refused = absl::UnavailableError("server is shutting down");
+    } else if (jobs_.size() >= options_.max_queued_jobs) {
+      refused = absl::ResourceExhaustedError(
+          absl::StrCat(jobs_.size(), " LoadModel/UnloadModel calls are already queued"));
+    } else {
+      jobs_.push_back(std::move(job));
+    }
+  }
+  if (!refused.ok()) refuse(refused);
 }
 
 void ModelRegistry::Notify(const std::string& name, bool serving) const {
@@ -89,21 +198,22 @@ void ModelRegistry::Notify(const std::string& name, bool serving) const {
 
 absl::StatusOr<std::shared_ptr<ModelInstance>> ModelRegistry::LoadInstance(
     const std::string& name, const std::string& path, std::string version) const {
-  if (!std::filesystem::is_directory(path)) {
-    return absl::NotFoundError(absl::StrCat("model directory '", path, "' does not exist"));
-  }
   auto inst = std::make_shared<ModelInstance>();
   inst->name = name;
   inst->path = path;
-  ReadManifestInfo(path, inst.get(), &version);
-  inst->version = std::move(version);
 
   runtime::ModelOptions mopts;
   mopts.backend = options_.backend;
+  mopts.cancelled = [this] { return Cancelled(); };
   LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Model> model, runtime::Model::Load(path, mopts));
   inst->model = std::move(model);
+  // After Model::Load, which has vetted manifest.json when there is one.
+  ReadManifestInfo(path, inst.get(), &version);
+  inst->version = std::move(version);
+  if (Cancelled()) return absl::CancelledError("model load cancelled before the tokenizer");
   LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Tokenizer> tok, runtime::LoadTokenizer(path));
   inst->tokenizer = std::move(tok);
+  if (Cancelled()) return absl::CancelledError("model load cancelled before the engine");
 
   runtime::EngineOptions eopts = options_.engine;
   eopts.observer = nullptr;
@@ -120,23 +230,93 @@ absl::StatusOr<std::shared_ptr<ModelInstance>> ModelRegistry::LoadInstance(
   return inst;
 }
 
+void ModelRegistry::MakeRoomLocked() {
+  size_t inactive = 0;
+  auto oldest = entries_.end();
+  for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+    const Entry& e = it->second;
+    if (e.current != nullptr || e.loading) continue;
+    ++inactive;
+    if (oldest == entries_.end() || e.last_change < oldest->second.last_change) oldest = it;
+  }
+  if (inactive >= kMaxInactiveEntries) entries_.erase(oldest);
+}
+
+uint64_t ModelRegistry::MemoryInUseLocked() const {
+  uint64_t bytes = 0;
+  for (const auto& [name, e] : entries_) {
+    bytes += e.reserved;
+    if (e.current != nullptr) bytes += e.current->memory_bytes;
+  }
+  return bytes;
+}
+
 absl::Status ModelRegistry::Load(const std::string& name, const std::string& path,
                                  const std::string& version, absl::Duration drain_old) {
-  if (!ValidName(name)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model name '", name, "' must be 1-128 characters of [A-Za-z0-9._-]"));
-  }
+  return LoadImpl(name, path, version, drain_old, /*confine=*/false);
+}
+
+absl::Status ModelRegistry::LoadImpl(const std::string& name, const std::string& path,
+                                     const std::string& version, absl::Duration drain_old,
+                                     bool confine) {
+  LCD_RETURN_IF_ERROR(ValidateModelName(name, "model name"));
   if (path.empty()) return absl::InvalidArgumentError("model path is empty");
+  if (path.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("model path contains a NUL byte");
+  }
+  // Special files and unresolvable symlinks are refused before any loader
+  // opens them; the file sizes estimate the weights' memory.
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (st.type() == fs::file_type::not_found) {
+    return absl::NotFoundError(
+        absl::StrCat("model directory '", ShowPath(path), "' does not exist"));
+  }
+  if (ec) return FsError(ec, "model directory", path);
+  if (!fs::is_directory(st)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model path '", ShowPath(path), "' is not a directory"));
+  }
+  const std::vector<fs::path> roots =
+      confine ? CanonicalRoots(options_.model_roots) : std::vector<fs::path>{};
+  LCD_ASSIGN_OR_RETURN(const uint64_t file_bytes, ScanModelDir(path, roots));
+  const uint64_t estimate = file_bytes + options_.engine.kv_cache_bytes;
+
   std::string ver = version;
   {
     absl::MutexLock lock(&mu_);
     if (shutting_down_) return absl::UnavailableError("server is shutting down");
+    const bool is_new = entries_.find(name) == entries_.end();
+    if (is_new) MakeRoomLocked();
     Entry& e = entries_[name];
     if (e.loading) {
       return absl::FailedPreconditionError(absl::StrCat("model '", name, "' is already loading"));
     }
+    absl::Status refused;
+    if (e.current == nullptr) {
+      int64_t active = 0;
+      for (const auto& [n, other] : entries_) active += other.current != nullptr || other.loading;
+      if (active >= options_.max_loaded_models) {
+        refused = absl::ResourceExhaustedError(absl::StrCat(
+            active, " models are loaded or loading; max_loaded_models is ",
+            options_.max_loaded_models, " (unload one first)"));
+      }
+    }
+    const uint64_t in_use = MemoryInUseLocked();
+    if (refused.ok() && options_.max_model_memory_bytes > 0 &&
+        in_use + estimate > options_.max_model_memory_bytes) {
+      refused = absl::ResourceExhaustedError(absl::StrCat(
+          "loading '", name, "' needs about ", estimate, " bytes; ", in_use, " of ",
+          options_.max_model_memory_bytes, " (max_model_memory_bytes) are in use"));
+    }
+    if (!refused.ok()) {
+      if (is_new) entries_.erase(name);
+      return refused;
+    }
     e.loading = true;
+    e.reserved = estimate;
     e.loads++;
+    e.last_change = ++changes_;
     if (e.current == nullptr) {
       e.state = ModelState::kLoading;
       e.path = path;
@@ -153,22 +333,33 @@ absl::Status ModelRegistry::Load(const std::string& name, const std::string& pat
     absl::MutexLock lock(&mu_);
     Entry& e = entries_[name];
     e.loading = false;
+    e.reserved = 0;
+    e.last_change = ++changes_;
+    if (loaded.ok() && options_.max_model_memory_bytes > 0 &&
+        MemoryInUseLocked() + (*loaded)->memory_bytes > options_.max_model_memory_bytes) {
+      old = std::move(*loaded);  // Freed below, outside the lock.
+      loaded = absl::ResourceExhaustedError(absl::StrCat(
+          "model '", name, "' takes ", old->memory_bytes, " bytes; with the ", MemoryInUseLocked(),
+          " in use that exceeds max_model_memory_bytes (", options_.max_model_memory_bytes, ")"));
+    }
     if (!loaded.ok()) {
-      e.error = std::string(loaded.status().message());
+      // The status may quote file contents: keep it valid UTF-8 and short.
+      e.error = SanitizeUtf8(loaded.status().message(), kMaxStoredErrorBytes);
       // A failed hot swap leaves the old version serving.
       if (e.current == nullptr) e.state = ModelState::kFailed;
-      LCD_LOG(ERROR) << "model " << name << ": load of " << path << " failed: " << loaded.status();
-      return loaded.status();
+      LCD_LOG(ERROR) << "model " << name << ": load of " << ShowPath(path) << " failed: " << e.error;
+      return absl::Status(loaded.status().code(), e.error);
     }
     if (shutting_down_) {
       old = std::move(*loaded);  // Raced with Shutdown: free it again.
-    } else {
-      old = std::move(e.current);
-      e.current = std::move(*loaded);
-      e.state = ModelState::kReady;
-      e.path = path;
-      e.error.clear();
+      e.error = "load finished after shutdown began";
+      return absl::UnavailableError("server is shutting down");
     }
+    old = std::move(e.current);
+    e.current = std::move(*loaded);
+    e.state = ModelState::kReady;
+    e.path = path;
+    e.error.clear();
   }
   if (options_.metrics != nullptr) options_.metrics->RecordModelLoad(name, seconds);
   LCD_LOG(INFO) << "model " << name << ": READY (version " << ver << ", " << seconds << " s)";
@@ -178,6 +369,15 @@ absl::Status ModelRegistry::Load(const std::string& name, const std::string& pat
     Retire(std::move(old), drain_old);
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ModelRegistry::ResolveClientPath(const std::string& path) const {
+  LCD_RETURN_IF_ERROR(ValidateModelPath(path));
+  if (options_.model_roots.empty()) {
+    return absl::FailedPreconditionError(
+        "LoadModel is disabled: the server has no model_roots configured");
+  }
+  return ResolveUnderRoots(options_.model_roots, path, PathKind::kDirectory, "model path", "model roots");
 }
 
 void ModelRegistry::Retire(std::shared_ptr<ModelInstance> instance, absl::Duration drain) {
@@ -190,11 +390,22 @@ absl::Status ModelRegistry::Unload(const std::string& name, absl::Duration drain
   std::shared_ptr<ModelInstance> inst;
   {
     absl::MutexLock lock(&mu_);
+    if (shutting_down_) return absl::UnavailableError("server is shutting down");
     auto it = entries_.find(name);
+    if (it != entries_.end() && it->second.current == nullptr && it->second.loading) {
+      return absl::FailedPreconditionError(absl::StrCat("model '", Echo(name), "' is loading"));
+    }
+    if (it != entries_.end() && it->second.state == ModelState::kFailed &&
+        it->second.current == nullptr) {
+      entries_.erase(it);  // Nothing to drain: forget the failed load.
+      LCD_LOG(INFO) << "model " << name << ": failed entry removed";
+      return absl::OkStatus();
+    }
     if (it == entries_.end() || it->second.current == nullptr) {
-      return absl::NotFoundError(absl::StrCat("model '", name, "' is not loaded"));
+      return absl::NotFoundError(absl::StrCat("model '", Echo(name), "' is not loaded"));
     }
     it->second.state = ModelState::kDraining;
+    it->second.last_change = ++changes_;
     inst = it->second.current;
   }
   Notify(name, false);
@@ -215,22 +426,38 @@ absl::Status ModelRegistry::Unload(const std::string& name, absl::Duration drain
 void ModelRegistry::LoadAsync(const std::string& name, const std::string& path,
                               const std::string& version, absl::Duration drain_old,
                               std::function<void(absl::Status, ModelStatusInfo)> done) {
-  absl::MutexLock lock(&mu_);
-  workers_.emplace_back([this, name, path, version, drain_old, done = std::move(done)] {
-    absl::Status st = Load(name, path, version, drain_old);
-    auto info = Status(name);
-    done(st, info.ok() ? *info : ModelStatusInfo{});
-  });
+  auto shared_done = std::make_shared<std::function<void(absl::Status, ModelStatusInfo)>>(
+      std::move(done));
+  Enqueue(
+      [this, name, path, version, drain_old, shared_done] {
+        const absl::Status st = Guarded([&]() -> absl::Status {
+          LCD_ASSIGN_OR_RETURN(const std::string resolved, ResolveClientPath(path));
+          return LoadImpl(name, resolved, version, drain_old, /*confine=*/true);
+        });
+        auto info = Status(name);
+        (*shared_done)(st, info.ok() ? *info : ModelStatusInfo{});
+      },
+      [shared_done](absl::Status refused) { (*shared_done)(refused, ModelStatusInfo{}); });
 }
 
 void ModelRegistry::UnloadAsync(const std::string& name, absl::Duration drain,
                                 std::function<void(absl::Status, ModelStatusInfo)> done) {
-  absl::MutexLock lock(&mu_);
-  workers_.emplace_back([this, name, drain, done = std::move(done)] {
-    absl::Status st = Unload(name, drain);
-    auto info = Status(name);
-    done(st, info.ok() ? *info : ModelStatusInfo{});
-  });
+  auto shared_done = std::make_shared<std::function<void(absl::Status, ModelStatusInfo)>>(
+      std::move(done));
+  Enqueue(
+      [this, name, drain, shared_done] {
+        const absl::Status st = Guarded([&] { return Unload(name, drain); });
+        auto info = Status(name);
+        ModelStatusInfo out;
+        if (info.ok()) {
+          out = *info;
+        } else if (st.ok()) {  // A removed failed entry.
+          out.name = name;
+          out.state = ModelState::kUnloaded;
+        }
+        (*shared_done)(st, out);
+      },
+      [shared_done](absl::Status refused) { (*shared_done)(refused, ModelStatusInfo{}); });
 }
 
 absl::StatusOr<std::shared_ptr<ModelInstance>> ModelRegistry::Get(const std::string& name) const {
@@ -239,11 +466,11 @@ absl::StatusOr<std::shared_ptr<ModelInstance>> ModelRegistry::Get(const std::str
   auto it = entries_.find(name);
   if (it == entries_.end() || it->second.state == ModelState::kUnloaded ||
       it->second.state == ModelState::kFailed) {
-    return absl::NotFoundError(absl::StrCat("model '", name, "' is not loaded"));
+    return absl::NotFoundError(absl::StrCat("model '", Echo(name), "' is not loaded"));
   }
   if (it->second.state != ModelState::kReady || it->second.current == nullptr) {
     return absl::UnavailableError(
-        absl::StrCat("model '", name, "' is ", ModelStateName(it->second.state)));
+        absl::StrCat("model '", Echo(name), "' is ", ModelStateName(it->second.state)));
   }
   return it->second.current;
 }
@@ -273,7 +500,7 @@ absl::StatusOr<ModelStatusInfo> ModelRegistry::Status(const std::string& name) c
   absl::ReaderMutexLock lock(&mu_);
   auto it = entries_.find(name);
   if (it == entries_.end())
-    return absl::NotFoundError(absl::StrCat("model '", name, "' is unknown"));
+    return absl::NotFoundError(absl::StrCat("model '", Echo(name), "' is unknown"));
   return InfoLocked(name, it->second);
 }
 
@@ -298,6 +525,7 @@ void ModelRegistry::Shutdown(absl::Duration drain) {
   {
     absl::MutexLock lock(&mu_);
     shutting_down_ = true;
+    cancel_ = true;  // Loads in progress stop at their next phase.
     for (auto& [name, e] : entries_) {
       if (e.current != nullptr) {
         e.state = ModelState::kDraining;
@@ -319,6 +547,9 @@ void ModelRegistry::Shutdown(absl::Duration drain) {
       if (e.state == ModelState::kDraining) e.state = ModelState::kUnloaded;
     }
   }
+  // Queued jobs now finish at once with Unavailable; a running load stops at
+  // its next phase.
+  JoinWorkers();
 }
 
 void ModelRegistry::SampleStats() const {

@@ -1,5 +1,14 @@
 #include "lcd/server/model_service.h"
 
+
+#include <exception>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "lcd/base/logging.h"
+#include "lcd/server/credentials.h"
+#include "lcd/server/request_validation.h"
 #include "lcd/server/status_mapping.h"
 
 namespace lcd::server {
@@ -21,64 +30,119 @@ lcd::v1::ModelState ToProtoState(ModelState s) {
   return lcd::v1::MODEL_STATE_UNSPECIFIED;
 }
 
+// Longest text put into a ModelStatus string field.
+constexpr size_t kMaxFieldBytes = 4096;
+
+// Finishes `reactor` with `st` for a call refused before any work.
+grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, const absl::Status& st) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(st));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* Unexpected(grpc::CallbackServerContext* ctx, const char* rpc,
+                                     const std::exception* e) {
+  LCD_LOG(ERROR) << rpc << ": unexpected exception: " << (e != nullptr ? e->what() : "unknown");
+  return Refuse(ctx, absl::InternalError(absl::StrCat(rpc, ": unexpected error")));
+}
+
 }  // namespace
 
 void ToProto(const ModelStatusInfo& info, lcd::v1::ModelStatus* out) {
-  out->set_name(info.name);
+  // Names, paths and errors come from clients and files: valid UTF-8 only.
+  out->set_name(SanitizeUtf8(info.name, kMaxFieldBytes));
   out->set_state(ToProtoState(info.state));
-  out->set_version(info.version);
-  out->set_source_path(info.path);
-  out->mutable_quantization()->set_method(info.quant_method);
+  out->set_version(SanitizeUtf8(info.version, kMaxFieldBytes));
+  out->set_source_path(SanitizeUtf8(info.path, kMaxFieldBytes));
+  out->mutable_quantization()->set_method(SanitizeUtf8(info.quant_method, kMaxFieldBytes));
   out->mutable_quantization()->set_bits(info.quant_bits);
   out->mutable_quantization()->set_group_size(info.quant_group_size);
   out->set_memory_bytes(info.memory_bytes);
-  out->set_error(info.error);
+  out->set_error(SanitizeUtf8(info.error, kMaxFieldBytes));
   out->set_requests_running(info.running);
   out->set_requests_waiting(info.waiting);
+}
+
+absl::Status ModelServiceImpl::Authorize(grpc::CallbackServerContext* ctx, bool admin) const {
+  if (admin_token_.empty()) {
+    if (!admin) return absl::OkStatus();
+    return absl::PermissionDeniedError(
+        "model administration is disabled: start lcd-server with admin_token_file");
+  }
+  return CheckBearer(*ctx, admin_token_, "ModelService");
 }
 
 grpc::ServerUnaryReactor* ModelServiceImpl::ListModels(grpc::CallbackServerContext* ctx,
                                                        const lcd::v1::ListModelsRequest*,
                                                        lcd::v1::ListModelsResponse* response) {
-  for (const ModelStatusInfo& info : registry_->List()) ToProto(info, response->add_models());
-  auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  try {
+    if (absl::Status st = Authorize(ctx, /*admin=*/false); !st.ok()) return Refuse(ctx, st);
+    for (const ModelStatusInfo& info : registry_->List()) ToProto(info, response->add_models());
+    return Refuse(ctx, absl::OkStatus());
+  } catch (const std::exception& e) {
+    return Unexpected(ctx, "ListModels", &e);
+  } catch (...) {
+    return Unexpected(ctx, "ListModels", nullptr);
+  }
 }
 
 grpc::ServerUnaryReactor* ModelServiceImpl::GetModelStatus(
     grpc::CallbackServerContext* ctx, const lcd::v1::GetModelStatusRequest* request,
     lcd::v1::ModelStatus* response) {
-  auto* reactor = ctx->DefaultReactor();
-  auto info = registry_->Status(request->name());
-  if (info.ok()) ToProto(*info, response);
-  reactor->Finish(ToGrpcStatus(info.status()));
-  return reactor;
+  try {
+    if (absl::Status st = Authorize(ctx, /*admin=*/false); !st.ok()) return Refuse(ctx, st);
+    if (absl::Status st = ValidateGetModelStatusRequest(*request); !st.ok()) {
+      return Refuse(ctx, st);
+    }
+    auto info = registry_->Status(request->name());
+    if (info.ok()) ToProto(*info, response);
+    return Refuse(ctx, info.status());
+  } catch (const std::exception& e) {
+    return Unexpected(ctx, "GetModelStatus", &e);
+  } catch (...) {
+    return Unexpected(ctx, "GetModelStatus", nullptr);
+  }
 }
 
 grpc::ServerUnaryReactor* ModelServiceImpl::LoadModel(grpc::CallbackServerContext* ctx,
                                                       const lcd::v1::LoadModelRequest* request,
                                                       lcd::v1::ModelStatus* response) {
-  auto* reactor = ctx->DefaultReactor();
-  // `response` and `reactor` stay valid until Finish, which only the worker calls.
-  registry_->LoadAsync(request->name(), request->path(), request->version(), drain_,
-                       [reactor, response](absl::Status st, ModelStatusInfo info) {
-                         ToProto(info, response);
-                         reactor->Finish(ToGrpcStatus(st));
-                       });
-  return reactor;
+  try {
+    if (absl::Status st = Authorize(ctx, /*admin=*/true); !st.ok()) return Refuse(ctx, st);
+    if (absl::Status st = ValidateLoadModelRequest(*request); !st.ok()) return Refuse(ctx, st);
+    auto* reactor = ctx->DefaultReactor();
+    // `response` and `reactor` stay valid until Finish, which only `done` calls.
+    registry_->LoadAsync(request->name(), request->path(), request->version(), drain_,
+                         [reactor, response](absl::Status st, ModelStatusInfo info) {
+                           ToProto(info, response);
+                           reactor->Finish(ToGrpcStatus(st));
+                         });
+    return reactor;
+  } catch (const std::exception& e) {
+    return Unexpected(ctx, "LoadModel", &e);
+  } catch (...) {
+    return Unexpected(ctx, "LoadModel", nullptr);
+  }
 }
 
 grpc::ServerUnaryReactor* ModelServiceImpl::UnloadModel(grpc::CallbackServerContext* ctx,
                                                         const lcd::v1::UnloadModelRequest* request,
                                                         lcd::v1::ModelStatus* response) {
-  auto* reactor = ctx->DefaultReactor();
-  registry_->UnloadAsync(request->name(), drain_,
-                         [reactor, response](absl::Status st, ModelStatusInfo info) {
-                           ToProto(info, response);
-                           reactor->Finish(ToGrpcStatus(st));
-                         });
-  return reactor;
+  try {
+    if (absl::Status st = Authorize(ctx, /*admin=*/true); !st.ok()) return Refuse(ctx, st);
+    if (absl::Status st = ValidateUnloadModelRequest(*request); !st.ok()) return Refuse(ctx, st);
+    auto* reactor = ctx->DefaultReactor();
+    registry_->UnloadAsync(request->name(), drain_,
+                           [reactor, response](absl::Status st, ModelStatusInfo info) {
+                             ToProto(info, response);
+                             reactor->Finish(ToGrpcStatus(st));
+                           });
+    return reactor;
+  } catch (const std::exception& e) {
+    return Unexpected(ctx, "UnloadModel", &e);
+  } catch (...) {
+    return Unexpected(ctx, "UnloadModel", nullptr);
+  }
 }
 
 }  // namespace lcd::server

@@ -1,8 +1,11 @@
 #include "lcd/server/request_validation.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "lcd/base/status_macros.h"
 
 namespace lcd::server {
@@ -19,45 +22,135 @@ absl::Status Finite(absl::string_view field, double v) {
 
 }  // namespace
 
+namespace {
+
+// Length of the well-formed UTF-8 sequence at s[0..n), or 0 when the bytes
+// there are not one (bad lead or continuation byte, truncation, overlong
+// form, surrogate, or a code point above U+10FFFF). The one UTF-8 decoder of
+// the server: ValidateUtf8 and SanitizeUtf8 both use it.
+size_t Utf8SequenceLength(const unsigned char* s, size_t n) {
+  const unsigned char c = s[0];
+  size_t len;
+  uint32_t cp;
+  if (c < 0x80) return 1;
+  if ((c & 0xE0) == 0xC0) {
+    len = 2;
+    cp = c & 0x1F;
+  } else if ((c & 0xF0) == 0xE0) {
+    len = 3;
+    cp = c & 0x0F;
+  } else if ((c & 0xF8) == 0xF0) {
+    len = 4;
+    cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (len > n) return 0;
+  for (size_t k = 1; k < len; ++k) {
+    if ((s[k] & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (s[k] & 0x3F);
+  }
+  const uint32_t min_cp = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
+  if (cp < min_cp || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return len;
+}
+
+}  // namespace
+
 absl::Status ValidateUtf8(absl::string_view text, absl::string_view field) {
   const auto* s = reinterpret_cast<const unsigned char*>(text.data());
-  const size_t n = text.size();
-  size_t i = 0;
-  while (i < n) {
-    const unsigned char c = s[i];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return Bad(field, absl::StrCat("invalid UTF-8 at byte ", i));
-    }
-    if (i + len > n) return Bad(field, absl::StrCat("truncated UTF-8 sequence at byte ", i));
-    for (size_t k = 1; k < len; ++k) {
-      if ((s[i + k] & 0xC0) != 0x80) return Bad(field, absl::StrCat("invalid UTF-8 at byte ", i));
-      cp = (cp << 6) | (s[i + k] & 0x3F);
-    }
-    const uint32_t min_cp = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
-    if (cp < min_cp || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return Bad(field, absl::StrCat("invalid UTF-8 code point at byte ", i));
-    }
+  for (size_t i = 0; i < text.size();) {
+    const size_t len = Utf8SequenceLength(s + i, text.size() - i);
+    if (len == 0) return Bad(field, absl::StrCat("invalid UTF-8 at byte ", i));
     i += len;
   }
   return absl::OkStatus();
 }
 
+std::string SanitizeUtf8(absl::string_view text, size_t max_bytes) {
+  static constexpr absl::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+  static constexpr absl::string_view kEllipsis = "\xE2\x80\xA6";     // U+2026
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  std::string out;
+  out.reserve(std::min(text.size(), max_bytes) + kReplacement.size());
+  for (size_t i = 0; i < text.size() && out.size() <= max_bytes;) {
+    const size_t len = Utf8SequenceLength(s + i, text.size() - i);
+    if (len == 0) {
+      out.append(kReplacement.data(), kReplacement.size());
+      ++i;
+    } else {
+      out.append(text.data() + i, len);
+      i += len;
+    }
+  }
+  if (out.size() <= max_bytes) return out;
+  // Too long: cut at a character boundary (out is valid UTF-8 by now) and
+  // mark the cut.
+  size_t cut = max_bytes >= kEllipsis.size() ? max_bytes - kEllipsis.size() : 0;
+  while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;
+  out.resize(cut);
+  if (max_bytes >= kEllipsis.size()) out.append(kEllipsis.data(), kEllipsis.size());
+  return out;
+}
+
+std::string Echo(absl::string_view text) { return SanitizeUtf8(text, kMaxEchoBytes); }
+
+absl::Status ValidateModelName(absl::string_view name, absl::string_view field) {
+  if (name.empty()) return Bad(field, "must name a model");
+  if (name.size() > kMaxModelNameBytes) {
+    return Bad(field, absl::StrCat("is ", name.size(), " bytes; at most ", kMaxModelNameBytes,
+                                   " are allowed"));
+  }
+  for (char c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
+      return Bad(field, absl::StrCat("'", Echo(name), "' may only hold [A-Za-z0-9._-]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateModelPath(absl::string_view path) {
+  if (path.empty()) return Bad("path", "is empty");
+  if (path.size() > kMaxModelPathBytes) {
+    return Bad("path", absl::StrCat("is ", path.size(), " bytes; at most ", kMaxModelPathBytes,
+                                    " are allowed"));
+  }
+  if (path.find('\0') != absl::string_view::npos) return Bad("path", "contains a NUL byte");
+  LCD_RETURN_IF_ERROR(ValidateUtf8(path, "path"));
+  for (absl::string_view part : absl::StrSplit(path, '/')) {
+    if (part.size() > kMaxPathComponentBytes) {
+      return Bad("path", absl::StrCat("has a component of ", part.size(), " bytes; at most ",
+                                      kMaxPathComponentBytes, " are allowed"));
+    }
+    if (part == "..") return Bad("path", "must not contain '..'");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLoadModelRequest(const lcd::v1::LoadModelRequest& r) {
+  LCD_RETURN_IF_ERROR(ValidateModelName(r.name(), "name"));
+  LCD_RETURN_IF_ERROR(ValidateModelPath(r.path()));
+  if (r.version().size() > kMaxVersionBytes) {
+    return Bad("version", absl::StrCat("longer than ", kMaxVersionBytes, " bytes"));
+  }
+  LCD_RETURN_IF_ERROR(ValidateUtf8(r.version(), "version"));
+  for (unsigned char c : r.version()) {
+    if (c < 0x20 || c == 0x7F) return Bad("version", "contains a control character");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateUnloadModelRequest(const lcd::v1::UnloadModelRequest& r) {
+  return ValidateModelName(r.name(), "name");
+}
+
+absl::Status ValidateGetModelStatusRequest(const lcd::v1::GetModelStatusRequest& r) {
+  return ValidateModelName(r.name(), "name");
+}
+
 absl::Status ValidateGenerateRequest(const lcd::v1::GenerateRequest& r) {
   if (r.model().empty()) return Bad("model", "must name a loaded model");
+  LCD_RETURN_IF_ERROR(ValidateModelName(r.model(), "model"));
   switch (r.prompt_case()) {
     case lcd::v1::GenerateRequest::kText:
       if (r.text().empty()) return Bad("text", "prompt is empty");

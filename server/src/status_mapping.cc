@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "lcd/server/request_validation.h"
+
 namespace lcd::server {
 namespace {
 
@@ -27,7 +29,10 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   int code = static_cast<int>(status.code());
   if (code < 0 || code > grpc::StatusCode::UNAUTHENTICATED) code = grpc::StatusCode::UNKNOWN;
-  return grpc::Status(static_cast<grpc::StatusCode>(code), std::string(status.message()));
+  // Messages quote client and file text: keep them valid UTF-8 and far
+  // below gRPC's metadata limit (8 KiB by default).
+  return grpc::Status(static_cast<grpc::StatusCode>(code),
+                      SanitizeUtf8(status.message(), kMaxStatusMessageBytes));
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {

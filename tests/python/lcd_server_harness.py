@@ -116,8 +116,9 @@ def write_random_model(out_dir, seed=0):
 class ServerProcess:
     """The real lcd-server on 127.0.0.1 with free gRPC and metrics ports."""
 
-    def __init__(self, models, extra_args=(), env=None, log_path=None):
+    def __init__(self, models, extra_args=(), env=None, log_path=None, root_cert=None):
         require_server()
+        self.root_cert = root_cert  # PEM bytes: the server speaks TLS.
         self.grpc_port = free_port()
         self.metrics_port = free_port()
         args = [SERVER_BIN, "--grpc-address", "127.0.0.1", "--grpc-port", str(self.grpc_port),
@@ -135,14 +136,20 @@ class ServerProcess:
     def log_text(self):
         if not self.log.closed:
             self.log.flush()
-        with open(self.log_path) as f:
+        with open(self.log_path, errors="replace") as f:
             return f.read()
+
+    def channel(self):
+        import grpc
+        if self.root_cert is None:
+            return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(self.address, grpc.ssl_channel_credentials(root_certificates=self.root_cert))
 
     def wait_serving(self, timeout=60.0):
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
         deadline = time.time() + timeout
-        with grpc.insecure_channel(self.address) as ch:
+        with self.channel() as ch:
             stub = health_pb2_grpc.HealthStub(ch)
             while time.time() < deadline:
                 if self.proc.poll() is not None:

@@ -35,9 +35,16 @@ def model_dir(tmp_path_factory):
     return h.write_random_model(str(tmp_path_factory.mktemp("model")))
 
 
+ADMIN_TOKEN = "e2e-admin-token-0123456789"
+ADMIN = (("authorization", "Bearer " + ADMIN_TOKEN),)
+
+
 @pytest.fixture(scope="module")
-def server(model_dir):
-    s = h.ServerProcess({MODEL: model_dir}, ["--max-message-bytes", str(MAX_MESSAGE)])
+def server(model_dir, tmp_path_factory):
+    token_file = tmp_path_factory.mktemp("secret") / "token"
+    token_file.write_text(ADMIN_TOKEN)
+    s = h.ServerProcess({MODEL: model_dir}, ["--max-message-bytes", str(MAX_MESSAGE), "--admin-token-file",
+                                             str(token_file), "--model-root", os.path.dirname(model_dir)])
     try:
         s.wait_serving()
         yield s
@@ -279,25 +286,32 @@ def test_reflection_lists_services(server):
 def test_model_service(server, stub, model_dir):
     with grpc.insecure_channel(server.address) as ch:
         ms = mg.ModelServiceStub(ch)
-        models = ms.ListModels(m.ListModelsRequest(), timeout=10).models
+        missing = os.path.join(os.path.dirname(model_dir), "nonexistent")
+        models = ms.ListModels(m.ListModelsRequest(), metadata=ADMIN, timeout=10).models
         assert [x.name for x in models] == [MODEL]
-        st = ms.GetModelStatus(m.GetModelStatusRequest(name=MODEL), timeout=10)
+        st = ms.GetModelStatus(m.GetModelStatusRequest(name=MODEL), metadata=ADMIN, timeout=10)
         assert st.state == m.MODEL_STATE_READY
         assert st.source_path == model_dir
         assert st.memory_bytes > 0
         assert st.quantization.method == "none"
-        expect_code(lambda: ms.GetModelStatus(m.GetModelStatusRequest(name="nope"), timeout=10),
+        expect_code(lambda: ms.GetModelStatus(m.GetModelStatusRequest(name="nope"), metadata=ADMIN, timeout=10),
                     grpc.StatusCode.NOT_FOUND)
-        expect_code(lambda: ms.LoadModel(m.LoadModelRequest(name="x", path="/nonexistent/dir"), timeout=30),
+        expect_code(lambda: ms.LoadModel(m.LoadModelRequest(name="y", path=missing), metadata=ADMIN, timeout=30),
                     grpc.StatusCode.NOT_FOUND)
-        expect_code(lambda: ms.LoadModel(m.LoadModelRequest(name="bad name!", path=model_dir), timeout=30),
-                    grpc.StatusCode.INVALID_ARGUMENT)
+        # A directory that exists but holds no model: the load fails and the
+        # name stays listed as FAILED (a refused path leaves no entry).
+        broken = os.path.join(os.path.dirname(model_dir), "broken")
+        os.makedirs(broken, exist_ok=True)
+        expect_code(lambda: ms.LoadModel(m.LoadModelRequest(name="x", path=broken), metadata=ADMIN, timeout=30),
+                    grpc.StatusCode.NOT_FOUND)
+        expect_code(lambda: ms.LoadModel(m.LoadModelRequest(name="bad name!", path=model_dir), metadata=ADMIN,
+                                         timeout=30), grpc.StatusCode.INVALID_ARGUMENT)
         # Hot swap while a stream runs: the stream finishes on the old version.
         before = generate(stub, "swap", 5).token_ids
         stream = stub.GenerateStream(g.GenerateRequest(model=MODEL, text="during swap", sampling=greedy(40)),
                                      timeout=60)
         first = next(stream)
-        swapped = ms.LoadModel(m.LoadModelRequest(name=MODEL, path=model_dir, version="v2"), timeout=60)
+        swapped = ms.LoadModel(m.LoadModelRequest(name=MODEL, path=model_dir, version="v2"), metadata=ADMIN, timeout=60)
         assert swapped.state == m.MODEL_STATE_READY and swapped.version == "v2"
         rest = list(stream)
         assert len(first.token_ids) + sum(len(c.token_ids) for c in rest) == 40
@@ -305,20 +319,21 @@ def test_model_service(server, stub, model_dir):
         after = generate(stub, "swap", 5)
         assert after.model_version == "v2" and after.token_ids == before
         # A second name, then unload it.
-        ms.LoadModel(m.LoadModelRequest(name="second", path=model_dir), timeout=60)
+        ms.LoadModel(m.LoadModelRequest(name="second", path=model_dir), metadata=ADMIN, timeout=60)
         assert stub.Generate(g.GenerateRequest(model="second", text="hi", sampling=greedy(2)),
                              timeout=30).usage.completion_tokens == 2
-        un = ms.UnloadModel(m.UnloadModelRequest(name="second"), timeout=60)
+        un = ms.UnloadModel(m.UnloadModelRequest(name="second"), metadata=ADMIN, timeout=60)
         assert un.state == m.MODEL_STATE_UNLOADED
         expect_code(lambda: stub.Generate(g.GenerateRequest(model="second", text="hi"), timeout=10),
                     grpc.StatusCode.NOT_FOUND)
-        expect_code(lambda: ms.UnloadModel(m.UnloadModelRequest(name="second"), timeout=10),
+        expect_code(lambda: ms.UnloadModel(m.UnloadModelRequest(name="second"), metadata=ADMIN, timeout=10),
                     grpc.StatusCode.NOT_FOUND)
         # A failed LoadModel of an extra model does not take the server out of rotation.
         from grpc_health.v1 import health_pb2, health_pb2_grpc
         assert health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status \
             == health_pb2.HealthCheckResponse.SERVING
-        assert ms.GetModelStatus(m.GetModelStatusRequest(name="x"), timeout=10).state == m.MODEL_STATE_FAILED
+        assert ms.GetModelStatus(m.GetModelStatusRequest(name="x"), metadata=ADMIN,
+                                 timeout=10).state == m.MODEL_STATE_FAILED
 
 
 def test_batching_proof(server, stub):

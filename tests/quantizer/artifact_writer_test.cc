@@ -83,6 +83,9 @@ TEST(ArtifactWriterTest, RoundTripLoadsAndServesCloseToTheSource) {
   EXPECT_NEAR(manifest->quality.at("bits_per_weight"), 4.0 + 32.0 / 64.0, 1e-9);
   EXPECT_TRUE(runtime::IsArtifactDir(out.string()));
 
+  // Verification stops once the load is cancelled (lcd-server's shutdown).
+  auto cancelled = runtime::Artifact::Open(out.string(), [] { return true; });
+  EXPECT_EQ(cancelled.status().code(), absl::StatusCode::kCancelled) << cancelled.status();
   auto artifact = runtime::Artifact::Open(out.string());
   ASSERT_TRUE(artifact.ok()) << artifact.status();
   EXPECT_EQ(artifact->get()->manifest().method.name, "rtn");

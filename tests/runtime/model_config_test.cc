@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -321,6 +323,18 @@ TEST(ModelConfigTest, LoadErrors) {
   auto r = LoadModelConfig(FixtureDir("does_not_exist"));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("config.json"));
+}
+
+// A config.json that is a directory opens but cannot be read: that is the
+// caller's mistake (FailedPrecondition), not corruption (it was DataLoss).
+TEST(ModelConfigTest, ConfigThatIsADirectoryIsFailedPrecondition) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("lcd_cfgdir_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir / "config.json");
+  auto r = LoadModelConfig(dir.string());
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("not a regular file"));
 }
 
 TEST(ModelConfigTest, GenerationConfig) {

@@ -4,6 +4,7 @@
 // transformers is tests/python/test_hf_parity.py.)
 #include "lcd/runtime/model.h"
 
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -130,6 +131,26 @@ TEST_F(ModelTest, LoadsLlamaAndReportsShape) {
   const uint64_t per_layer = 4ull * (2 * kHeads * kHeadDim * kHidden + 2 * kKvHeads * kHeadDim * kHidden +
                                      3 * kInter * kHidden);
   EXPECT_EQ((*model)->WeightBytes(), kLayers * per_layer + 4ull * kVocab * kHidden);
+}
+
+TEST_F(ModelTest, LoadStopsWhenCancelled) {
+  WriteModel({});
+  ModelOptions o{2};
+  std::atomic<int> polls{0};
+  // Cancelled on the n-th poll, for each phase boundary in turn.
+  for (int cancel_at = 1;; ++cancel_at) {
+    polls = 0;
+    o.cancelled = [&] { return ++polls >= cancel_at; };
+    auto model = Model::Load(dir_.string(), o);
+    if (model.ok()) {
+      EXPECT_GT(cancel_at, 2);  // At least config and binding are checkpoints.
+      break;
+    }
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kCancelled) << model.status();
+    ASSERT_LT(cancel_at, 3 + kLayers + 1);
+  }
+  o.cancelled = [] { return false; };
+  EXPECT_TRUE(Model::Load(dir_.string(), o).ok());
 }
 
 TEST_F(ModelTest, MissingTensorIsNotFoundAndNamed) {

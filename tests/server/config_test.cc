@@ -176,7 +176,9 @@ TEST(Config, ExampleFileIsValidAndComplete) {
   for (const char* key :
        {"grpc_address", "grpc_port", "metrics_address", "metrics_port", "models", "block_size",
         "kv_cache_bytes", "max_num_seqs", "max_tokens_per_iteration", "max_waiting", "max_context",
-        "threads", "max_message_bytes", "drain_timeout_seconds", "log_level", "kv_dtype"}) {
+        "threads", "max_message_bytes", "drain_timeout_seconds", "log_level", "kv_dtype",
+        "model_roots", "admin_token_file", "max_loaded_models", "max_model_memory_bytes",
+        "tls_cert_file", "tls_key_file"}) {
     EXPECT_THAT(text, HasSubstr(std::string("\"") + key + "\"")) << key;
   }
 }
@@ -191,6 +193,54 @@ TEST(Config, DeployConfigIsValid) {
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_EQ(c->models.size(), 1u);
   EXPECT_EQ(c->models[0].name, "tiny-shakespeare");
+}
+
+TEST(Config, DefaultsBindLoopbackAndKeepAdministrationOff) {
+  auto c = Load({});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->grpc_address, "127.0.0.1");
+  EXPECT_EQ(c->metrics_address, "127.0.0.1");
+  EXPECT_TRUE(c->admin_token_file.empty());
+  EXPECT_TRUE(c->model_roots.empty());
+  EXPECT_EQ(c->max_loaded_models, 8);
+  EXPECT_EQ(c->max_model_memory_bytes, 0u);
+}
+
+TEST(Config, AdministrationSettingsFromEverySource) {
+  const std::string file = WriteTemp(
+      R"({"model_roots": ["/a", "/b"], "admin_token_file": "/t", "max_loaded_models": 3,
+          "max_model_memory_bytes": "2GiB", "tls_cert_file": "/c", "tls_key_file": "/k"})");
+  auto c = Load({"--config", file});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model_roots, (std::vector<std::string>{"/a", "/b"}));
+  EXPECT_EQ(c->admin_token_file, "/t");
+  EXPECT_EQ(c->max_loaded_models, 3);
+  EXPECT_EQ(c->max_model_memory_bytes, 2ull << 30);
+  EXPECT_EQ(c->tls_cert_file, "/c");
+  FakeEnv env;
+  env.vars["LCD_MODEL_ROOTS"] = "/e1, /e2";
+  env.vars["LCD_MAX_LOADED_MODELS"] = "5";
+  c = Load({"--config", file}, env);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model_roots, (std::vector<std::string>{"/e1", "/e2"}));
+  EXPECT_EQ(c->max_loaded_models, 5);
+  c = Load({"--config", file, "--model-root", "/f1", "--model-root", "/f2"}, env);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model_roots, (std::vector<std::string>{"/f1", "/f2"}));
+}
+
+TEST(Config, BadAdministrationSettings) {
+  auto bad = [](std::vector<std::string> args, const std::string& what) {
+    auto c = Load(std::move(args));
+    ASSERT_FALSE(c.ok());
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr(what));
+  };
+  bad({"--model-root", "relative/dir"}, "model_roots");
+  bad({"--tls-cert-file", "/c"}, "tls_key_file");
+  bad({"--tls-key-file", "/k"}, "tls_cert_file");
+  bad({"--max-loaded-models", "0"}, "max_loaded_models");
+  bad({"--max-loaded-models", "1", "--model", "a=/a", "--model", "b=/b"}, "max_loaded_models");
 }
 
 TEST(Config, ByteSizes) {

@@ -18,6 +18,11 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "lcd/runtime/backend.h"
+#include "lcd/runtime/safetensors.h"
+#include "lcd/server/model_registry.h"
 #include "lcd/v1/generate.grpc.pb.h"
 #include "lcd/v1/model.grpc.pb.h"
 #include "lcd_test_model.h"
@@ -173,6 +178,49 @@ TEST_F(DaemonTest, ShutdownDrainsARunningStream) {
   ctx2.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
   lcd::v1::GenerateResponse resp;
   EXPECT_FALSE(stub_->Generate(&ctx2, Greedy("late", 1), &resp).ok());
+}
+
+// Shutdown while LoadModel calls are running and queued: every call is
+// answered (none left hanging), the queued ones with UNAVAILABLE, a running
+// one stops at its next loading phase, and Shutdown returns with the
+// workers joined.
+TEST_F(DaemonTest, RegistryShutdownAnswersRunningAndQueuedLoads) {
+  ModelRegistryOptions o;
+  o.backend = runtime::NewCpuBackend(1);
+  o.engine.kv_cache_bytes = 1 << 20;
+  o.model_roots = {fs::path(*model_dir_).parent_path().string()};
+  o.worker_threads = 2;
+  o.max_loaded_models = 64;
+  auto registry = std::make_unique<ModelRegistry>(o);
+  constexpr int kCalls = 12;
+  absl::Mutex mu;
+  std::vector<absl::Status> results;
+  for (int i = 0; i < kCalls; ++i) {
+    registry->LoadAsync(absl::StrCat("m", i), *model_dir_, "", absl::ZeroDuration(),
+                        [&](absl::Status st, ModelStatusInfo) {
+                          absl::MutexLock lock(&mu);
+                          results.push_back(st);
+                        });
+  }
+  const auto start = std::chrono::steady_clock::now();
+  registry->Shutdown(absl::ZeroDuration());
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(results.size(), static_cast<size_t>(kCalls));
+  int unavailable = 0;
+  for (const absl::Status& st : results) {
+    EXPECT_TRUE(st.ok() || absl::IsUnavailable(st) || absl::IsCancelled(st)) << st;
+    unavailable += absl::IsUnavailable(st) || absl::IsCancelled(st);
+  }
+  // Two workers: at most the two running loads can have finished.
+  EXPECT_GE(unavailable, kCalls - 2);
+  EXPECT_LT(seconds, 30.0);
+  // After Shutdown nothing is queued any more.
+  absl::Status late;
+  registry->LoadAsync("late", *model_dir_, "", absl::ZeroDuration(),
+                      [&](absl::Status st, ModelStatusInfo) { late = st; });
+  EXPECT_TRUE(absl::IsUnavailable(late)) << late;
 }
 
 }  // namespace

@@ -2,7 +2,9 @@
 #include "lcd/server/request_validation.h"
 
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <random>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -139,6 +141,113 @@ TEST(RequestValidation, PromptLongerThanContext) {
   lcd::v1::SamplingParams p;
   ExpectInvalid(ToSamplingParams(p, 100, 100, 50).status(), "context");
   ExpectInvalid(ToSamplingParams(p, 5000, 100, 50).status(), "5000 tokens");
+}
+
+// ----------------------------------------------------------- UTF-8 sanitizing
+
+TEST(SanitizeUtf8, KeepsValidTextAndReplacesBadBytes) {
+  EXPECT_EQ(SanitizeUtf8("Hello, wörld ✓ 😀", 100), "Hello, wörld ✓ 😀");
+  EXPECT_EQ(SanitizeUtf8(std::string("a\xff" "b\xc3", 4), 100), "a\xEF\xBF\xBD" "b\xEF\xBF\xBD");
+  // Overlong '/', a surrogate, and a code point above U+10FFFF.
+  EXPECT_EQ(SanitizeUtf8("\xc0\xaf", 100), "\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_TRUE(ValidateUtf8(SanitizeUtf8("\xed\xa0\x80 \xf4\x90\x80\x80", 100), "x").ok());
+}
+
+TEST(SanitizeUtf8, CutsAtCharacterBoundaryWithEllipsis) {
+  const std::string s = SanitizeUtf8(std::string(100, 'n'), 16);
+  EXPECT_LE(s.size(), 16u);
+  EXPECT_EQ(s, std::string(13, 'n') + "\xE2\x80\xA6");
+  // Multi-byte characters are never split.
+  const std::string e = SanitizeUtf8("ééééééééééé", 9);
+  EXPECT_TRUE(ValidateUtf8(e, "e").ok()) << e;
+  EXPECT_LE(e.size(), 9u);
+  EXPECT_EQ(SanitizeUtf8("exact", 5), "exact");
+  EXPECT_EQ(Echo(std::string(20000, 'x')).size(), kMaxEchoBytes);
+}
+
+TEST(SanitizeUtf8, RandomBytesAlwaysComeOutValidAndBounded) {
+  std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int> byte(0, 255), len(0, 300), cap(3, 200);
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::string in(static_cast<size_t>(len(rng)), '\0');
+    for (char& c : in) c = static_cast<char>(byte(rng));
+    const size_t max = static_cast<size_t>(cap(rng));
+    const std::string out = SanitizeUtf8(in, max);
+    ASSERT_TRUE(ValidateUtf8(out, "out").ok()) << trial;
+    ASSERT_LE(out.size(), max) << trial;
+    if (ValidateUtf8(in, "in").ok() && in.size() <= max) {
+      ASSERT_EQ(out, in) << trial;
+    }
+  }
+}
+
+// ----------------------------------------------------------- ModelService
+
+lcd::v1::LoadModelRequest GoodLoad() {
+  lcd::v1::LoadModelRequest r;
+  r.set_name("llama-7b.q4_v2");
+  r.set_path("/models/llama-7b");
+  r.set_version("2026-11-29 ✓");
+  return r;
+}
+
+TEST(ModelRequestValidation, GoodRequestsPass) {
+  EXPECT_TRUE(ValidateLoadModelRequest(GoodLoad()).ok());
+  auto r = GoodLoad();
+  r.set_path("relative/dir");
+  r.clear_version();
+  EXPECT_TRUE(ValidateLoadModelRequest(r).ok());
+  lcd::v1::UnloadModelRequest u;
+  u.set_name("m");
+  EXPECT_TRUE(ValidateUnloadModelRequest(u).ok());
+  lcd::v1::GetModelStatusRequest g;
+  g.set_name(std::string(kMaxModelNameBytes, 'a'));
+  EXPECT_TRUE(ValidateGetModelStatusRequest(g).ok());
+}
+
+TEST(ModelRequestValidation, BadLoadRequests) {
+  struct Case {
+    std::function<void(lcd::v1::LoadModelRequest*)> set;
+    std::string fragment;
+  };
+  const std::vector<Case> cases = {
+      {[](auto* r) { r->clear_name(); }, "name"},
+      {[](auto* r) { r->set_name("a b"); }, "name"},
+      {[](auto* r) { r->set_name("a/b"); }, "name"},
+      {[](auto* r) { r->set_name(std::string(kMaxModelNameBytes + 1, 'a')); }, "at most 128"},
+      {[](auto* r) { r->clear_path(); }, "path"},
+      {[](auto* r) { r->set_path(std::string("/m\0x", 4)); }, "NUL"},
+      {[](auto* r) { r->set_path("/m/\xff"); }, "UTF-8"},
+      {[](auto* r) { r->set_path("/m/../etc"); }, ".."},
+      {[](auto* r) { r->set_path(".."); }, ".."},
+      {[](auto* r) { r->set_path("/m/" + std::string(256, 'a')); }, "component"},
+      {[](auto* r) { r->set_path("/" + std::string(kMaxModelPathBytes, 'a')); }, "path"},
+      {[](auto* r) { r->set_version(std::string(kMaxVersionBytes + 1, 'v')); }, "version"},
+      {[](auto* r) { r->set_version("a\nb"); }, "control"},
+      {[](auto* r) { r->set_version("\xc3"); }, "UTF-8"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    auto r = GoodLoad();
+    cases[i].set(&r);
+    ExpectInvalid(ValidateLoadModelRequest(r), cases[i].fragment);
+  }
+}
+
+TEST(ModelRequestValidation, NamesAreCappedInMessages) {
+  lcd::v1::UnloadModelRequest u;
+  u.set_name(std::string(20000, '!'));
+  absl::Status st = ValidateUnloadModelRequest(u);
+  ExpectInvalid(st, "at most");
+  EXPECT_LT(st.message().size(), 200u);
+  u.set_name(std::string(100, '!'));
+  st = ValidateUnloadModelRequest(u);
+  ExpectInvalid(st, "[A-Za-z0-9._-]");
+  EXPECT_LT(st.message().size(), 200u);
+  lcd::v1::GetModelStatusRequest g;
+  ExpectInvalid(ValidateGetModelStatusRequest(g), "name");
+  auto r = Good();
+  r.set_model(std::string(20000, 'm'));
+  ExpectInvalid(ValidateGenerateRequest(r), "model");
 }
 
 }  // namespace

@@ -30,5 +30,13 @@ TEST(StatusMapping, NamedCodes) {
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+TEST(StatusMapping, MessagesAreValidUtf8AndCapped) {
+  grpc::Status g = ToGrpcStatus(absl::InvalidArgumentError(std::string("bad \xff byte")));
+  EXPECT_EQ(g.error_message(), "bad \xEF\xBF\xBD byte");
+  g = ToGrpcStatus(absl::NotFoundError(std::string(100000, 'n')));
+  EXPECT_LE(g.error_message().size(), kMaxStatusMessageBytes);
+  EXPECT_EQ(g.error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
 }  // namespace
 }  // namespace lcd::server

@@ -18,9 +18,11 @@
 namespace lcd::runtime {
 namespace {
 
-absl::Status VerifyFiles(const std::string& dir, const ArtifactManifest& m) {
+absl::Status VerifyFiles(const std::string& dir, const ArtifactManifest& m,
+                         const std::function<bool()>& cancelled) {
   std::set<std::string> listed;
   for (const ArtifactFile& f : m.files) {
+    if (cancelled && cancelled()) return absl::CancelledError("artifact verification cancelled");
     listed.insert(f.path);
     const std::string path = dir + "/" + f.path;
     struct stat st;
@@ -99,7 +101,8 @@ bool IsArtifactDir(const std::string& dir) {
   return ::stat((dir + "/" + kArtifactManifestFile).c_str(), &st) == 0;
 }
 
-absl::StatusOr<std::unique_ptr<Artifact>> Artifact::Open(const std::string& dir) {
+absl::StatusOr<std::unique_ptr<Artifact>> Artifact::Open(const std::string& dir,
+                                                         const std::function<bool()>& cancelled) {
   std::unique_ptr<Artifact> a(new Artifact());
   a->dir_ = dir;
   const std::string manifest_path = dir + "/" + kArtifactManifestFile;
@@ -115,7 +118,7 @@ absl::StatusOr<std::unique_ptr<Artifact>> Artifact::Open(const std::string& dir)
                         absl::StrCat(manifest_path, ": model_config: ", config.status().message()));
   }
   a->config_ = *std::move(config);
-  LCD_RETURN_IF_ERROR(VerifyFiles(dir, a->manifest_));
+  LCD_RETURN_IF_ERROR(VerifyFiles(dir, a->manifest_, cancelled));
   LCD_ASSIGN_OR_RETURN(a->checkpoint_, Checkpoint::Open(dir));
 
   // Every stored tensor belongs to exactly one manifest entry.

@@ -5,6 +5,7 @@
 #define LCD_RUNTIME_SRC_LLAMA_MODEL_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -43,8 +44,10 @@ struct LlamaWeights {
 // as lm_head.weight (transformers accepts that) uses it for both.
 // Layers are bound in parallel on `pool` (repacking quantized weights is the
 // slow part of loading an artifact); pool may be nullptr.
+// `cancelled` (may be empty) is polled before each layer; Cancelled then.
 absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& config, const TensorSource& source,
-                                              kernels::ThreadPool* pool);
+                                              kernels::ThreadPool* pool,
+                                              const std::function<bool()>& cancelled = {});
 
 class LlamaModel : public Model {
  public:

@@ -89,7 +89,8 @@ absl::Status BindLayer(const ModelConfig& c, const TensorSource& src, int64_t i,
 }  // namespace
 
 absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& c, const TensorSource& src,
-                                              kernels::ThreadPool* pool) {
+                                              kernels::ThreadPool* pool,
+                                              const std::function<bool()>& cancelled) {
   const int64_t hidden = c.hidden_size;
 
   // Llama's optional MLP biases (config mlp_bias) are not modelled; refuse
@@ -121,7 +122,11 @@ absl::StatusOr<LlamaWeights> BindLlamaWeights(const ModelConfig& c, const Tensor
   w.layers.resize(static_cast<size_t>(c.num_layers));
   std::vector<absl::Status> status(static_cast<size_t>(c.num_layers));
   kernels::ParallelFor(pool, c.num_layers, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) status[i] = BindLayer(c, src, i, qkv_bias, o_bias, w.layers[i]);
+    for (int64_t i = begin; i < end; ++i) {
+      status[i] = cancelled && cancelled()
+                      ? absl::CancelledError(absl::StrCat("model load cancelled at layer ", i))
+                      : BindLayer(c, src, i, qkv_bias, o_bias, w.layers[i]);
+    }
   });
   for (const absl::Status& s : status) LCD_RETURN_IF_ERROR(s);
   return w;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "lcd/server/credentials.h"
 #include "lcd/server/jobs/artifact_store.h"
 #include "lcd/server/status_mapping.h"
 
@@ -65,31 +66,12 @@ absl::Status CheckText(const char* field, const std::string& v, size_t max) {
 
 }  // namespace
 
-bool TokenMatches(const std::string& presented, const std::string& expected) {
-  // Every byte of the expected token is compared whatever the input, and the
-  // length difference is folded in, so timing reveals nothing of the token.
-  unsigned char diff = presented.size() == expected.size() ? 0 : 1;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    const unsigned char p = i < presented.size() ? static_cast<unsigned char>(presented[i]) : 0;
-    diff |= static_cast<unsigned char>(p ^ static_cast<unsigned char>(expected[i]));
-  }
-  return diff == 0;
-}
-
 JobServiceImpl::JobServiceImpl(JobStore* store, JobScheduler* scheduler, JobServiceOptions options)
     : store_(store), scheduler_(scheduler), options_(std::move(options)) {}
 
 absl::Status JobServiceImpl::Authorize(const grpc::ServerContext& ctx) const {
   if (options_.token.empty()) return absl::OkStatus();
-  const auto& md = ctx.client_metadata();
-  auto it = md.find("authorization");
-  if (it == md.end()) return absl::UnauthenticatedError("this call needs 'authorization: Bearer <token>'");
-  const std::string value(it->second.data(), it->second.size());
-  constexpr char kPrefix[] = "Bearer ";
-  if (value.rfind(kPrefix, 0) != 0 || !TokenMatches(value.substr(sizeof(kPrefix) - 1), options_.token)) {
-    return absl::UnauthenticatedError("invalid bearer token");
-  }
-  return absl::OkStatus();
+  return CheckBearer(ctx, options_.token, "JobService");
 }
 
 absl::Status JobServiceImpl::ValidateSubmit(const lcd::v1::SubmitJobRequest& r) const {

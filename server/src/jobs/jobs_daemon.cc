@@ -16,6 +16,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "lcd/base/logging.h"
+#include "lcd/server/credentials.h"
 #include "lcd/server/jobs/artifact_store.h"
 #include "lcd/server/jobs/job_scheduler.h"
 #include "lcd/server/jobs/job_service.h"
@@ -27,16 +28,6 @@ namespace lcd::server::jobs {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr size_t kMinTokenBytes = 16;
-
-absl::StatusOr<std::string> ReadSecretFile(const char* setting, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::FailedPreconditionError(absl::StrCat(setting, ": cannot read '", path, "'"));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // The `lcd` executable beside this one (build tree: server/lcd-jobs and
 // tools/lcd; installed: both in one bin directory).
@@ -99,13 +90,9 @@ class JobsDaemonImpl final : public JobsDaemon {
   absl::Status Init() {
     std::string token;
     if (!config_.token_file.empty()) {
-      absl::StatusOr<std::string> t = ReadSecretFile("token_file", config_.token_file);
+      absl::StatusOr<std::string> t = LoadTokenFile("token_file", config_.token_file);
       if (!t.ok()) return t.status();
-      token = std::string(absl::StripAsciiWhitespace(*t));
-      if (token.size() < kMinTokenBytes) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token_file: the token must have at least ", kMinTokenBytes, " characters"));
-      }
+      token = *t;
     }
     std::error_code ec;
     fs::create_directories(config_.artifact_root, ec);
@@ -120,10 +107,10 @@ class JobsDaemonImpl final : public JobsDaemon {
 
     const std::vector<std::string> model_roots = config_.model_roots, data_roots = config_.data_roots;
     auto resolve_model = [model_roots](const std::string& p) {
-      return ResolveUnderRoots(model_roots, p, PathKind::kDirectory, "source model");
+      return ResolveUnderRoots(model_roots, p, PathKind::kDirectory, "source model", "model roots");
     };
     auto resolve_data = [data_roots](const std::string& p) {
-      return ResolveUnderRoots(data_roots, p, PathKind::kFile, "calibration file");
+      return ResolveUnderRoots(data_roots, p, PathKind::kFile, "calibration file", "data roots");
     };
     SchedulerOptions so;
     so.worker_binary = config_.worker_binary.empty() ? DefaultWorkerBinary() : config_.worker_binary;
@@ -148,19 +135,12 @@ class JobsDaemonImpl final : public JobsDaemon {
     jo.resolve_data = resolve_data;
     service_ = std::make_unique<JobServiceImpl>(store_.get(), scheduler_.get(), jo);
 
-    std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
-    if (!config_.tls_cert_file.empty()) {
-      absl::StatusOr<std::string> cert = ReadSecretFile("tls_cert_file", config_.tls_cert_file);
-      if (!cert.ok()) return cert.status();
-      absl::StatusOr<std::string> key = ReadSecretFile("tls_key_file", config_.tls_key_file);
-      if (!key.ok()) return key.status();
-      grpc::SslServerCredentialsOptions ssl;
-      ssl.pem_key_cert_pairs.push_back({*key, *cert});
-      creds = grpc::SslServerCredentials(ssl);
-    }
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds =
+        ServerCredentialsFromFiles(config_.tls_cert_file, config_.tls_key_file);
+    if (!creds.ok()) return creds.status();
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(absl::StrCat(config_.grpc_address, ":", config_.grpc_port), creds, &grpc_port_);
+    builder.AddListeningPort(absl::StrCat(config_.grpc_address, ":", config_.grpc_port), *creds, &grpc_port_);
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || grpc_port_ == 0) {

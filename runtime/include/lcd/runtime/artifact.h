@@ -19,6 +19,7 @@
 #define LCD_RUNTIME_ARTIFACT_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -107,8 +108,10 @@ class Artifact {
   // Reads the manifest, checks every listed file's size and sha256, opens the
   // weights and checks every tensor entry against them. Errors name the file
   // and the fault: NotFound (missing file), DataLoss (size or hash mismatch,
-  // truncated tensor data), InvalidArgument (inconsistent manifest/tensors).
-  static absl::StatusOr<std::unique_ptr<Artifact>> Open(const std::string& dir);
+  // truncated tensor data), InvalidArgument (inconsistent manifest/tensors),
+  // Cancelled when `cancelled` (polled before each file's hash) turns true.
+  static absl::StatusOr<std::unique_ptr<Artifact>> Open(const std::string& dir,
+                                                        const std::function<bool()>& cancelled = {});
 
   const std::string& dir() const { return dir_; }
   const ArtifactManifest& manifest() const { return manifest_; }

@@ -29,11 +29,19 @@
 namespace lcd::runtime {
 
 struct ModelOptions {
+  // Implicit, so `{threads}` and ModelOptions{2} keep working.
+  ModelOptions(int threads = 0) : num_threads(threads) {}  // NOLINT(google-explicit-constructor)
+
   // Threads of the model's own CPU backend when `backend` is null
   // (0 = lcd::AvailableCpus(): affinity mask and cgroup CPU quota).
   int num_threads = 0;
   // Where the model runs; lcd-server shares one backend among all models.
   std::shared_ptr<Backend> backend;
+  // Polled between the loading phases (config, checkpoint mapping, weight
+  // binding), before each artifact file's hash and before each layer's
+  // binding (possibly from pool threads: it must be thread-safe); when it
+  // returns true, Load stops and returns Cancelled. Unset: never cancelled.
+  std::function<bool()> cancelled;
 };
 
 // One sequence's part of a batched forward step.

@@ -19,6 +19,20 @@
 //   max_message_bytes         --max-message-bytes           LCD_MAX_MESSAGE_BYTES
 //   drain_timeout_seconds     --drain-timeout-seconds       LCD_DRAIN_TIMEOUT_SECONDS
 //   log_level                 --log-level                   LCD_LOG_LEVEL
+//   model_roots               --model-root DIR (repeat)     LCD_MODEL_ROOTS=DIR[,DIR]
+//   admin_token_file          --admin-token-file            LCD_ADMIN_TOKEN_FILE
+//   max_loaded_models         --max-loaded-models           LCD_MAX_LOADED_MODELS
+//   max_model_memory_bytes    --max-model-memory-bytes      LCD_MAX_MODEL_MEMORY_BYTES
+//   tls_cert_file             --tls-cert-file               LCD_TLS_CERT_FILE
+//   tls_key_file              --tls-key-file                LCD_TLS_KEY_FILE
+//
+// Security defaults: both ports bind 127.0.0.1, so a bare-metal start exposes
+// nothing to the network until the operator names an address (the container
+// image sets 0.0.0.0, where the pod network is the boundary). LoadModel and
+// UnloadModel are refused unless admin_token_file names a token; with a token,
+// every ModelService call must carry "authorization: Bearer <token>".
+// LoadModel only loads directories under model_roots (none configured: no
+// LoadModel at all); models named in the configuration are trusted as given.
 //
 // In the JSON file `models` is an array of {"name": ..., "path": ...}.
 // Byte sizes accept a plain integer or a KiB/MiB/GiB suffix ("256MiB").
@@ -45,9 +59,9 @@ struct ModelSpec {
 };
 
 struct ServerConfig {
-  std::string grpc_address = "0.0.0.0";
+  std::string grpc_address = "127.0.0.1";
   int grpc_port = 50051;  // 0 = any free port (logged at start).
-  std::string metrics_address = "0.0.0.0";
+  std::string metrics_address = "127.0.0.1";
   int metrics_port = 9400;  // 0 = any free port, -1 = no metrics endpoint.
   std::vector<ModelSpec> models;
   int64_t block_size = 16;                 // 1..1024
@@ -61,6 +75,12 @@ struct ServerConfig {
   int64_t max_message_bytes = 4 << 20;     // 1 KiB .. 1 GiB
   double drain_timeout_seconds = 30.0;     // 0..3600
   std::string log_level = "info";          // debug|info|warning|error
+  std::vector<std::string> model_roots;    // Absolute; LoadModel stays under these.
+  std::string admin_token_file;            // Empty: LoadModel/UnloadModel refused.
+  int64_t max_loaded_models = 8;           // 1..1024, counting versions being loaded.
+  uint64_t max_model_memory_bytes = 0;     // 0 = no limit.
+  std::string tls_cert_file;               // PEM; with tls_key_file, TLS on the gRPC port.
+  std::string tls_key_file;
 
   bool help_requested = false;  // --help was given; print ServerConfigHelp().
 

@@ -14,6 +14,7 @@
 #ifndef LCD_SERVER_DAEMON_H_
 #define LCD_SERVER_DAEMON_H_
 
+#include <atomic>
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -24,8 +25,13 @@ namespace lcd::server {
 class Daemon {
  public:
   // Errors: Unavailable when a port cannot be bound; the loader's error
-  // (NotFound / InvalidArgument) when a configured model fails to load.
-  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const ServerConfig& config);
+  // (NotFound / InvalidArgument) when a configured model fails to load;
+  // FailedPrecondition / InvalidArgument for an unreadable or weak admin
+  // token or TLS file; Cancelled when `stop` turned true during start-up (a
+  // model load in progress stops at its next phase). `stop` is not owned,
+  // may be null, and must outlive the daemon.
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const ServerConfig& config,
+                                                       const std::atomic<bool>* stop = nullptr);
   virtual ~Daemon() = default;  // Calls Shutdown if it has not run.
 
   virtual int grpc_port() const = 0;

@@ -7,11 +7,17 @@
 
 #include <grpcpp/support/status.h>
 
+#include <cstddef>
+
 #include "absl/status/status.h"
 
 namespace lcd::server {
 
-// Same code, same message. OK maps to grpc::Status::OK.
+// Longest status message sent to a client.
+inline constexpr size_t kMaxStatusMessageBytes = 1024;
+
+// Same code, same message (made valid UTF-8 and cut to
+// kMaxStatusMessageBytes by SanitizeUtf8). OK maps to grpc::Status::OK.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // The inverse, for clients and tests; unknown codes become UNKNOWN.

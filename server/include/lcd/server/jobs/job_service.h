@@ -52,9 +52,6 @@ class JobServiceImpl final : public lcd::v1::JobService::Service {
   const JobServiceOptions options_;
 };
 
-// Constant-time comparison of a presented token with the expected one.
-bool TokenMatches(const std::string& presented, const std::string& expected);
-
 }  // namespace lcd::server::jobs
 
 #endif  // LCD_SERVER_JOBS_JOB_SERVICE_H_
