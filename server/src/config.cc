@@ -15,126 +15,20 @@
 #include "absl/time/time.h"
 #include "lcd/base/status_macros.h"
 #include "lcd/server/request_validation.h"
+#include "src/settings.h"
 
 namespace lcd::server {
 namespace {
 
-using Json = nlohmann::json;
-
-// One setting: how it is read from a string (environment, flag) and from
-// JSON. Everything else (names of the env var and flag) derives from `key`,
-// so the three sources cannot drift apart.
-struct Setting {
-  const char* key;
-  const char* help;
-  std::function<absl::Status(ServerConfig&, absl::string_view)> from_string;
-  std::function<absl::Status(ServerConfig&, const Json&)> from_json;
-  bool repeatable = false;  // A list: the flag may be given more than once.
-};
-
-absl::Status Bad(absl::string_view key, absl::string_view why) {
-  return absl::InvalidArgumentError(absl::StrCat(key, ": ", why));
-}
-
-template <typename T>
-Setting IntSetting(const char* key, const char* help, T ServerConfig::*member) {
-  return Setting{key, help,
-                 [key, member](ServerConfig& c, absl::string_view s) -> absl::Status {
-                   int64_t v;
-                   if (!absl::SimpleAtoi(s, &v) || v < std::numeric_limits<T>::min() ||
-                       v > std::numeric_limits<T>::max()) {
-                     return Bad(key, absl::StrCat("'", s, "' is not an integer"));
-                   }
-                   c.*member = static_cast<T>(v);
-                   return absl::OkStatus();
-                 },
-                 [key, member](ServerConfig& c, const Json& j) -> absl::Status {
-                   if (!j.is_number_integer()) return Bad(key, "must be an integer");
-                   const int64_t v = j.get<int64_t>();
-                   if (v < std::numeric_limits<T>::min() || v > std::numeric_limits<T>::max()) {
-                     return Bad(key, "integer out of range");
-                   }
-                   c.*member = static_cast<T>(v);
-                   return absl::OkStatus();
-                 }};
-}
-
-Setting BytesSetting(const char* key, const char* help, uint64_t ServerConfig::*member) {
-  return Setting{key, help,
-                 [key, member](ServerConfig& c, absl::string_view s) -> absl::Status {
-                   auto v = ParseByteSize(s);
-                   if (!v.ok()) return Bad(key, v.status().message());
-                   c.*member = *v;
-                   return absl::OkStatus();
-                 },
-                 [key, member](ServerConfig& c, const Json& j) -> absl::Status {
-                   if (j.is_number_unsigned()) {
-                     c.*member = j.get<uint64_t>();
-                     return absl::OkStatus();
-                   }
-                   if (!j.is_string())
-                     return Bad(key, "must be a byte count or a string like \"256MiB\"");
-                   auto v = ParseByteSize(j.get<std::string>());
-                   if (!v.ok()) return Bad(key, v.status().message());
-                   c.*member = *v;
-                   return absl::OkStatus();
-                 }};
-}
-
-Setting DoubleSetting(const char* key, const char* help, double ServerConfig::*member) {
-  return Setting{key, help,
-                 [key, member](ServerConfig& c, absl::string_view s) -> absl::Status {
-                   double v;
-                   if (!absl::SimpleAtod(s, &v))
-                     return Bad(key, absl::StrCat("'", s, "' is not a number"));
-                   c.*member = v;
-                   return absl::OkStatus();
-                 },
-                 [key, member](ServerConfig& c, const Json& j) -> absl::Status {
-                   if (!j.is_number()) return Bad(key, "must be a number");
-                   c.*member = j.get<double>();
-                   return absl::OkStatus();
-                 }};
-}
-
-Setting StringSetting(const char* key, const char* help, std::string ServerConfig::*member) {
-  return Setting{key, help,
-                 [member](ServerConfig& c, absl::string_view s) -> absl::Status {
-                   c.*member = std::string(s);
-                   return absl::OkStatus();
-                 },
-                 [key, member](ServerConfig& c, const Json& j) -> absl::Status {
-                   if (!j.is_string()) return Bad(key, "must be a string");
-                   c.*member = j.get<std::string>();
-                   return absl::OkStatus();
-                 }};
-}
-
-// A list of strings: a JSON array, a comma-separated environment value, or
-// one repeated flag per item.
-Setting StringListSetting(const char* key, const char* help,
-                          std::vector<std::string> ServerConfig::*member) {
-  return Setting{key, help,
-                 [member](ServerConfig& c, absl::string_view s) -> absl::Status {
-                   std::vector<std::string> items;
-                   for (absl::string_view item : absl::StrSplit(s, ',', absl::SkipWhitespace())) {
-                     items.emplace_back(absl::StripAsciiWhitespace(item));
-                   }
-                   c.*member = std::move(items);
-                   return absl::OkStatus();
-                 },
-                 [key, member](ServerConfig& c, const Json& j) -> absl::Status {
-                   if (!j.is_array()) return Bad(key, "must be an array of strings");
-                   std::vector<std::string> items;
-                   for (const Json& item : j) {
-                     if (!item.is_string()) return Bad(key, "must be an array of strings");
-                     items.push_back(item.get<std::string>());
-                   }
-                   c.*member = std::move(items);
-                   return absl::OkStatus();
-                 },
-                 /*repeatable=*/true};
-}
+using settings::Bad;
+using settings::Json;
+using settings::Range;
+using Setting = settings::Setting<ServerConfig>;
+using settings::BytesSetting;
+using settings::DoubleSetting;
+using settings::IntSetting;
+using settings::StringListSetting;
+using settings::StringSetting;
 
 // "a=/p/a,b=/p/b" (environment) or one "a=/p/a" per --model flag.
 absl::Status ParseModelList(absl::string_view s, std::vector<ModelSpec>* out) {
@@ -179,7 +73,7 @@ Setting ModelsSetting() {
                    c.models = std::move(models);
                    return absl::OkStatus();
                  },
-                 /*repeatable=*/true};
+                 /*repeatable=*/true, /*flag=*/"model"};
 }
 
 const std::vector<Setting>& Settings() {
@@ -208,9 +102,9 @@ const std::vector<Setting>& Settings() {
       DoubleSetting("drain_timeout_seconds", "graceful-shutdown drain limit",
                     &ServerConfig::drain_timeout_seconds),
       StringSetting("log_level", "debug|info|warning|error", &ServerConfig::log_level),
-      StringListSetting("model_roots",
-                        "directories LoadModel may load from (repeatable; env: comma-separated)",
-                        &ServerConfig::model_roots),
+      StringListSetting<ServerConfig>("model_roots",
+                                      "directories LoadModel may load from (repeatable; env: comma-separated)",
+                                      &ServerConfig::model_roots, "model-root"),
       StringSetting("admin_token_file",
                     "file holding the bearer token ModelService calls must present",
                     &ServerConfig::admin_token_file),
@@ -223,57 +117,6 @@ const std::vector<Setting>& Settings() {
                     &ServerConfig::tls_key_file),
   };
   return *settings;
-}
-
-std::string EnvName(absl::string_view key) {
-  return absl::StrCat("LCD_", absl::AsciiStrToUpper(key));
-}
-std::string FlagName(absl::string_view key) {
-  if (key == "models") return "model";
-  if (key == "model_roots") return "model-root";
-  std::string f(key);
-  for (char& ch : f) ch = ch == '_' ? '-' : ch;
-  return f;
-}
-
-absl::Status Range(absl::string_view key, double v, double lo, double hi) {
-  if (!(v >= lo && v <= hi)) {
-    return Bad(key, absl::StrFormat("%g is out of range [%g, %g]", v, lo, hi));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open config file '", path, "'"));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-absl::Status ApplyJsonUnvalidated(absl::string_view json, absl::string_view origin,
-                                  ServerConfig* c) {
-  Json doc = Json::parse(json, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded())
-    return absl::InvalidArgumentError(absl::StrCat(origin, ": not valid JSON"));
-  if (!doc.is_object())
-    return absl::InvalidArgumentError(absl::StrCat(origin, ": must be a JSON object"));
-  for (const auto& [key, value] : doc.items()) {
-    const Setting* s = nullptr;
-    for (const auto& candidate : Settings()) {
-      if (key == candidate.key) s = &candidate;
-    }
-    if (s == nullptr)
-      return absl::InvalidArgumentError(absl::StrCat(origin, ": unknown key '", key, "'"));
-    absl::Status st;
-    try {
-      st = s->from_json(*c, value);
-    } catch (const std::exception& e) {  // nlohmann type errors stay inside.
-      st = Bad(key, e.what());
-    }
-    if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat(origin, ": ", st.message()));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -355,79 +198,16 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
 absl::StatusOr<ServerConfig> ApplyConfigJson(absl::string_view json, const ServerConfig& base,
                                              absl::string_view origin) {
   ServerConfig c = base;
-  LCD_RETURN_IF_ERROR(ApplyJsonUnvalidated(json, origin, &c));
+  LCD_RETURN_IF_ERROR(settings::ApplyJson(Settings(), json, origin, &c));
   LCD_RETURN_IF_ERROR(ValidateServerConfig(c));
   return c;
 }
 
 absl::StatusOr<ServerConfig> LoadServerConfig(int argc, const char* const* argv,
                                               const GetEnvFn& getenv) {
-  cxxopts::Options options("lcd-server", "lcdserve gRPC serving daemon");
-  options.add_options()("config", "JSON config file", cxxopts::value<std::string>())(
-      "h,help", "print this help");
-  for (const Setting& s : Settings()) {
-    if (s.repeatable) {
-      options.add_options()(FlagName(s.key), s.help, cxxopts::value<std::vector<std::string>>());
-    } else {
-      options.add_options()(FlagName(s.key), s.help, cxxopts::value<std::string>());
-    }
-  }
   ServerConfig c;
-  try {
-    // cxxopts wants a mutable argv.
-    std::vector<std::string> args(argv, argv + argc);
-    std::vector<char*> ptrs;
-    for (auto& a : args) ptrs.push_back(a.data());
-    auto result = options.parse(static_cast<int>(ptrs.size()), ptrs.data());
-    if (!result.unmatched().empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unexpected argument '", result.unmatched()[0], "'"));
-    }
-    if (result.count("help")) {
-      c.help_requested = true;
-      return c;
-    }
-    std::string config_path;
-    if (const char* env = getenv("LCD_CONFIG"); env != nullptr) config_path = env;
-    if (result.count("config")) config_path = result["config"].as<std::string>();
-    if (!config_path.empty()) {
-      LCD_ASSIGN_OR_RETURN(std::string text, ReadFile(config_path));
-      // Validation waits until every source has been applied.
-      LCD_RETURN_IF_ERROR(ApplyJsonUnvalidated(text, config_path, &c));
-    }
-    for (const Setting& s : Settings()) {
-      const std::string env = EnvName(s.key);
-      if (const char* v = getenv(env.c_str()); v != nullptr) {
-        absl::Status st = s.from_string(c, v);
-        if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat(env, ": ", st.message()));
-      }
-    }
-    for (const Setting& s : Settings()) {
-      const std::string flag = FlagName(s.key);
-      if (!result.count(flag)) continue;
-      absl::Status st;
-      if (absl::string_view(s.key) == "models") {
-        std::vector<ModelSpec> models;
-        for (const auto& item : result[flag].as<std::vector<std::string>>()) {
-          st.Update(ParseModelList(item, &models));
-        }
-        c.models = std::move(models);
-      } else if (s.repeatable) {
-        std::vector<std::string> items;
-        for (const auto& item : result[flag].as<std::vector<std::string>>()) {
-          for (absl::string_view part : absl::StrSplit(item, ',', absl::SkipWhitespace())) {
-            items.emplace_back(absl::StripAsciiWhitespace(part));
-          }
-        }
-        st = s.from_string(c, absl::StrJoin(items, ","));
-      } else {
-        st = s.from_string(c, result[flag].as<std::string>());
-      }
-      if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", st.message()));
-    }
-  } catch (const std::exception& e) {  // cxxopts reports bad flags by throwing.
-    return absl::InvalidArgumentError(e.what());
-  }
+  LCD_RETURN_IF_ERROR(settings::Load(Settings(), "lcd-server", argc, argv, getenv, &c, &c.help_requested));
+  if (c.help_requested) return c;
   LCD_RETURN_IF_ERROR(ValidateServerConfig(c));
   return c;
 }
@@ -460,17 +240,6 @@ std::string ServerConfig::ToString() const {
       tls_cert_file.empty() ? "off" : "on");
 }
 
-std::string ServerConfigHelp() {
-  std::string out =
-      "Usage: lcd-server [--config FILE] [flags]\n"
-      "Every setting may also come from the JSON file or an LCD_* environment variable\n"
-      "(precedence: default < file < environment < flag).\n\n"
-      "  --config FILE (LCD_CONFIG)  JSON file with the keys below\n";
-  for (const Setting& s : Settings()) {
-    absl::StrAppendFormat(&out, "  --%-26s %-30s %s\n", FlagName(s.key),
-                          absl::StrCat("(", EnvName(s.key), ")"), s.help);
-  }
-  return out;
-}
+std::string ServerConfigHelp() { return settings::Help(Settings(), "lcd-server"); }
 
 }  // namespace lcd::server

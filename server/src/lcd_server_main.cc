@@ -17,6 +17,7 @@
 #include "lcd/base/logging.h"
 #include "lcd/server/config.h"
 #include "lcd/server/daemon.h"
+#include "lcd/server/signals.h"
 
 namespace {
 
@@ -44,14 +45,7 @@ int main(int argc, char** argv) {
   lcd::SetMinLogSeverity(ParseSeverity(config->log_level));
   LCD_LOG(INFO) << "lcd-server: config " << config->ToString();
 
-  // Block the shutdown signals in every thread (threads inherit the mask)
-  // and take them synchronously below: no async-signal-safety concerns.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t signals = lcd::server::BlockShutdownSignals();
 
   // One thread takes the signal, from start-up on; it sets `stop` (which
   // cancels a load in progress) and wakes the main thread.

@@ -106,6 +106,8 @@ absl::Status ValidateModelName(absl::string_view name, absl::string_view field) 
       return Bad(field, absl::StrCat("'", Echo(name), "' may only hold [A-Za-z0-9._-]"));
     }
   }
+  // A name is also a directory of the artifact store: never "." or "..".
+  if (name[0] == '.') return Bad(field, absl::StrCat("'", Echo(name), "' must not start with '.'"));
   return absl::OkStatus();
 }
 

@@ -24,6 +24,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "lcd/base/status_macros.h"
@@ -40,9 +41,11 @@ struct Setting {
   const char* help;
   std::function<absl::Status(C&, absl::string_view)> from_string;
   std::function<absl::Status(C&, const Json&)> from_json;
-  // Set for settings whose flag may be repeated (each occurrence one item;
-  // the environment variable holds the items comma-separated).
-  std::function<absl::Status(C&, const std::vector<std::string>&)> from_flags = nullptr;
+  // A list: the flag may be repeated; its items reach from_string joined
+  // with ',' (the environment variable's form).
+  bool repeatable = false;
+  // The flag's name when it is not derived from the key (--model for models).
+  const char* flag = nullptr;
 };
 
 inline absl::Status Bad(absl::string_view key, absl::string_view why) {
@@ -51,8 +54,10 @@ inline absl::Status Bad(absl::string_view key, absl::string_view why) {
 
 inline std::string EnvName(absl::string_view key) { return absl::StrCat("LCD_", absl::AsciiStrToUpper(key)); }
 
-inline std::string FlagName(absl::string_view key) {
-  std::string f(key);
+template <typename C>
+std::string FlagName(const Setting<C>& s) {
+  if (s.flag != nullptr) return s.flag;
+  std::string f(s.key);
   for (char& ch : f) ch = ch == '_' ? '-' : ch;
   return f;
 }
@@ -137,29 +142,31 @@ Setting<C> StringSetting(const char* key, const char* help, std::string C::*memb
                     }};
 }
 
-// A list of strings: a JSON array, a comma-separated environment variable,
-// or a repeated flag.
+// A list of strings: a JSON array, a comma-separated environment value, or
+// one repeated flag per item. `flag` overrides the flag's name.
 template <typename C>
-Setting<C> StringListSetting(const char* key, const char* help, std::vector<std::string> C::*member) {
+Setting<C> StringListSetting(const char* key, const char* help, std::vector<std::string> C::*member,
+                             const char* flag = nullptr) {
   return Setting<C>{key, help,
                     [member](C& c, absl::string_view s) -> absl::Status {
-                      c.*member = absl::StrSplit(s, ',', absl::SkipWhitespace());
+                      std::vector<std::string> items;
+                      for (absl::string_view item : absl::StrSplit(s, ',', absl::SkipWhitespace())) {
+                        items.emplace_back(absl::StripAsciiWhitespace(item));
+                      }
+                      c.*member = std::move(items);
                       return absl::OkStatus();
                     },
                     [key, member](C& c, const Json& j) -> absl::Status {
                       if (!j.is_array()) return Bad(key, "must be an array of strings");
-                      std::vector<std::string> v;
-                      for (const Json& e : j) {
-                        if (!e.is_string()) return Bad(key, "must be an array of strings");
-                        v.push_back(e.get<std::string>());
+                      std::vector<std::string> items;
+                      for (const Json& item : j) {
+                        if (!item.is_string()) return Bad(key, "must be an array of strings");
+                        items.push_back(item.get<std::string>());
                       }
-                      c.*member = std::move(v);
+                      c.*member = std::move(items);
                       return absl::OkStatus();
                     },
-                    [member](C& c, const std::vector<std::string>& items) -> absl::Status {
-                      c.*member = items;
-                      return absl::OkStatus();
-                    }};
+                    /*repeatable=*/true, flag};
 }
 
 inline absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
@@ -203,10 +210,10 @@ absl::Status Load(const std::vector<Setting<C>>& settings, const char* program, 
   cxxopts::Options options(program, program);
   options.add_options()("config", "JSON config file", cxxopts::value<std::string>())("h,help", "print this help");
   for (const Setting<C>& s : settings) {
-    if (s.from_flags) {
-      options.add_options()(FlagName(s.key), s.help, cxxopts::value<std::vector<std::string>>());
+    if (s.repeatable) {
+      options.add_options()(FlagName(s), s.help, cxxopts::value<std::vector<std::string>>());
     } else {
-      options.add_options()(FlagName(s.key), s.help, cxxopts::value<std::string>());
+      options.add_options()(FlagName(s), s.help, cxxopts::value<std::string>());
     }
   }
   *help = false;
@@ -237,10 +244,11 @@ absl::Status Load(const std::vector<Setting<C>>& settings, const char* program, 
       }
     }
     for (const Setting<C>& s : settings) {
-      const std::string flag = FlagName(s.key);
+      const std::string flag = FlagName(s);
       if (!result.count(flag)) continue;
-      const absl::Status st = s.from_flags ? s.from_flags(*c, result[flag].as<std::vector<std::string>>())
-                                           : s.from_string(*c, result[flag].as<std::string>());
+      const absl::Status st = s.repeatable
+                                  ? s.from_string(*c, absl::StrJoin(result[flag].as<std::vector<std::string>>(), ","))
+                                  : s.from_string(*c, result[flag].as<std::string>());
       if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", st.message()));
     }
   } catch (const std::exception& e) {  // cxxopts reports bad flags by throwing.
@@ -258,7 +266,7 @@ std::string Help(const std::vector<Setting<C>>& settings, const char* program) {
       "(precedence: default < file < environment < flag).\n\n"
       "  --config FILE (LCD_CONFIG)  JSON file with the keys below\n");
   for (const Setting<C>& s : settings) {
-    absl::StrAppendFormat(&out, "  --%-26s %-30s %s\n", FlagName(s.key), absl::StrCat("(", EnvName(s.key), ")"),
+    absl::StrAppendFormat(&out, "  --%-26s %-30s %s\n", FlagName(s), absl::StrCat("(", EnvName(s.key), ")"),
                           s.help);
   }
   return out;

@@ -15,6 +15,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "jobs_test_util.h"
 #include "lcd/quantizer/quantize_model.h"
 #include "lcd/runtime/artifact.h"
 
@@ -24,19 +25,10 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-std::string TinyModelDir() {
-  const char* d = std::getenv("LCD_SOURCE_DIR");
-  const fs::path src = d != nullptr ? fs::path(d) : fs::path(__FILE__).parent_path().parent_path().parent_path();
-  return (src / "models" / "tiny-shakespeare").string();
-}
-
 class ArtifactStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::path(::testing::TempDir()) / ("artifact_store_" + std::to_string(::getpid()) + "_" +
-                                              ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(root_);
-    fs::create_directories(root_);
+    root_ = testing::FreshTestDir("artifact_store");
   }
   void TearDown() override { fs::remove_all(root_); }
 
@@ -45,7 +37,7 @@ class ArtifactStoreTest : public ::testing::Test {
     auto partial = store.PreparePartial(model, version);
     ASSERT_TRUE(partial.ok()) << partial.status();
     quantizer::QuantizeModelOptions o;
-    o.model_dir = TinyModelDir();
+    o.model_dir = testing::TinyModelDir();
     o.out_dir = *partial;
     o.method = "rtn";
     o.bits = 4;

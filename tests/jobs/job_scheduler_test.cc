@@ -20,6 +20,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "jobs_test_util.h"
 #include "lcd/runtime/artifact.h"
 
 namespace lcd::server::jobs {
@@ -28,20 +29,13 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-fs::path SourceDir() {
-  const char* d = std::getenv("LCD_SOURCE_DIR");
-  return d != nullptr ? fs::path(d) : fs::path(__FILE__).parent_path().parent_path().parent_path();
-}
-
 // The `lcd` binary of this build (tests/<test> -> tools/lcd).
 std::string LcdBinary() { return (fs::canonical("/proc/self/exe").parent_path().parent_path() / "tools" / "lcd").string(); }
 
 class JobSchedulerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) / ("scheduler_" + std::to_string(::getpid()) + "_" +
-                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    dir_ = testing::FreshTestDir("scheduler");
     fs::create_directories(dir_ / "artifacts");
     ASSERT_TRUE(fs::exists(LcdBinary())) << LcdBinary();
     auto s = OpenSqliteJobStore((dir_ / "jobs.db").string());
@@ -63,7 +57,7 @@ class JobSchedulerTest : public ::testing::Test {
     o.retry_backoff = absl::Milliseconds(50);
     o.poll_interval = absl::Milliseconds(50);
     o.resolve_model = [](const std::string& m) -> absl::StatusOr<std::string> {
-      return (SourceDir() / "models" / m).string();
+      return (testing::SourceDir() / "models" / m).string();
     };
     o.resolve_data = [](const std::string& f) -> absl::StatusOr<std::string> { return f; };
     return o;
@@ -78,12 +72,7 @@ class JobSchedulerTest : public ::testing::Test {
   }
 
   std::string Submit(double budget = 0) {
-    JobSpec s;
-    s.source_model = "tiny-shakespeare";
-    s.target_model = "tiny";
-    s.method = "rtn";
-    s.bits = 4;
-    s.group_size = 32;
+    JobSpec s = testing::TinySpec();
     s.budget_seconds = budget;
     bool created;
     auto j = store_->Create(s, absl::ToUnixMillis(absl::Now()), &created);
@@ -197,12 +186,7 @@ TEST_F(JobSchedulerTest, TimeLimitFailsTheAttempt) {
 TEST_F(JobSchedulerTest, RecoversAJobAKilledServiceLeftRunning) {
   // As if lcd-jobs was kill -9ed mid-job: the row says RUNNING and a
   // partial directory is on disk.
-  JobSpec s;
-  s.source_model = "tiny-shakespeare";
-  s.target_model = "tiny";
-  s.method = "rtn";
-  s.bits = 4;
-  s.group_size = 32;
+  const JobSpec s = testing::TinySpec();
   bool created;
   const std::string id = store_->Create(s, 1, &created)->id;
   ASSERT_TRUE(store_->Transition(id, JobState::kQueued, JobState::kRunning, "", 2).ok());

@@ -18,6 +18,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "jobs_test_util.h"
 
 namespace lcd::server::jobs {
 namespace {
@@ -28,11 +29,7 @@ using ::testing::HasSubstr;
 class JobStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) /
-           ("job_store_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = testing::FreshTestDir("job_store");
     path_ = (dir_ / "jobs.db").string();
   }
   void TearDown() override { fs::remove_all(dir_); }

@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "jobs_test_util.h"
 
 namespace lcd::server::jobs {
 namespace {
@@ -28,10 +29,7 @@ using ::testing::HasSubstr;
 class WorkerProcessTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) / ("worker_" + std::to_string(::getpid()) + "_" +
-                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = testing::FreshTestDir("worker");
   }
   void TearDown() override { fs::remove_all(dir_); }
 

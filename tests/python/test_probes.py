@@ -105,9 +105,18 @@ def wait_for(fn, want, timeout=30.0):
     return got
 
 
+ADMIN_TOKEN = "probe-test-admin-token-0123456789"
+AUTH = (("authorization", "Bearer " + ADMIN_TOKEN),)
+
+
 @pytest.fixture(scope="module")
-def server():
-    s = h.ServerProcess({})  # No model at start: loaded below through ModelService.
+def server(tmp_path_factory):
+    token_file = tmp_path_factory.mktemp("secret") / "admin.token"
+    token_file.write_text(ADMIN_TOKEN)
+    # No model at start: loaded below through ModelService (administration
+    # needs a model root and the admin token).
+    s = h.ServerProcess({}, extra_args=["--model-root", os.path.dirname(h.TINY_SHAKESPEARE),
+                                        "--admin-token-file", str(token_file)])
     try:
         yield s
     finally:
@@ -131,13 +140,14 @@ def test_probes_follow_process_and_model_state(server, source):
         assert check(hs, readiness) == "NOT_SERVING", f"{source}: readiness '{readiness}' with no model"
 
         assert ms.LoadModel(m.LoadModelRequest(name="probe", path=h.TINY_SHAKESPEARE),
-                            timeout=60).state == m.MODEL_STATE_READY
+                            metadata=AUTH, timeout=60).state == m.MODEL_STATE_READY
         assert wait_for(lambda: check(hs, readiness), "SERVING") == "SERVING", \
             f"{source}: readiness '{readiness}' with a model ready"
         for service in (startup, liveness):
             assert check(hs, service) == "SERVING"
 
-        assert ms.UnloadModel(m.UnloadModelRequest(name="probe"), timeout=60).state == m.MODEL_STATE_UNLOADED
+        assert ms.UnloadModel(m.UnloadModelRequest(name="probe"), metadata=AUTH,
+                              timeout=60).state == m.MODEL_STATE_UNLOADED
         assert wait_for(lambda: check(hs, readiness), "NOT_SERVING") == "NOT_SERVING", \
             f"{source}: readiness '{readiness}' after the last model was unloaded"
         for service in (startup, liveness):

@@ -18,8 +18,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import lcd_server_harness as h  # noqa: E402
+import lcd_skip  # noqa: E402
 
-grpc = pytest.importorskip("grpc")
+grpc = lcd_skip.importorskip("grpc")
 h.require_server()
 g, gg, m, mg = h.stubs()
 

@@ -15,6 +15,8 @@
 #include "lcd/base/file_util.h"
 #include "lcd/base/status_macros.h"
 #include "lcd/runtime/artifact.h"
+#include "lcd/server/artifact_watcher.h"
+#include "lcd/server/request_validation.h"
 
 namespace lcd::server::jobs {
 namespace {
@@ -26,10 +28,7 @@ absl::Status FsError(const std::string& what, const std::string& path, const std
 }
 
 absl::Status CheckKey(const std::string& model, int64_t version) {
-  if (!ValidModelName(model)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model name '", model.substr(0, 64), "' must be 1-128 characters of [A-Za-z0-9._-]"));
-  }
+  LCD_RETURN_IF_ERROR(ValidateModelName(model, "model"));
   if (version < 1) return absl::InvalidArgumentError(absl::StrCat("version must be >= 1, got ", version));
   return absl::OkStatus();
 }
@@ -45,14 +44,6 @@ absl::Status FsyncFile(const std::string& path) {
 }
 
 }  // namespace
-
-bool ValidModelName(const std::string& name) {
-  if (name.empty() || name.size() > 128 || name[0] == '.') return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-           c == '-';
-  });
-}
 
 std::string ArtifactStore::VersionDir(const std::string& model, int64_t version) const {
   return absl::StrCat(root_, "/", model, "/", version);
@@ -125,20 +116,8 @@ absl::StatusOr<int> ArtifactStore::CleanPartials() const {
 }
 
 absl::StatusOr<std::vector<int64_t>> ArtifactStore::Versions(const std::string& model) const {
-  if (!ValidModelName(model)) return absl::InvalidArgumentError(absl::StrCat("bad model name '", model, "'"));
-  std::vector<int64_t> out;
-  const std::string dir = absl::StrCat(root_, "/", model);
-  std::error_code ec;
-  if (!fs::exists(dir, ec)) return out;
-  for (fs::directory_iterator v(dir, ec), end; !ec && v != end; v.increment(ec)) {
-    int64_t n = 0;
-    if (v->is_directory(ec) && !v->is_symlink(ec) && absl::SimpleAtoi(v->path().filename().string(), &n) && n > 0) {
-      out.push_back(n);
-    }
-  }
-  if (ec) return FsError("cannot scan", dir, ec);
-  std::sort(out.begin(), out.end());
-  return out;
+  LCD_RETURN_IF_ERROR(ValidateModelName(model, "model"));
+  return PublishedVersions(root_, model);
 }
 
 }  // namespace lcd::server::jobs

@@ -5,7 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "lcd/server/credentials.h"
-#include "lcd/server/jobs/artifact_store.h"
+#include "lcd/base/status_macros.h"
+#include "lcd/server/request_validation.h"
 #include "lcd/server/status_mapping.h"
 
 namespace lcd::server::jobs {
@@ -77,9 +78,7 @@ absl::Status JobServiceImpl::Authorize(const grpc::ServerContext& ctx) const {
 absl::Status JobServiceImpl::ValidateSubmit(const lcd::v1::SubmitJobRequest& r) const {
   if (r.source_model().empty()) return absl::InvalidArgumentError("source_model is required");
   if (absl::Status st = CheckText("source_model", r.source_model(), kMaxPath); !st.ok()) return st;
-  if (!ValidModelName(r.target_model())) {
-    return absl::InvalidArgumentError("target_model must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'");
-  }
+  LCD_RETURN_IF_ERROR(ValidateModelName(r.target_model(), "target_model"));
   if (options_.methods.count(r.method()) == 0) {
     std::string known;
     for (const std::string& m : options_.methods) absl::StrAppend(&known, known.empty() ? "" : ", ", m);
@@ -165,8 +164,8 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*, const lcd::v1::ListJ
     default:
       return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat("unknown job state ", req->state())));
   }
-  if (!req->target_model().empty() && !ValidModelName(req->target_model())) {
-    return ToGrpcStatus(absl::InvalidArgumentError("bad target_model filter"));
+  if (!req->target_model().empty()) {
+    if (absl::Status st = ValidateModelName(req->target_model(), "target_model"); !st.ok()) return ToGrpcStatus(st);
   }
   f.target_model = req->target_model();
   f.page_size = req->page_size() == 0 ? 50 : req->page_size();

@@ -10,6 +10,7 @@
 #include "lcd/base/logging.h"
 #include "lcd/server/jobs/jobs_config.h"
 #include "lcd/server/jobs/jobs_daemon.h"
+#include "lcd/server/signals.h"
 
 int main(int argc, char** argv) {
   auto config = lcd::server::jobs::LoadJobsConfig(argc, argv, [](const char* n) { return std::getenv(n); });
@@ -26,12 +27,7 @@ int main(int argc, char** argv) {
                          : config->log_level == "warning" ? lcd::LogSeverity::kWarning
                          : config->log_level == "error"   ? lcd::LogSeverity::kError
                                                           : lcd::LogSeverity::kInfo);
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t signals = lcd::server::BlockShutdownSignals();
   auto daemon = lcd::server::jobs::JobsDaemon::Start(*config);
   if (!daemon.ok()) {
     LCD_LOG(ERROR) << "lcd-jobs: failed to start: " << daemon.status();

@@ -23,9 +23,6 @@
 
 namespace lcd::server::jobs {
 
-// 1-128 characters of [A-Za-z0-9._-], not starting with '.'.
-bool ValidModelName(const std::string& name);
-
 class ArtifactStore {
  public:
   explicit ArtifactStore(std::string root) : root_(std::move(root)) {}

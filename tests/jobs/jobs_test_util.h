@@ -1,0 +1,49 @@
+// Helpers the lcd-jobs tests share.
+#ifndef LCD_TESTS_JOBS_JOBS_TEST_UTIL_H_
+#define LCD_TESTS_JOBS_JOBS_TEST_UTIL_H_
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "lcd/server/jobs/job_store.h"
+
+namespace lcd::server::jobs::testing {
+
+// An empty directory of its own for the running test (removed first if a
+// crashed run left it).
+inline std::filesystem::path FreshTestDir(const std::string& prefix) {
+  const std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) /
+      (prefix + "_" + std::to_string(::getpid()) + "_" +
+       ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+inline std::filesystem::path SourceDir() {
+  const char* d = std::getenv("LCD_SOURCE_DIR");
+  return d != nullptr ? std::filesystem::path(d)
+                      : std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
+}
+
+inline std::string TinyModelDir() { return (SourceDir() / "models" / "tiny-shakespeare").string(); }
+
+// rtn 4-bit g32 of the repository's tiny model, published as "tiny".
+inline JobSpec TinySpec() {
+  JobSpec s;
+  s.source_model = "tiny-shakespeare";
+  s.target_model = "tiny";
+  s.method = "rtn";
+  s.bits = 4;
+  s.group_size = 32;
+  return s;
+}
+
+}  // namespace lcd::server::jobs::testing
+
+#endif  // LCD_TESTS_JOBS_JOBS_TEST_UTIL_H_
