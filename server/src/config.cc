@@ -115,6 +115,12 @@ const std::vector<Setting>& Settings() {
                     &ServerConfig::tls_cert_file),
       StringSetting("tls_key_file", "PEM private key for TLS on the gRPC port",
                     &ServerConfig::tls_key_file),
+      StringSetting("artifact_root", "artifact store to follow for new model versions (lcd-jobs)",
+                    &ServerConfig::artifact_root),
+      DoubleSetting("artifact_rescan_seconds", "artifact store rescan interval (inotify fallback)",
+                    &ServerConfig::artifact_rescan_seconds),
+      StringListSetting<ServerConfig>("pinned_models", "models that do not follow the artifact store (repeatable)",
+                                      &ServerConfig::pinned_models, "pinned-model"),
   };
   return *settings;
 }
@@ -175,6 +181,10 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
     if (root.empty() || root[0] != '/') {
       return Bad("model_roots", absl::StrCat("'", root, "' is not an absolute path"));
     }
+  }
+  LCD_RETURN_IF_ERROR(Range("artifact_rescan_seconds", c.artifact_rescan_seconds, 0.1, 3600));
+  for (const std::string& name : c.pinned_models) {
+    if (absl::Status st = ValidateModelName(name, "pinned_models"); !st.ok()) return st;
   }
   if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
     return Bad(c.tls_cert_file.empty() ? "tls_cert_file" : "tls_key_file",

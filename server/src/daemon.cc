@@ -5,15 +5,19 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <prometheus/registry.h>
 
+#include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "lcd/base/logging.h"
+#include "lcd/server/artifact_watcher.h"
 #include "lcd/server/credentials.h"
 #include "lcd/server/generation_service.h"
 #include "lcd/server/health.h"
@@ -94,10 +98,44 @@ class DaemonImpl final : public Daemon {
         return absl::Status(st.code(), absl::StrCat("model '", m.name, "': ", st.message()));
       }
     }
+    if (!config_.artifact_root.empty()) StartWatcher();
     started_ = true;
     health_->Refresh();
     LCD_LOG(INFO) << "lcd-server: ready (" << config_.models.size() << " model(s))";
     return absl::OkStatus();
+  }
+
+  // Follows the artifact store for every configured model not pinned: a
+  // newer <root>/<name>/<version> is hot-swapped in through the registry
+  // (which keeps the old version serving when the new one fails to load).
+  void StartWatcher() {
+    watcher_ = std::make_unique<ArtifactWatcher>(
+        config_.artifact_root, absl::Seconds(config_.artifact_rescan_seconds),
+        [this](const std::string& name, const std::string& dir, int64_t version) {
+          absl::Status st = models_->Load(name, dir, std::to_string(version), Drain());
+          if (!st.ok()) metrics_.RecordVersionRefused(name);
+          return st;
+        });
+    for (const ModelSpec& m : config_.models) {
+      // A model served from the store starts at the version it was given.
+      int64_t current = 0;
+      const std::filesystem::path p = std::filesystem::path(m.path).lexically_normal();
+      if (p.parent_path().parent_path() == std::filesystem::path(config_.artifact_root).lexically_normal() &&
+          p.parent_path().filename() == m.name) {
+        absl::SimpleAtoi(p.filename().string(), &current);
+      }
+      const bool pinned = std::find(config_.pinned_models.begin(), config_.pinned_models.end(), m.name) !=
+                          config_.pinned_models.end();
+      if (pinned) {
+        watcher_->Pin(m.name, current);
+      } else {
+        watcher_->Follow(m.name, current);
+      }
+    }
+    if (absl::Status st = watcher_->Start(); !st.ok()) LCD_LOG(ERROR) << "artifact watcher: " << st;
+    LCD_LOG(INFO) << "artifact watcher: following " << config_.artifact_root
+                  << (watcher_->using_inotify() ? " (inotify" : " (rescans only")
+                  << ", rescan every " << config_.artifact_rescan_seconds << " s)";
   }
 
   int grpc_port() const override { return grpc_port_; }
@@ -108,6 +146,7 @@ class DaemonImpl final : public Daemon {
     shut_down_ = true;
     LCD_LOG(INFO) << "lcd-server: shutting down (drain up to " << config_.drain_timeout_seconds
                   << " s)";
+    if (watcher_ != nullptr) watcher_->Stop();  // no new versions while draining
     if (health_ != nullptr) health_->Shutdown();
     // Draining the engines ends every accepted generation call; what is left
     // (calls arriving now) gets UNAVAILABLE from the registry.
@@ -133,6 +172,7 @@ class DaemonImpl final : public Daemon {
   const std::shared_ptr<prometheus::Registry> registry_;
   ServerMetrics metrics_;
   std::unique_ptr<ModelRegistry> models_;
+  std::unique_ptr<ArtifactWatcher> watcher_;
   std::unique_ptr<GenerationServiceImpl> generation_;
   std::unique_ptr<ModelServiceImpl> model_service_;
   std::unique_ptr<grpc::Server> server_;

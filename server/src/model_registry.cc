@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "lcd/base/logging.h"
 #include "lcd/base/status_macros.h"
+#include "lcd/runtime/artifact.h"
 #include "lcd/server/request_validation.h"
 #include "lcd/server/roots.h"
 
@@ -83,28 +84,18 @@ absl::Status Guarded(const std::function<absl::Status()>& fn) {
 // Quantized artifacts carry a manifest.json; plain checkpoints do not. Only
 // the descriptive fields are read here (the runtime reads the rest), and a
 // malformed manifest is left for the runtime's loader to reject.
-void ReadManifestInfo(const std::string& dir, ModelInstance* inst, std::string* version) {
+// The quantization an artifact directory declares (artifact v1 manifest,
+// lcd/runtime/artifact.h); plain checkpoints keep the defaults ("none").
+void ReadManifestInfo(const std::string& dir, ModelInstance* inst) {
   std::ifstream in(std::filesystem::path(dir) / "manifest.json");
   if (!in) return;
   std::stringstream ss;
   ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
-  if (!j.is_object()) return;
-  try {
-    const nlohmann::json* q = &j;
-    if (j.contains("quantization") && j["quantization"].is_object()) q = &j["quantization"];
-    if (q->contains("method") && (*q)["method"].is_string()) {
-      inst->quant_method = (*q)["method"].get<std::string>();
-    }
-    if (q->contains("bits") && (*q)["bits"].is_number_integer()) inst->quant_bits = (*q)["bits"];
-    if (q->contains("group_size") && (*q)["group_size"].is_number_integer()) {
-      inst->quant_group_size = (*q)["group_size"];
-    }
-    if (version->empty() && j.contains("version") && j["version"].is_string()) {
-      *version = j["version"].get<std::string>();
-    }
-  } catch (const std::exception&) {  // Wrong types: keep the defaults.
-  }
+  absl::StatusOr<runtime::ArtifactManifest> m = runtime::ParseArtifactManifest(ss.str());
+  if (!m.ok()) return;  // Model::Load verified it; a race with a rewrite only loses the label
+  inst->quant_method = m->method.name;
+  inst->quant_bits = m->method.bits;
+  inst->quant_group_size = static_cast<int>(m->method.group_size);
 }
 
 }  // namespace
@@ -208,7 +199,7 @@ absl::StatusOr<std::shared_ptr<ModelInstance>> ModelRegistry::LoadInstance(
   LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Model> model, runtime::Model::Load(path, mopts));
   inst->model = std::move(model);
   // After Model::Load, which has vetted manifest.json when there is one.
-  ReadManifestInfo(path, inst.get(), &version);
+  ReadManifestInfo(path, inst.get());
   inst->version = std::move(version);
   if (Cancelled()) return absl::CancelledError("model load cancelled before the tokenizer");
   LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Tokenizer> tok, runtime::LoadTokenizer(path));

@@ -110,7 +110,9 @@ ServerMetrics::ServerMetrics(prometheus::Registry& r)
       iteration_tokens_(Histogram(r, "lcd_iteration_tokens", "Tokens per engine iteration.")),
       model_load_(Histogram(r, "lcd_model_load_seconds", "Time to load a model.")),
       preemptions_(Counter(r, "lcd_preemptions_total",
-                           "Sequences preempted for lack of KV blocks.")) {}
+                           "Sequences preempted for lack of KV blocks.")),
+      versions_refused_(Counter(r, "lcd_model_versions_refused_total",
+                                "New artifact versions that failed to load; the old one kept serving.")) {}
 
 std::unique_ptr<runtime::EngineObserver> ServerMetrics::NewObserver(const std::string& model) {
   return std::make_unique<MetricsObserver>(this, model);
@@ -125,6 +127,10 @@ void ServerMetrics::RecordModelLoad(const std::string& model, double seconds) {
       .Add({{"model", model}},
            prometheus::Histogram::BucketBoundaries{0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600})
       .Observe(seconds);
+}
+
+void ServerMetrics::RecordVersionRefused(const std::string& model) {
+  versions_refused_.Add({{"model", model}}).Increment();
 }
 
 void ServerMetrics::RecordEngineStats(const std::string& model, const runtime::EngineStats& s) {

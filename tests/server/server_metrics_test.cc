@@ -47,6 +47,7 @@ void Exercise(ServerMetrics& m) {
   obs->OnPreemption();
   m.RecordRequest("m", "ok");
   m.RecordModelLoad("m", 1.5);
+  m.RecordVersionRefused("m");
   runtime::EngineStats stats;
   stats.running = 2;
   stats.waiting = 5;
@@ -71,6 +72,7 @@ TEST(ServerMetrics, KeepsEveryNameTypeAndLabel) {
       {"lcd_batch_size", {T::Histogram, {"model"}}},
       {"lcd_iteration_tokens", {T::Histogram, {"model"}}},
       {"lcd_model_load_seconds", {T::Histogram, {"model"}}},
+      {"lcd_model_versions_refused_total", {T::Counter, {"model"}}},
       {"lcd_preemptions_total", {T::Counter, {"model"}}},
   };
   prometheus::Registry registry;

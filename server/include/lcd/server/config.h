@@ -25,6 +25,9 @@
 //   max_model_memory_bytes    --max-model-memory-bytes      LCD_MAX_MODEL_MEMORY_BYTES
 //   tls_cert_file             --tls-cert-file               LCD_TLS_CERT_FILE
 //   tls_key_file              --tls-key-file                LCD_TLS_KEY_FILE
+//   artifact_root             --artifact-root               LCD_ARTIFACT_ROOT
+//   artifact_rescan_seconds   --artifact-rescan-seconds     LCD_ARTIFACT_RESCAN_SECONDS
+//   pinned_models             --pinned-model NAME (repeat)  LCD_PINNED_MODELS=NAME[,NAME]
 //
 // Security defaults: both ports bind 127.0.0.1, so a bare-metal start exposes
 // nothing to the network until the operator names an address (the container
@@ -81,6 +84,13 @@ struct ServerConfig {
   uint64_t max_model_memory_bytes = 0;     // 0 = no limit.
   std::string tls_cert_file;               // PEM; with tls_key_file, TLS on the gRPC port.
   std::string tls_key_file;
+  // The artifact store lcd-jobs publishes into (<root>/<model>/<version>/).
+  // Every configured model follows it: a newer version of its name is
+  // hot-swapped in (drain_timeout_seconds for the old one) unless the name is
+  // in pinned_models. Empty: no watching.
+  std::string artifact_root;
+  double artifact_rescan_seconds = 10.0;  // fallback to inotify; 0.1..3600
+  std::vector<std::string> pinned_models;
 
   bool help_requested = false;  // --help was given; print ServerConfigHelp().
 

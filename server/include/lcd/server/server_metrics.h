@@ -55,6 +55,9 @@ class ServerMetrics {
   // cancelled, error, rejected (refused before reaching the engine).
   void RecordRequest(const std::string& model, const std::string& status);
   void RecordModelLoad(const std::string& model, double seconds);
+  // A new artifact version of `model` the watcher could not load (corrupt,
+  // incomplete, over the memory budget); the old version kept serving.
+  void RecordVersionRefused(const std::string& model);
   // Samples the engine's gauges (called periodically and on scrape).
   void RecordEngineStats(const std::string& model, const runtime::EngineStats& stats);
 
@@ -78,6 +81,7 @@ class ServerMetrics {
   HistogramFamily& iteration_tokens_;
   HistogramFamily& model_load_;
   CounterFamily& preemptions_;
+  CounterFamily& versions_refused_;
 };
 
 }  // namespace lcd::server
