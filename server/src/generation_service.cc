@@ -227,6 +227,7 @@ class StreamGenerate final : public grpc::ServerWriteReactor<lcd::v1::GenerateSt
       }
       if (!any) return;
       self->msg_.set_request_id(core->request_id);
+      self->msg_.set_model_version(core->model->version);
       core->writing = !done;
     }
     if (!done) {

@@ -312,7 +312,7 @@ absl::Status ModelRegistry::LoadImpl(const std::string& name, const std::string&
       e.state = ModelState::kLoading;
       e.path = path;
     }
-    if (ver.empty()) ver = absl::StrCat(e.loads);
+    if (ver.empty()) ver = absl::StrCat("load-", e.loads);  // never mistaken for a store version number
   }
   const absl::Time start = absl::Now();
   LCD_LOG(INFO) << "model " << name << ": loading " << path;

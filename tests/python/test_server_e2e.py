@@ -76,7 +76,7 @@ def test_unary(stub):
     assert r.usage.prompt_tokens > 0
     assert r.usage.total_tokens == r.usage.prompt_tokens + 8
     assert r.request_id == "unary-1"
-    assert r.model_version == "1"
+    assert r.model_version == "load-1"
     ttft = r.timing.time_to_first_token.ToTimedelta().total_seconds()
     total = r.timing.total_time.ToTimedelta().total_seconds()
     assert 0 < ttft <= total

@@ -60,12 +60,13 @@ double DurationMs(const google::protobuf::Duration& d) {
 // The summary line shared by the unary and the streaming path. client_ttft_ms
 // is measured here (request sent -> first tokens received); the server's own
 // figure (submit -> first token) comes from Timing.
-void PrintSummary(const std::string& request_id, v1::FinishReason reason, const v1::Usage& usage,
-                  const v1::Timing& timing, double client_ttft_ms, double e2e_ms) {
+void PrintSummary(const std::string& request_id, const std::string& model_version, v1::FinishReason reason,
+                  const v1::Usage& usage, const v1::Timing& timing, double client_ttft_ms, double e2e_ms) {
   std::fprintf(stderr,
-               "[lcd client] request_id: %s, finish_reason: %s, prompt_tokens: %lld, completion_tokens: %lld, "
-               "total_tokens: %lld, ttft_ms: %.2f (server: %.2f, queue: %.2f), e2e_ms: %.2f\n",
-               request_id.c_str(), v1::FinishReason_Name(reason).c_str(),
+               "[lcd client] request_id: %s, model_version: %s, finish_reason: %s, prompt_tokens: %lld, "
+               "completion_tokens: %lld, total_tokens: %lld, ttft_ms: %.2f (server: %.2f, queue: %.2f), "
+               "e2e_ms: %.2f\n",
+               request_id.c_str(), model_version.c_str(), v1::FinishReason_Name(reason).c_str(),
                static_cast<long long>(usage.prompt_tokens()), static_cast<long long>(usage.completion_tokens()),
                static_cast<long long>(usage.total_tokens()), client_ttft_ms,
                DurationMs(timing.time_to_first_token()), DurationMs(timing.queue_time()), e2e_ms);
@@ -149,8 +150,8 @@ int RunClient(int argc, char** argv) {
     std::printf("\n");
     std::fflush(stdout);
     // A unary call delivers everything at once: its client-side TTFT is E2E.
-    PrintSummary(response.request_id(), response.finish_reason(), response.usage(), response.timing(), e2e_ms,
-                 e2e_ms);
+    PrintSummary(response.request_id(), response.model_version(), response.finish_reason(), response.usage(),
+                 response.timing(), e2e_ms, e2e_ms);
     return 0;
   }
 
@@ -158,7 +159,7 @@ int RunClient(int argc, char** argv) {
       stub->GenerateStream(&context, request);
   v1::GenerateStreamResponse chunk;
   std::optional<double> ttft_ms;
-  std::string request_id;
+  std::string request_id, model_version;
   v1::FinishReason reason = v1::FINISH_REASON_UNSPECIFIED;
   v1::Usage usage;
   v1::Timing timing;
@@ -167,6 +168,7 @@ int RunClient(int argc, char** argv) {
     std::fwrite(chunk.text().data(), 1, chunk.text().size(), stdout);
     std::fflush(stdout);
     if (!chunk.request_id().empty()) request_id = chunk.request_id();
+    if (!chunk.model_version().empty()) model_version = chunk.model_version();
     if (chunk.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
       reason = chunk.finish_reason();
       usage = chunk.usage();
@@ -182,7 +184,7 @@ int RunClient(int argc, char** argv) {
     return 1;
   }
   const double e2e_ms = MsSince(start);
-  PrintSummary(request_id, reason, usage, timing, ttft_ms.value_or(e2e_ms), e2e_ms);
+  PrintSummary(request_id, model_version, reason, usage, timing, ttft_ms.value_or(e2e_ms), e2e_ms);
   return 0;
 }
 

@@ -45,7 +45,6 @@ class Metrics {
  public:
   explicit Metrics(prometheus::Registry& r)
       : jobs_(prometheus::BuildGauge().Name("lcd_jobs").Help("Jobs in each state").Register(r)),
-        running_(prometheus::BuildGauge().Name("lcd_jobs_running").Help("Worker processes running").Register(r).Add({})),
         duration_(prometheus::BuildHistogram()
                       .Name("lcd_job_duration_seconds")
                       .Help("Submit to terminal state, by method and final state")
@@ -56,13 +55,12 @@ class Metrics {
                       .Register(r)
                       .Add({})) {}
 
-  void Refresh(JobStore& store, int running) {
+  void Refresh(JobStore& store) {
     for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
                        JobState::kCancelled}) {
       absl::StatusOr<std::vector<JobRecord>> jobs = store.ListByState(s);
       if (jobs.ok()) jobs_.Add({{"state", JobStateName(s)}}).Set(static_cast<double>(jobs->size()));
     }
-    running_.Set(running);
   }
 
   void OnChange(const JobRecord& j) {
@@ -77,7 +75,6 @@ class Metrics {
 
  private:
   prometheus::Family<prometheus::Gauge>& jobs_;
-  prometheus::Gauge& running_;
   prometheus::Family<prometheus::Histogram>& duration_;
   prometheus::Counter& restarts_;
 };
@@ -126,7 +123,7 @@ class JobsDaemonImpl final : public JobsDaemon {
     so.resolve_data = resolve_data;
     so.on_change = [this](const JobRecord& j) {
       metrics_->OnChange(j);
-      metrics_->Refresh(*store_, scheduler_ != nullptr ? scheduler_->running() : 0);
+      metrics_->Refresh(*store_);
     };
     scheduler_ = std::make_unique<JobScheduler>(store_.get(), artifacts_.get(), so);
     JobServiceOptions jo;
@@ -154,7 +151,7 @@ class JobsDaemonImpl final : public JobsDaemon {
       metrics_endpoint_ = std::move(*ep);
     }
     if (absl::Status st = scheduler_->Start(); !st.ok()) return st;
-    metrics_->Refresh(*store_, 0);
+    metrics_->Refresh(*store_);
     server_->GetHealthCheckService()->SetServingStatus("", true);
     server_->GetHealthCheckService()->SetServingStatus("lcd.v1.JobService", true);
     LCD_LOG(INFO) << "lcd-jobs: serving on " << config_.grpc_address << ":" << grpc_port_

@@ -113,7 +113,7 @@ class ModelRegistry {
   ~ModelRegistry();  // Drains nothing: call Shutdown first. Joins workers.
 
   // Loads `path` as model `name` (hot swap when `name` is READY). `version`
-  // may be empty (then a load counter; the artifact watcher passes the store's version number). Errors: InvalidArgument
+  // may be empty (then "load-<n>", a load counter; the artifact watcher passes the store's version number). Errors: InvalidArgument
   // for a bad name, NotFound/InvalidArgument from the loaders (missing or bad
   // files), FailedPrecondition while another load of `name` is running,
   // Unavailable after Shutdown.

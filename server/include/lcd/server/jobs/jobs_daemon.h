@@ -3,7 +3,7 @@
 // gRPC port (TLS when configured), and /metrics + /healthz on the metrics
 // port. Start recovers what a previous (killed) run left behind.
 //
-// Metrics: lcd_jobs{state} (jobs in each state), lcd_jobs_running,
+// Metrics: lcd_jobs{state} (jobs in each state; RUNNING = workers running),
 // lcd_job_duration_seconds{method,state} (submit to terminal state),
 // lcd_job_worker_restarts_total (attempts retried after a worker failed).
 //
