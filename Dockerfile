@@ -1,7 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# lcdserve image: a builder stage that compiles lcd and lcd-server (lcd-jobs joins
-# when the job service lands),
+# lcdserve image: a builder stage that compiles lcd, lcd-server and lcd-jobs,
 # and a slim runtime stage with only the shared libraries those binaries link.
 #
 # CPU image (Debian 12; the default):
@@ -42,15 +41,15 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 
-# Binaries land at build/<preset>/tools/lcd and build/<preset>/server/lcd-server;
+# Binaries land at build/<preset>/tools/lcd and build/<preset>/server/lcd-{server,jobs};
 # liblcd_spm_shim.so (libsentencepiece behind a C API, dlopen()ed at run time
 # because Debian's libsentencepiece clashes with libprotobuf) at build/<preset>/lib.
 RUN set -eux; \
     if [ "${CUDA}" = 1 ]; then preset=cuda-release; else preset=cpu-release; fi; \
     cmake --preset "${preset}" -DLCD_BUILD_TESTS=OFF -DLCD_BUILD_BENCHMARKS=OFF; \
-    cmake --build --preset "${preset}" --target lcd lcd-server lcd_spm_shim; \
+    cmake --build --preset "${preset}" --target lcd lcd-server lcd-jobs lcd_spm_shim; \
     mkdir -p /out/bin /out/lib; \
-    cp "build/${preset}/tools/lcd" "build/${preset}/server/lcd-server" /out/bin/; \
+    cp "build/${preset}/tools/lcd" "build/${preset}/server/lcd-server" "build/${preset}/server/lcd-jobs" /out/bin/; \
     cp "build/${preset}/lib/liblcd_spm_shim.so" /out/lib/; \
     strip /out/bin/*; \
     strip --strip-unneeded /out/lib/*
@@ -89,13 +88,16 @@ COPY models/tiny-shakespeare/ /opt/lcd/models/tiny-shakespeare/
 # Example server configuration; Kubernetes mounts its ConfigMap over it.
 COPY deploy/config/server.json /etc/lcd/server.json
 
-# lcd-server binds 127.0.0.1 by default; in a container the pod network is
-# the boundary, so the image listens on every interface.
+# lcd-server and lcd-jobs bind 127.0.0.1 by default; in a container the pod
+# network is the boundary, so the image listens on every interface (lcd-jobs
+# then insists on a token file: mount it from a Secret). lcd-jobs runs its
+# workers as `lcd`, found beside it in /usr/local/bin.
 ENV LCD_GRPC_ADDRESS=0.0.0.0 LCD_METRICS_ADDRESS=0.0.0.0
 
 USER lcd:lcd
 WORKDIR /var/lib/lcd
-# 50051: gRPC (Generate, health, reflection). 9090: Prometheus /metrics.
-EXPOSE 50051 9090
+# lcd-server: 50051 gRPC (Generate, health, reflection), 9090 /metrics.
+# lcd-jobs (run with --entrypoint lcd-jobs or the chart's command): 50061, 9401.
+EXPOSE 50051 9090 50061 9401
 ENTRYPOINT ["lcd-server"]
 CMD ["--config", "/etc/lcd/server.json", "--grpc-port", "50051", "--metrics-port", "9090"]
