@@ -193,7 +193,7 @@ class SqliteJobStore final : public JobStore {
 
   absl::StatusOr<JobRecord> Create(const JobSpec& spec, int64_t now_ms, bool* created) override {
     absl::MutexLock lock(&mu_);
-    return InTransaction<JobRecord>([&]() -> absl::StatusOr<JobRecord> {
+    return InTransaction<JobRecord>([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<JobRecord> {
       if (!spec.idempotency_key.empty()) {
         Stmt q(db_, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE idempotency_key = ?").c_str());
         q.Bind(spec.idempotency_key);
@@ -275,7 +275,7 @@ class SqliteJobStore final : public JobStore {
                                        const std::string& reason, int64_t now_ms) override {
     LCD_ASSIGN_OR_RETURN(int64_t seq, JobSeq(id));
     absl::MutexLock lock(&mu_);
-    return InTransaction<JobRecord>([&]() -> absl::StatusOr<JobRecord> {
+    return InTransaction<JobRecord>([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<JobRecord> {
       return TransitionLocked(seq, from, to, reason, /*version=*/0, now_ms);
     });
   }
@@ -283,7 +283,7 @@ class SqliteJobStore final : public JobStore {
   absl::StatusOr<JobRecord> Succeed(const std::string& id, int64_t version, int64_t now_ms) override {
     LCD_ASSIGN_OR_RETURN(int64_t seq, JobSeq(id));
     absl::MutexLock lock(&mu_);
-    return InTransaction<JobRecord>([&]() -> absl::StatusOr<JobRecord> {
+    return InTransaction<JobRecord>([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<JobRecord> {
       return TransitionLocked(seq, JobState::kRunning, JobState::kSucceeded, "", version, now_ms);
     });
   }
@@ -292,7 +292,7 @@ class SqliteJobStore final : public JobStore {
                                     const std::string& message, int64_t now_ms) override {
     LCD_ASSIGN_OR_RETURN(int64_t seq, JobSeq(id));
     absl::MutexLock lock(&mu_);
-    return InTransaction<JobEvent>([&]() -> absl::StatusOr<JobEvent> {
+    return InTransaction<JobEvent>([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<JobEvent> {
       LCD_ASSIGN_OR_RETURN(JobRecord j, GetLocked(seq));
       if (j.state != JobState::kRunning) {
         return absl::FailedPreconditionError(
@@ -307,7 +307,7 @@ class SqliteJobStore final : public JobStore {
   absl::Status RequestCancel(const std::string& id, int64_t now_ms) override {
     LCD_ASSIGN_OR_RETURN(int64_t seq, JobSeq(id));
     absl::MutexLock lock(&mu_);
-    return InTransaction<bool>([&]() -> absl::StatusOr<bool> {
+    return InTransaction<bool>([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<bool> {
              LCD_ASSIGN_OR_RETURN(JobRecord j, GetLocked(seq));
              if (IsTerminal(j.state)) {
                return absl::FailedPreconditionError(
@@ -347,7 +347,7 @@ class SqliteJobStore final : public JobStore {
 
   absl::StatusOr<int64_t> NextVersion(const std::string& model) override {
     absl::MutexLock lock(&mu_);
-    return InTransaction<int64_t>([&]() -> absl::StatusOr<int64_t> {
+    return InTransaction<int64_t>([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<int64_t> {
       Stmt up(db_,
               "INSERT INTO model_versions(model, last_version) VALUES (?, 1) "
               "ON CONFLICT(model) DO UPDATE SET last_version = last_version + 1");
