@@ -184,10 +184,16 @@ absl::StatusOr<LcdResult> RunLcd(const QuantizeModelOptions& o, const std::vecto
     res.calibration = absl::StrCat("file:", std::filesystem::path(o.calib_path).filename().string(),
                                    " sha256:", sha, " sequences:", seqs.count, " tokens:", seqs.length);
   }
-  // The last ~10% of the sequences (at least one) are held out for the KL figures.
+  // The last ~10% of the sequences (at least one) are held out for the KL
+  // figures; with speculative re-assignment the ~10% before them (at least
+  // one) judge the proposals.
   const int64_t held = std::max<int64_t>(1, seqs.count / 10);
-  const int64_t train_n = seqs.count - held;
-  if (train_n < 1) return absl::InvalidArgumentError("lcd: need at least 2 calibration sequences");
+  const int64_t spec_n = o.lcd_speculative ? std::max<int64_t>(1, seqs.count / 10) : 0;
+  const int64_t train_n = seqs.count - held - spec_n;
+  if (train_n < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("lcd: ", seqs.count, " calibration sequences leave none to train on"));
+  }
+  const int64_t spec_begin = train_n, spec_end = train_n + spec_n;
 
   // Step 3's importance: E[x_j^2] of every linear input over the training sequences.
   CalibrationStats stats;
@@ -241,7 +247,7 @@ absl::StatusOr<LcdResult> RunLcd(const QuantizeModelOptions& o, const std::vecto
     top += tr::MeanTopProbability(teacher->logits(), b * L, V) * static_cast<double>(b * L);
   }
   const double gamma = top / static_cast<double>(train_n * L);
-  LCD_ASSIGN_OR_RETURN(KdEval init, Evaluate(*student, *teacher, seqs, train_n, seqs.count, B, gamma));
+  LCD_ASSIGN_OR_RETURN(KdEval init, Evaluate(*student, *teacher, seqs, spec_end, seqs.count, B, gamma));
   log(absl::StrFormat("[lcd] gamma %.4f; held-out (%d seqs) after init: cakld %.5f, kl %.5f", gamma, held,
                       init.cakld, init.kl));
 
@@ -260,11 +266,36 @@ absl::StatusOr<LcdResult> RunLcd(const QuantizeModelOptions& o, const std::vecto
   size_t next = order.size();
   std::vector<int32_t> batch(static_cast<size_t>(B * L));
   double first_loss = 0.0, last_loss = 0.0, loss_sum = 0.0;
-  int64_t loss_n = 0, changed_total = 0;
+  int64_t loss_n = 0, changed_total = 0, proposals = 0, accepted = 0;
+  std::vector<std::vector<uint8_t>> saved_codes(weights.size());
   const Clock::time_point train_start = Clock::now();
   for (int64_t step = 0; step < o.lcd_steps; ++step) {
     if (o.lcd_reassign_every > 0 && step > 0 && step % o.lcd_reassign_every == 0) {
-      changed_total += student->ReassignCodes();
+      if (!o.lcd_speculative) {
+        changed_total += student->ReassignCodes();
+      } else {
+        // Step 6: apply the proposed re-assignment tentatively; keep it only
+        // when the KD loss on the judging sequences does not rise.
+        LCD_ASSIGN_OR_RETURN(KdEval before, Evaluate(*student, *teacher, seqs, spec_begin, spec_end, B, gamma));
+        for (size_t i = 0; i < weights.size(); ++i) {
+          const uint8_t* c = *student->codes(weights[i]);
+          saved_codes[i].assign(c, c + student->Find(weights[i]).value()->size);
+        }
+        const int64_t changed = student->ReassignCodes();
+        LCD_ASSIGN_OR_RETURN(KdEval after, Evaluate(*student, *teacher, seqs, spec_begin, spec_end, B, gamma));
+        ++proposals;
+        if (after.cakld <= before.cakld) {
+          ++accepted;
+          changed_total += changed;
+        } else {
+          for (size_t i = 0; i < weights.size(); ++i) {
+            std::copy(saved_codes[i].begin(), saved_codes[i].end(), *student->codes(weights[i]));
+          }
+        }
+        log(absl::StrFormat("[lcd] step %d: re-assignment of %d codes %s (judging cakld %.5f -> %.5f)", step,
+                            changed, after.cakld <= before.cakld ? "accepted" : "rolled back", before.cakld,
+                            after.cakld));
+      }
     }
     for (int64_t b = 0; b < B; ++b) {
       if (next == order.size()) {
@@ -303,7 +334,7 @@ absl::StatusOr<LcdResult> RunLcd(const QuantizeModelOptions& o, const std::vecto
     float* cp = student->params() + c->offset;
     for (int64_t i = 0; i < c->size; ++i) cp[i] = kernels::Fp16ToFloat(kernels::FloatToFp16(cp[i]));
   }
-  LCD_ASSIGN_OR_RETURN(KdEval fin, Evaluate(*student, *teacher, seqs, train_n, seqs.count, B, gamma));
+  LCD_ASSIGN_OR_RETURN(KdEval fin, Evaluate(*student, *teacher, seqs, spec_end, seqs.count, B, gamma));
   log(absl::StrFormat("[lcd] held-out after %d steps: cakld %.5f (init %.5f), kl %.5f (init %.5f), %.1fs",
                       o.lcd_steps, fin.cakld, init.cakld, fin.kl, init.kl, Seconds(start)));
   for (const std::string& w : weights) {
@@ -325,7 +356,11 @@ absl::StatusOr<LcdResult> RunLcd(const QuantizeModelOptions& o, const std::vecto
   res.params["gamma"] = absl::StrFormat("%.6f", gamma);
   res.params["seed"] = std::to_string(o.lcd_seed);
   res.params["trained"] = "centroids, latent weights";
-  res.params["stages"] = "kmeans-init, e2e-kd";
+  res.params["stages"] = o.lcd_speculative ? "kmeans-init, e2e-kd, speculative" : "kmeans-init, e2e-kd";
+  if (o.lcd_speculative) {
+    res.quality["speculative_proposals"] = static_cast<double>(proposals);
+    res.quality["speculative_acceptance"] = proposals > 0 ? static_cast<double>(accepted) / proposals : 0.0;
+  }
   res.quality["kd_gamma"] = gamma;
   res.quality["kd_loss_first_step"] = first_loss;
   res.quality["kd_loss_last_step"] = last_loss;

@@ -14,6 +14,7 @@ A 2-bit, g = 64 LCD job with teacher-generated calibration (16 sequences of
   * be deterministic: a second run with the same seed writes the same
     model.safetensors;
   * serve: lcd eval-ppl loads it and gives a finite perplexity.
+--speculative judges each re-assignment and reports the acceptance rate.
 Errors: a calibration text too short for two sequences is refused by name.
 Needs ../shared/data/models/stories260K: skipped without it, failed under CI=true.
 """
@@ -141,3 +142,19 @@ def test_short_calibration_text_refused(model_dir, tmp_path):
     assert res.returncode != 0
     assert "short.txt" in res.stderr and "fewer than 2 calibration sequences of 64 tokens" in res.stderr
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_speculative_reassignment(model_dir, tmp_path):
+    """--speculative: every re-assignment (steps 10 and 20 of 30) is judged and either kept or
+    rolled back; the manifest counts them, and the held-out KL still falls."""
+    out = str(tmp_path / "spec")
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", out, *ARGS, "--speculative", "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    q = json.loads(res.stdout.strip().splitlines()[-1])
+    assert q["speculative_proposals"] == 2
+    assert q["speculative_acceptance"] in (0.0, 0.5, 1.0)
+    logged = res.stderr.count(" accepted (judging") + res.stderr.count(" rolled back (judging")
+    assert logged == 2, res.stderr
+    assert res.stderr.count(" accepted (judging") == 2 * q["speculative_acceptance"]
+    assert q["heldout_kl_teacher"] <= 0.8 * q["heldout_kl_teacher_init"], q

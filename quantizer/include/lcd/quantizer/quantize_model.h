@@ -29,7 +29,10 @@
 // full-precision TrainModel on batches of lcd_batch training sequences;
 // gamma = mean teacher top-1 probability over the training sequences,
 // measured first. Codes are re-assigned to the nearest centroid of the
-// latent weight every lcd_reassign_every steps; the artifact stores the
+// latent weight every lcd_reassign_every steps (lcd_speculative, LCD.md
+// step 6: tentatively, kept only when the mean CAKLD on a judging tenth of
+// the sequences, apart from training and held-out ones, does not rise;
+// figures speculative_proposals and speculative_acceptance); the artifact stores the
 // final centroids in fp16 with the codes trained last. Quality figures
 // added: kd_gamma, kd_loss_first_step, kd_loss_last_step, heldout_cakld(_init),
 // heldout_kl_teacher(_init) (mean per-token KL(P_T||P_S) on the held-out
@@ -100,6 +103,7 @@ struct QuantizeModelOptions {
   int64_t lcd_samples = 64;          // Teacher-generated sequences (without calib_path).
   double lcd_temperature = 0.8;      // Of the teacher's sampling.
   uint64_t lcd_seed = 0;
+  bool lcd_speculative = false;      // Keep a re-assignment only when it does not raise the KD loss.
 
   int threads = 0;  // 0 = all hardware threads.
   // Receives one human-readable progress line at a time (no newline); may be
