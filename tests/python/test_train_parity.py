@@ -269,18 +269,20 @@ def test_losses(rng, tmp_path, loss):
 MODEL_SPECS = ["llama_fp32", "llama_tied_fp32", "qwen2_fp32"]  # see make_random_models.SPECS
 
 
-def _build(out_dir, name, seed):
+def _build(out_dir, name, seed, **overrides):
     import transformers
     import make_random_models as mrm
     family, _, extra, _ = mrm.SPECS[name]
     cfg = mrm._config(family, extra)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
     cls = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM}[family]
     torch.manual_seed(seed)
     model = cls(cfg)
     mrm._randomize(model, torch.Generator().manual_seed(seed + 1))
     if cfg.tie_word_embeddings:
         model.tie_weights()
-    path = os.path.join(out_dir, name)
+    path = os.path.join(out_dir, name + "".join(f"_{k}{v}" for k, v in overrides.items()))
     model.to(torch.float32).save_pretrained(path, safe_serialization=True)
     return path, cls
 
@@ -423,6 +425,48 @@ def test_model_gradients_codebook(models, rng, tmp_path, name, loss):
         worst = max(worst, r)
         assert r <= REL_TOL, f"{tag}: gradient of {pname}: max rel error {r:.3g} > {REL_TOL}"
     ERRORS[f"{tag}.grads(max over {len(want)} tensors)"] = worst
+
+
+@pytest.mark.parametrize("codebook", [False, True])
+def test_block_range_gradients(models, rng, tmp_path, codebook):
+    """LCD's progressive stage: Forward of the first N blocks only and BackwardBlocks from an
+    MSE on block N-1's output down to block F: the hidden state and the gradients of blocks
+    [F, N) against torch (hidden_states[N] of transformers); every other gradient is zero."""
+    path, cls = _build(str(tmp_path), "llama_fp32", SEED + 7, num_hidden_layers=4)
+    ref = _reference(path, cls)
+    V, C = ref.config.vocab_size, ref.config.hidden_size
+    n_layers = ref.config.num_hidden_layers
+    N, F = n_layers - 1, n_layers - 2
+    assert F >= 1, "needs a block below F to check it gets no gradient"
+    B, L = 2, 13
+    tokens = rng.integers(0, V, (B, L)).astype(np.int32)
+    inputs = dict(tokens=tokens, block_target=_f32(rng, B, L, C))
+    args = ["--model", path, "--blocks", str(N), "--first", str(F), "--threads", "2"]
+    if codebook:
+        cents = {p: _cb_init(rng, lin.weight.detach().numpy(), CB_GROUP, CB_K) for p, lin in _cb_linears(ref).items()}
+        inputs.update({f"{p}.centroids": c for p, c in cents.items()})
+        args += ["--group-size", str(CB_GROUP)]
+    out = _run(args, inputs, tmp_path, name="blocks")
+    state = _cb_patch(ref, cents, CB_GROUP) if codebook else {}
+    hs = ref(torch.tensor(tokens.astype(np.int64)), output_hidden_states=True).hidden_states[N]
+    loss = ((hs - torch.tensor(inputs["block_target"].astype(np.float64))) ** 2).mean()
+    loss.backward()
+    tag = f"blocks{'_codebook' if codebook else ''}"
+    _check(f"{tag}.loss", out["loss"], [loss.item()])
+    _check(f"{tag}.hidden", out["hidden"], hs.detach().numpy())
+    want = {n: p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape)) for n, p in ref.named_parameters()}
+    for p, (c, _, _) in state.items():
+        want[f"{p}.centroids"] = c.grad.numpy() if c.grad is not None else np.zeros(tuple(c.shape))
+    in_range = tuple(f"model.layers.{i}." for i in range(F, N))
+    worst = 0.0
+    for pname, g in want.items():
+        if pname.startswith(in_range):
+            r = _rel(out[pname], g)
+            worst = max(worst, r)
+            assert r <= REL_TOL, f"{tag}: gradient of {pname}: max rel error {r:.3g}"
+        else:
+            assert not np.any(out[pname]), f"{tag}: {pname} outside blocks [{F}, {N}) got a gradient"
+    ERRORS[f"{tag}.grads(blocks {F}..{N - 1})"] = worst
 
 
 # ---------------------------------------------------------------- training

@@ -308,8 +308,12 @@ void TrainModel::Resize(int64_t B, int64_t L) {
   RopeTables(inv_freq_.data(), L, c.head_dim, rope_cos_.data(), rope_sin_.data());
 }
 
-absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L) {
+absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L, int64_t blocks) {
   const runtime::ModelConfig& c = config_;
+  if (blocks < 0) blocks = c.num_layers;
+  if (blocks > c.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot run ", blocks, " blocks of ", c.num_layers));
+  }
   if (B <= 0 || L <= 0) return absl::InvalidArgumentError(absl::StrCat("empty batch (", B, " x ", L, ")"));
   if (L > c.max_position_embeddings) {
     return absl::InvalidArgumentError(
@@ -333,8 +337,9 @@ absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L) {
   kernels::ThreadPool* pool = pool_.get();
   auto bias = [&](int64_t off) { return off < 0 ? nullptr : P(off); };
 
+  blocks_run_ = blocks;
   EmbeddingForward(P(embed_), tokens, T, C, acts_[0].x.data());
-  for (int64_t l = 0; l < c.num_layers; ++l) {
+  for (int64_t l = 0; l < blocks; ++l) {
     const Layer& w = layers_[l];
     LayerActs& a = acts_[l];
     RmsNormForward(a.x.data(), P(w.input_norm), T, C, eps, a.h1.data(), a.rstd1.data(), pool);
@@ -354,6 +359,7 @@ absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L) {
     Linear(a.act.data(), w.wdown, nullptr, T, I, C, out);
     ResidualForward(a.x_mid.data(), out, T * C, out);
   }
+  if (blocks < c.num_layers) return absl::OkStatus();  // A partial forward: no head, no logits.
   RmsNormForward(x_final_.data(), P(final_norm_), T, C, eps, h_final_.data(), rstd_final_.data(), pool);
   Linear(h_final_.data(), lm_head_, nullptr, T, C, V, logits_.data());
   std::fill(dlogits_.begin(), dlogits_.end(), 0.0f);
@@ -362,24 +368,44 @@ absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L) {
 
 void TrainModel::ZeroGrad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
 
-void TrainModel::Backward() {
-  if (B_ == 0) return;  // No Forward yet: nothing to propagate.
-  const runtime::ModelConfig& c = config_;
-  const int64_t B = B_, L = L_;
-  const int64_t T = B * L, C = c.hidden_size, H = c.num_heads, KVH = c.num_kv_heads, D = c.head_dim;
-  const int64_t qd = H * D, kvd = KVH * D, I = c.intermediate_size, V = c.vocab_size;
-  kernels::ThreadPool* pool = pool_.get();
-  // Gradient of a dense tensor: nullptr when frozen.
-  auto dense = [&](int64_t off) { return freeze_dense_ ? nullptr : G(off); };
-  auto zero = [](std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); };
+const float* TrainModel::residual(int64_t l) const {
+  return l < config_.num_layers ? acts_[l].x.data() : x_final_.data();
+}
 
+void TrainModel::Backward() {
+  if (B_ == 0 || blocks_run_ != config_.num_layers) return;  // No (full) Forward yet: nothing to propagate.
+  const runtime::ModelConfig& c = config_;
+  const int64_t T = B_ * L_, C = c.hidden_size, V = c.vocab_size;
+  auto zero = [](std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); };
   // dx_ holds d loss / d (residual stream) as it flows back through the blocks.
   zero(dh_);
   LinearBack(dlogits_.data(), h_final_.data(), lm_head_, -1, T, C, V, dh_.data());
   zero(dx_);
   RmsNormBackward(dh_.data(), x_final_.data(), P(final_norm_), rstd_final_.data(), T, C, dx_.data(),
-                  dense(final_norm_), pool);
-  for (int64_t l = c.num_layers - 1; l >= 0; --l) {
+                  freeze_dense_ ? nullptr : G(final_norm_), pool_.get());
+  BackwardLayers(c.num_layers, 0);
+  if (!freeze_dense_) EmbeddingBackward(dx_.data(), tokens_.data(), T, C, G(embed_));
+}
+
+void TrainModel::BackwardBlocks(const float* dout, int64_t first) {
+  if (B_ == 0 || first >= blocks_run_) return;
+  std::copy(dout, dout + B_ * L_ * config_.hidden_size, dx_.begin());
+  BackwardLayers(blocks_run_, std::max<int64_t>(first, 0));
+  if (first <= 0 && !freeze_dense_) {
+    EmbeddingBackward(dx_.data(), tokens_.data(), B_ * L_, config_.hidden_size, G(embed_));
+  }
+}
+
+void TrainModel::BackwardLayers(int64_t end, int64_t first) {
+  const runtime::ModelConfig& c = config_;
+  const int64_t B = B_, L = L_;
+  const int64_t T = B * L, C = c.hidden_size, H = c.num_heads, KVH = c.num_kv_heads, D = c.head_dim;
+  const int64_t qd = H * D, kvd = KVH * D, I = c.intermediate_size;
+  kernels::ThreadPool* pool = pool_.get();
+  // Gradient of a dense tensor: nullptr when frozen.
+  auto dense = [&](int64_t off) { return freeze_dense_ ? nullptr : G(off); };
+  auto zero = [](std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); };
+  for (int64_t l = end - 1; l >= first; --l) {
     const Layer& w = layers_[l];
     LayerActs& a = acts_[l];
     // out = x_mid + down(act): dx_ (d out) flows to x_mid unchanged (the
@@ -411,7 +437,6 @@ void TrainModel::Backward() {
     RmsNormBackward(dh_.data(), a.x.data(), P(w.input_norm), a.rstd1.data(), T, C, dx_.data(),
                     dense(w.input_norm), pool);
   }
-  if (!freeze_dense_) EmbeddingBackward(dx_.data(), tokens_.data(), T, C, G(embed_));
 }
 
 }  // namespace lcd::quantizer::train

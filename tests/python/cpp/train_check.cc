@@ -24,7 +24,10 @@
 //       [rows][groups][k] is among the inputs becomes a codebook-quantized
 //       linear with those centroids (codes = nearest centroid of W); the
 //       gradients then include the centroids', and "<prefix>.codes" I32
-//       [rows][cols] are output.
+//       [rows][cols] are output. With --blocks N --first F: only the first N
+//       blocks run, loss = mean squared error of block N-1's output against
+//       block_target F32 [B][L][C], back-propagated through blocks [F, N)
+//       (TrainModel::BackwardBlocks); outputs loss, hidden [B][L][C], grads.
 //   train_check --train DIR --in in.safetensors --out out.safetensors --steps N ...
 //       N AdamW steps with CE on batches tokens/targets I32 [S][B][L] (step s
 //       uses batch s % S). Outputs: loss F64 [N], grad_norm F64 [N], lr F64
@@ -379,10 +382,42 @@ void PutParams(tr::TrainModel& model, float* base, Tensors& out) {
   }
 }
 
+// --blocks N --first F: MSE of the output of block N-1 against block_target
+// [B][L][C], back through blocks [F, N) only.
+absl::Status RunBlocks(tr::TrainModel& model, const Tensors& in, int64_t blocks, int64_t first, Tensors& out) {
+  LCD_ASSIGN_OR_RETURN(const Tensor* tokens, Need(in, "tokens"));
+  LCD_ASSIGN_OR_RETURN(const Tensor* target, Need(in, "block_target"));
+  const int64_t B = tokens->shape[0], L = tokens->shape[1], C = model.config().hidden_size;
+  model.ZeroGrad();
+  LCD_RETURN_IF_ERROR(model.Forward(tokens->i.data(), B, L, blocks));
+  const float* h = model.residual(blocks);
+  const int64_t n = B * L * C;
+  std::vector<float> dout(static_cast<size_t>(n));
+  double loss = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(h[i]) - target->f[i];
+    loss += d * d;
+    dout[i] = static_cast<float>(2.0 * d / static_cast<double>(n));
+  }
+  model.BackwardBlocks(dout.data(), first);
+  out["loss"] = Scalar(loss / static_cast<double>(n));
+  Tensor hidden;
+  hidden.shape = {B, L, C};
+  hidden.f.assign(h, h + n);
+  out["hidden"] = std::move(hidden);
+  PutParams(model, model.grads(), out);
+  return absl::OkStatus();
+}
+
 absl::Status RunModel(const std::string& dir, const Tensors& in, const std::string& loss, double gamma, int threads,
-                      int64_t group_size, Tensors& out) {
+                      int64_t group_size, int64_t blocks, int64_t first, Tensors& out) {
   LCD_ASSIGN_OR_RETURN(std::unique_ptr<tr::TrainModel> model, tr::TrainModel::FromCheckpoint(dir, threads));
   LCD_RETURN_IF_ERROR(SetupCodebook(*model, in, group_size));
+  if (blocks >= 0) {
+    LCD_RETURN_IF_ERROR(RunBlocks(*model, in, blocks, first, out));
+    PutCodes(*model, out);
+    return absl::OkStatus();
+  }
   LCD_ASSIGN_OR_RETURN(const Tensor* tokens, Need(in, "tokens"));
   const int64_t B = tokens->shape[0], L = tokens->shape[1], V = model->config().vocab_size;
   model->ZeroGrad();
@@ -478,7 +513,10 @@ int main(int argc, char** argv) {
       "clip", "max global gradient norm", cxxopts::value<double>()->default_value("1.0"))(
       "group-size", "codebook group size (0: dense)", cxxopts::value<int64_t>()->default_value("0"))(
       "reassign-every", "re-assign codes every N steps (0: never)", cxxopts::value<int64_t>()->default_value("0"))(
-      "freeze-dense", "train only latent weights and centroids");
+      "freeze-dense", "train only latent weights and centroids")(
+      "blocks", "--model: run this many blocks, MSE on their output (-1: whole model)",
+      cxxopts::value<int64_t>()->default_value("-1"))(
+      "first", "--blocks: lowest block to back-propagate into", cxxopts::value<int64_t>()->default_value("0"));
   try {
     auto r = options.parse(argc, argv);
     if (!r.count("in") || !r.count("out")) return Fail("--in and --out are required");
@@ -493,7 +531,7 @@ int main(int argc, char** argv) {
       st = RunOp(r["op"].as<std::string>(), *in, meta, out, &pool);
     } else if (r.count("model")) {
       st = RunModel(r["model"].as<std::string>(), *in, r["loss"].as<std::string>(), r["gamma"].as<double>(), threads,
-                    r["group-size"].as<int64_t>(), out);
+                    r["group-size"].as<int64_t>(), r["blocks"].as<int64_t>(), r["first"].as<int64_t>(), out);
     } else if (r.count("train")) {
       TrainArgs a;
       a.steps = r["steps"].as<int64_t>();

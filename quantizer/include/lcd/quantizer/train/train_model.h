@@ -93,7 +93,19 @@ class TrainModel {
   // tokens [B][L] (position of token j of a sequence: j). InvalidArgument
   // for a token outside the vocabulary, L beyond max_position_embeddings or
   // the sliding window. Resizes the activation buffers when (B, L) grows.
-  absl::Status Forward(const int32_t* tokens, int64_t B, int64_t L);
+  //
+  // blocks >= 0 runs only the embedding and the first `blocks` decoder
+  // blocks (no final norm, no logits; Backward is then a no-op and
+  // BackwardBlocks propagates from the last block's output): the
+  // progressive block-wise stage of LCD.
+  absl::Status Forward(const int32_t* tokens, int64_t B, int64_t L, int64_t blocks = -1);
+  // The residual stream entering block l ([B*L][hidden]) of the last
+  // Forward; l == num_layers: the last block's output (before the final norm).
+  const float* residual(int64_t l) const;
+  // grads() += d loss / d params of blocks [first, blocks run), given
+  // dout = d loss / d (output of the last block run); lower blocks get no
+  // gradient (first <= 0 also reaches the embedding unless FreezeDense).
+  void BackwardBlocks(const float* dout, int64_t first);
   const float* logits() const { return logits_.data(); }
   // Gradient of the loss w.r.t. logits(): zeroed by Forward; the losses of
   // ops.h accumulate into it.
@@ -116,6 +128,8 @@ class TrainModel {
   TrainModel(runtime::ModelConfig config, int threads);
   void Layout();
   void Resize(int64_t B, int64_t L);
+  // Back through blocks end-1 down to first, dx_ holding d loss / d (output of block end-1).
+  void BackwardLayers(int64_t end, int64_t first);
   float* P(int64_t offset) { return params_.data() + offset; }
   float* G(int64_t offset) { return grads_.data() + offset; }
   // The linear at weight offset w: dense or codebook (see ops.h/codebook_linear.h).
@@ -136,7 +150,7 @@ class TrainModel {
   bool freeze_dense_ = false;
   std::vector<float> w_hat_, dw_hat_;  // Decoded weights of one quantized linear (scratch).
 
-  int64_t B_ = 0, L_ = 0;
+  int64_t B_ = 0, L_ = 0, blocks_run_ = 0;
   std::vector<int32_t> tokens_;
   std::vector<float> rope_cos_, rope_sin_;
   std::vector<LayerActs> acts_;
