@@ -251,6 +251,72 @@ absl::StatusOr<LcdResult> RunLcd(const QuantizeModelOptions& o, const std::vecto
   log(absl::StrFormat("[lcd] gamma %.4f; held-out (%d seqs) after init: cakld %.5f, kl %.5f", gamma, held,
                       init.cakld, init.kl));
 
+  // Step 4: progressive block-wise tuning. Block l of the student (its input
+  // from the already tuned blocks 0..l-1) is fitted to the teacher's output
+  // of block l (MSE) on its own latent weights and centroids.
+  std::mt19937_64 rng(o.lcd_seed);
+  std::vector<int64_t> order(static_cast<size_t>(train_n));
+  std::iota(order.begin(), order.end(), 0);
+  size_t next = order.size();
+  std::vector<int32_t> batch(static_cast<size_t>(B * L));
+  auto next_batch = [&] {
+    for (int64_t b = 0; b < B; ++b) {
+      if (next == order.size()) {
+        std::shuffle(order.begin(), order.end(), rng);
+        next = 0;
+      }
+      std::copy(seqs.at(order[next]), seqs.at(order[next]) + L, batch.begin() + b * L);
+      ++next;
+    }
+  };
+  if (o.lcd_block_steps > 0) {
+    const int64_t C = config.hidden_size, n = B * L * C;
+    std::vector<float> dout(static_cast<size_t>(n));
+    for (int64_t l = 0; l < config.num_layers; ++l) {
+      const std::string prefix = absl::StrCat("model.layers.", l, ".");
+      std::vector<tr::ParamTensor> block;
+      for (const tr::ParamTensor& t : student->TrainableTensors()) {
+        if (t.name.starts_with(prefix)) block.push_back(t);
+      }
+      tr::AdamW bopt(student->num_params(), tr::AdamWOptions{});
+      tr::LrSchedule bs;
+      bs.kind = tr::LrSchedule::Kind::kCosine;
+      bs.max_lr = o.lcd_lr;
+      bs.min_lr = 0.1 * o.lcd_lr;
+      bs.warmup_steps = std::max<int64_t>(1, o.lcd_block_steps / 20);
+      bs.total_steps = o.lcd_block_steps;
+      double first = 0.0, last = 0.0;
+      for (int64_t step = 0; step < o.lcd_block_steps; ++step) {
+        if (o.lcd_reassign_every > 0 && step > 0 && step % o.lcd_reassign_every == 0) student->ReassignCodes();
+        next_batch();
+        LCD_RETURN_IF_ERROR(teacher->Forward(batch.data(), B, L, l + 1));
+        student->ZeroGrad();
+        LCD_RETURN_IF_ERROR(student->Forward(batch.data(), B, L, l + 1));
+        const float* s = student->residual(l + 1);
+        const float* t = teacher->residual(l + 1);
+        double mse = 0.0, norm = 0.0;
+        for (int64_t i = 0; i < n; ++i) {
+          const double d = static_cast<double>(s[i]) - t[i];
+          mse += d * d;
+          norm += static_cast<double>(t[i]) * t[i];
+          dout[i] = static_cast<float>(2.0 * d / static_cast<double>(n));
+        }
+        student->BackwardBlocks(dout.data(), l);
+        tr::ClipGradNorm(student->grads(), student->num_params(), 1.0);
+        bopt.Step(student->params(), student->grads(), block, bs.At(step), student->pool());
+        last = mse / std::max(norm, 1e-30);
+        if (step == 0) first = last;
+      }
+      log(absl::StrFormat("[lcd] block %d/%d tuned: relative output error %.5f -> %.5f, elapsed %.1fs", l + 1,
+                          config.num_layers, first, last, Seconds(start)));
+    }
+    student->ReassignCodes();
+    LCD_ASSIGN_OR_RETURN(KdEval after_blocks, Evaluate(*student, *teacher, seqs, spec_end, seqs.count, B, gamma));
+    log(absl::StrFormat("[lcd] held-out after block-wise tuning: cakld %.5f, kl %.5f", after_blocks.cakld,
+                        after_blocks.kl));
+    res.quality["heldout_kl_teacher_blockwise"] = after_blocks.kl;
+  }
+
   // End-to-end distillation: AdamW on latent weights and centroids.
   const std::vector<tr::ParamTensor> trainable = student->TrainableTensors();
   tr::AdamW opt(student->num_params(), tr::AdamWOptions{});
@@ -260,11 +326,6 @@ absl::StatusOr<LcdResult> RunLcd(const QuantizeModelOptions& o, const std::vecto
   sched.min_lr = 0.1 * o.lcd_lr;
   sched.warmup_steps = std::max<int64_t>(1, o.lcd_steps / 20);
   sched.total_steps = o.lcd_steps;
-  std::mt19937_64 rng(o.lcd_seed);
-  std::vector<int64_t> order(static_cast<size_t>(train_n));
-  std::iota(order.begin(), order.end(), 0);
-  size_t next = order.size();
-  std::vector<int32_t> batch(static_cast<size_t>(B * L));
   double first_loss = 0.0, last_loss = 0.0, loss_sum = 0.0;
   int64_t loss_n = 0, changed_total = 0, proposals = 0, accepted = 0;
   std::vector<std::vector<uint8_t>> saved_codes(weights.size());
@@ -297,14 +358,7 @@ absl::StatusOr<LcdResult> RunLcd(const QuantizeModelOptions& o, const std::vecto
                             after.cakld));
       }
     }
-    for (int64_t b = 0; b < B; ++b) {
-      if (next == order.size()) {
-        std::shuffle(order.begin(), order.end(), rng);
-        next = 0;
-      }
-      std::copy(seqs.at(order[next]), seqs.at(order[next]) + L, batch.begin() + b * L);
-      ++next;
-    }
+    next_batch();
     LCD_RETURN_IF_ERROR(teacher->Forward(batch.data(), B, L));
     student->ZeroGrad();
     LCD_RETURN_IF_ERROR(student->Forward(batch.data(), B, L));
@@ -356,7 +410,9 @@ absl::StatusOr<LcdResult> RunLcd(const QuantizeModelOptions& o, const std::vecto
   res.params["gamma"] = absl::StrFormat("%.6f", gamma);
   res.params["seed"] = std::to_string(o.lcd_seed);
   res.params["trained"] = "centroids, latent weights";
-  res.params["stages"] = o.lcd_speculative ? "kmeans-init, e2e-kd, speculative" : "kmeans-init, e2e-kd";
+  res.params["stages"] = absl::StrCat("kmeans-init", o.lcd_block_steps > 0 ? ", blockwise" : "", ", e2e-kd",
+                                      o.lcd_speculative ? ", speculative" : "");
+  res.params["block_steps"] = std::to_string(o.lcd_block_steps);
   if (o.lcd_speculative) {
     res.quality["speculative_proposals"] = static_cast<double>(proposals);
     res.quality["speculative_acceptance"] = proposals > 0 ? static_cast<double>(accepted) / proposals : 0.0;

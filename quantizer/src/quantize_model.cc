@@ -47,10 +47,10 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
   }
   if (o.method == "lcd") {
     if (o.lm_head_bits != 0) return absl::InvalidArgumentError("lcd keeps lm_head dense; --quantize-lm-head is for rtn/kmeans");
-    if (o.lcd_steps < 0 || o.lcd_batch < 1 || o.lcd_reassign_every < 0 || o.lcd_samples < 2 ||
+    if (o.lcd_steps < 0 || o.lcd_block_steps < 0 || o.lcd_batch < 1 || o.lcd_reassign_every < 0 || o.lcd_samples < 2 ||
         !(o.lcd_lr >= 0.0) || !(o.lcd_temperature > 0.0)) {
       return absl::InvalidArgumentError(
-          "lcd: steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, temperature > 0");
+          "lcd: steps, block steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, temperature > 0");
     }
   }
   if (o.bits < 2 || o.bits > 4) {

@@ -14,7 +14,8 @@ A 2-bit, g = 64 LCD job with teacher-generated calibration (16 sequences of
   * be deterministic: a second run with the same seed writes the same
     model.safetensors;
   * serve: lcd eval-ppl loads it and gives a finite perplexity.
---speculative judges each re-assignment and reports the acceptance rate.
+--speculative judges each re-assignment and reports the acceptance rate; --block-steps
+runs the progressive block-wise stage first.
 Errors: a calibration text too short for two sequences is refused by name.
 Needs ../shared/data/models/stories260K: skipped without it, failed under CI=true.
 """
@@ -158,3 +159,20 @@ def test_speculative_reassignment(model_dir, tmp_path):
     assert logged == 2, res.stderr
     assert res.stderr.count(" accepted (judging") == 2 * q["speculative_acceptance"]
     assert q["heldout_kl_teacher"] <= 0.8 * q["heldout_kl_teacher_init"], q
+
+
+def test_progressive_blockwise_stage(model_dir, tmp_path):
+    """--block-steps: every block (5) is tuned front to back against the teacher's block output
+    before the end-to-end KD; the held-out KL after that stage is below the k-means init's."""
+    out = str(tmp_path / "blk")
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", out, *ARGS, "--block-steps", "10",
+                          "--json"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    for i in range(1, 6):
+        assert f"[lcd] block {i}/5 tuned: relative output error" in res.stderr
+    q = json.loads(res.stdout.strip().splitlines()[-1])
+    assert q["heldout_kl_teacher_blockwise"] < q["heldout_kl_teacher_init"], q
+    assert q["heldout_kl_teacher"] <= 0.8 * q["heldout_kl_teacher_init"], q
+    with open(os.path.join(out, "manifest.json")) as f:
+        p = json.load(f)["method"]["params"]
+    assert p["stages"] == "kmeans-init, blockwise, e2e-kd" and p["block_steps"] == "10"

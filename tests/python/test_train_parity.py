@@ -31,7 +31,11 @@ What is compared:
     bit-identical losses and parameters; and a 30-step codebook run in LCD's
     setting (only latent weights and centroids train, codes re-assigned to
     the nearest centroid every 5 steps) against the same loop in torch: loss
-    curve (same tolerance) and codes changed per re-assignment.
+    curve (same tolerance) and codes changed per re-assignment;
+  * a partial forward (first N blocks of a 4-layer Llama) and BackwardBlocks
+    from an MSE on block N-1's output down to block F (LCD's progressive
+    stage), dense and codebook: hidden state and gradients against
+    transformers' hidden_states[N]; zero gradients outside blocks [F, N).
 
 Error measure: per tensor, max|lcd - torch| / max|torch|.
 Tolerances (lcd computes in fp32, the reference in float64):

@@ -48,6 +48,8 @@ int RunQuantize(int argc, char** argv) {
       ("samples", "lcd: teacher-generated sequences (without --calib)", cxxopts::value<int64_t>()->default_value("64"))
       ("temperature", "lcd: teacher sampling temperature", cxxopts::value<double>()->default_value("0.8"))
       ("seed", "lcd: seed of generation and batch order", cxxopts::value<uint64_t>()->default_value("0"))
+      ("block-steps", "lcd: progressive block-wise steps per block before the end-to-end KD (0 = none)",
+       cxxopts::value<int64_t>()->default_value("0"))
       ("speculative", "lcd: keep a code re-assignment only if the KD loss on judging sequences does not rise")
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
       ("json", "Print the written manifest's quality figures as one JSON object on stdout")
@@ -89,6 +91,7 @@ int RunQuantize(int argc, char** argv) {
     o.lcd_temperature = flags["temperature"].as<double>();
     o.lcd_seed = flags["seed"].as<uint64_t>();
     o.lcd_speculative = flags.count("speculative") > 0;
+    o.lcd_block_steps = flags["block-steps"].as<int64_t>();
     json = flags.count("json") > 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lcd quantize: %s\n", e.what());

@@ -23,7 +23,12 @@
 // none) with runtime::Generate at lcd_temperature, seed lcd_seed*1000003+i,
 // EOS ignored. The last tenth (at least one) is held out. Centroids start
 // from QuantizeKmeans with E[x_j^2] importance measured on the training
-// sequences; then lcd_steps AdamW steps (no weight decay, cosine schedule
+// sequences; then, with lcd_block_steps > 0 (LCD.md step 4), every block
+// in turn, front to back, fits its output to the teacher's block output
+// (MSE, its input from the already tuned student blocks) for lcd_block_steps
+// steps on its own latent weights and centroids (same optimiser settings,
+// its own AdamW state; figure heldout_kl_teacher_blockwise); then
+// lcd_steps AdamW steps (no weight decay, cosine schedule
 // to 0.1 x lcd_lr after 5% warmup, global-norm clip 1) on the centroids and
 // latent weights (straight-through) minimise CAKLD against the frozen
 // full-precision TrainModel on batches of lcd_batch training sequences;
@@ -103,7 +108,8 @@ struct QuantizeModelOptions {
   int64_t lcd_samples = 64;          // Teacher-generated sequences (without calib_path).
   double lcd_temperature = 0.8;      // Of the teacher's sampling.
   uint64_t lcd_seed = 0;
-  bool lcd_speculative = false;      // Keep a re-assignment only when it does not raise the KD loss.
+  bool lcd_speculative = false;
+  int64_t lcd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).      // Keep a re-assignment only when it does not raise the KD loss.
 
   int threads = 0;  // 0 = all hardware threads.
   // Receives one human-readable progress line at a time (no newline); may be
