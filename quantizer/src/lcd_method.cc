@@ -152,6 +152,17 @@ absl::StatusOr<KdEval> Evaluate(tr::TrainModel& student, tr::TrainModel& teacher
   return e;
 }
 
+// Both stages' schedule: 5% warmup, then cosine down to a tenth.
+tr::LrSchedule Schedule(double lr, int64_t steps) {
+  tr::LrSchedule s;
+  s.kind = tr::LrSchedule::Kind::kCosine;
+  s.max_lr = lr;
+  s.min_lr = 0.1 * lr;
+  s.warmup_steps = std::max<int64_t>(1, steps / 20);
+  s.total_steps = steps;
+  return s;
+}
+
 }  // namespace
 
 absl::StatusOr<LcdResult> RunLcd(const QuantizeModelOptions& o, const std::vector<std::string>& weights) {
@@ -279,12 +290,7 @@ absl::StatusOr<LcdResult> RunLcd(const QuantizeModelOptions& o, const std::vecto
         if (t.name.starts_with(prefix)) block.push_back(t);
       }
       tr::AdamW bopt(student->num_params(), tr::AdamWOptions{});
-      tr::LrSchedule bs;
-      bs.kind = tr::LrSchedule::Kind::kCosine;
-      bs.max_lr = o.lcd_lr;
-      bs.min_lr = 0.1 * o.lcd_lr;
-      bs.warmup_steps = std::max<int64_t>(1, o.lcd_block_steps / 20);
-      bs.total_steps = o.lcd_block_steps;
+      const tr::LrSchedule bs = Schedule(o.lcd_lr, o.lcd_block_steps);
       double first = 0.0, last = 0.0;
       for (int64_t step = 0; step < o.lcd_block_steps; ++step) {
         if (o.lcd_reassign_every > 0 && step > 0 && step % o.lcd_reassign_every == 0) student->ReassignCodes();
@@ -320,12 +326,7 @@ absl::StatusOr<LcdResult> RunLcd(const QuantizeModelOptions& o, const std::vecto
   // End-to-end distillation: AdamW on latent weights and centroids.
   const std::vector<tr::ParamTensor> trainable = student->TrainableTensors();
   tr::AdamW opt(student->num_params(), tr::AdamWOptions{});
-  tr::LrSchedule sched;
-  sched.kind = tr::LrSchedule::Kind::kCosine;
-  sched.max_lr = o.lcd_lr;
-  sched.min_lr = 0.1 * o.lcd_lr;
-  sched.warmup_steps = std::max<int64_t>(1, o.lcd_steps / 20);
-  sched.total_steps = o.lcd_steps;
+  const tr::LrSchedule sched = Schedule(o.lcd_lr, o.lcd_steps);
   double first_loss = 0.0, last_loss = 0.0, loss_sum = 0.0;
   int64_t loss_n = 0, changed_total = 0, proposals = 0, accepted = 0;
   std::vector<std::vector<uint8_t>> saved_codes(weights.size());

@@ -30,6 +30,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import artifact_numpy  # noqa: E402
+import lcd_paths  # noqa: E402
 
 SOURCE_DIR = os.environ.get("LCD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 MODEL = os.path.join(SOURCE_DIR, "..", "shared", "data", "models", "stories260K")
@@ -38,12 +39,7 @@ ARGS = ["--method", "lcd", "--bits", "2", "--group-size", "64", "--steps", "30",
 
 
 def _lcd():
-    build = os.environ.get("LCD_BUILD_DIR")
-    if not build:
-        pytest.skip("LCD_BUILD_DIR not set (run through ctest)")
-    path = os.path.join(build, "tools", "lcd")
-    assert os.path.exists(path), f"{path} not built (ninja lcd)"
-    return path
+    return lcd_paths.lcd_tool()
 
 
 @pytest.fixture(scope="module")

@@ -302,6 +302,20 @@ def _reference(path, cls):
     return cls.from_pretrained(path, dtype=torch.float64, attn_implementation="eager")
 
 
+def _ref_model_loss(ref, inputs, loss, gamma):
+    """transformers' logits on inputs["tokens"] and the driver's loss (ce on targets, or CAKLD to teacher)."""
+    B, L = inputs["tokens"].shape
+    V = ref.config.vocab_size
+    logits = ref(torch.tensor(inputs["tokens"].astype(np.int64))).logits
+    z = logits.reshape(B * L, V)
+    if loss == "ce":
+        return logits, torch.nn.functional.cross_entropy(
+            z, torch.tensor(inputs["targets"].reshape(-1).astype(np.int64)))
+    ls = torch.log_softmax(z, -1)
+    lt = torch.log_softmax(torch.tensor(inputs["teacher"].reshape(B * L, V).astype(np.float64)), -1)
+    return logits, gamma * _kl(ls, lt).mean() + (1 - gamma) * _kl(lt, ls).mean()
+
+
 @pytest.mark.parametrize("name,loss", [("llama_fp32", "ce"), ("llama_fp32", "cakld"), ("llama_tied_fp32", "ce"),
                                        ("qwen2_fp32", "ce")])
 def test_model_gradients(models, rng, tmp_path, name, loss):
@@ -314,14 +328,7 @@ def test_model_gradients(models, rng, tmp_path, name, loss):
                   teacher=_f32(rng, B, L, V, scale=2))
     out = _run(["--model", path, "--loss", loss, "--gamma", str(gamma), "--threads", "2"], inputs, tmp_path)
 
-    logits = ref(torch.tensor(tokens.astype(np.int64))).logits
-    z = logits.reshape(B * L, V)
-    if loss == "ce":
-        ref_loss = torch.nn.functional.cross_entropy(z, torch.tensor(inputs["targets"].reshape(-1).astype(np.int64)))
-    else:
-        ls = torch.log_softmax(z, -1)
-        lt = torch.log_softmax(torch.tensor(inputs["teacher"].reshape(B * L, V).astype(np.float64)), -1)
-        ref_loss = gamma * _kl(ls, lt).mean() + (1 - gamma) * _kl(lt, ls).mean()
+    logits, ref_loss = _ref_model_loss(ref, inputs, loss, gamma)
     ref_loss.backward()
     tag = f"model_{name}_{loss}"
     _check(f"{tag}.loss", out["loss"], [ref_loss.item()])
@@ -406,14 +413,7 @@ def test_model_gradients_codebook(models, rng, tmp_path, name, loss):
     state = _cb_patch(ref, cents, CB_GROUP)
     for p, (c, lin, _) in state.items():
         assert np.array_equal(out[f"{p}.codes"], lin._lcd_codes.numpy()), f"{p}: codes differ"
-    logits = ref(torch.tensor(tokens.astype(np.int64))).logits
-    z = logits.reshape(B * L, V)
-    if loss == "ce":
-        ref_loss = torch.nn.functional.cross_entropy(z, torch.tensor(inputs["targets"].reshape(-1).astype(np.int64)))
-    else:
-        ls = torch.log_softmax(z, -1)
-        lt = torch.log_softmax(torch.tensor(inputs["teacher"].reshape(B * L, V).astype(np.float64)), -1)
-        ref_loss = gamma * _kl(ls, lt).mean() + (1 - gamma) * _kl(lt, ls).mean()
+    logits, ref_loss = _ref_model_loss(ref, inputs, loss, gamma)
     ref_loss.backward()
     tag = f"codebook_{name}_{loss}"
     _check(f"{tag}.loss", out["loss"], [ref_loss.item()])
