@@ -40,7 +40,7 @@ int RunQuantize(int argc, char** argv) {
       ("eval-max-windows", "Evaluate at most this many windows (0 = all)",
        cxxopts::value<int64_t>()->default_value("0"))
       ("steps", "lcd: distillation steps (0 = k-means init only)", cxxopts::value<int64_t>()->default_value("200"))
-      ("lr", "lcd: peak AdamW learning rate", cxxopts::value<double>()->default_value("1e-4"))
+      ("lr", "lcd: peak AdamW learning rate", cxxopts::value<double>()->default_value("3e-4"))
       ("seq-len", "lcd: tokens per calibration sequence", cxxopts::value<int64_t>()->default_value("128"))
       ("batch", "lcd: sequences per step", cxxopts::value<int64_t>()->default_value("8"))
       ("reassign-every", "lcd: steps between code re-assignments (0 = never)",

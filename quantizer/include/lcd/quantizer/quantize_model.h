@@ -101,7 +101,7 @@ struct QuantizeModelOptions {
 
   // LCD (method "lcd"; LCD.md steps 1, 3, 5, 7), see "LCD" above.
   int64_t lcd_steps = 200;           // Distillation steps (0: the k-means init only).
-  double lcd_lr = 1e-4;              // Peak AdamW learning rate.
+  double lcd_lr = 3e-4;              // Peak AdamW learning rate.
   int64_t lcd_seq_len = 128;         // Tokens per calibration sequence (BOS included).
   int64_t lcd_batch = 8;             // Sequences per step.
   int64_t lcd_reassign_every = 10;   // Steps between code re-assignments (0: never).
