@@ -597,9 +597,10 @@ def test_codebook_training_run_follows_torch(models, rng, tmp_path):
     assert losses[-1] < 0.8 * losses[0], "the reference run did not learn; the test would be vacuous"
     assert sum(changed) > 0, "no re-assignment changed a code; the test would be vacuous"
     assert rel.max() <= TRAIN_REL_TOL, f"loss curves differ: max rel {rel.max():.3g} at step {rel.argmax()}"
-    # fp32 against float64 may flip a weight sitting on a centroid midpoint: allow 0.1% of the changes.
+    # fp32 against float64 may flip a weight sitting on a centroid midpoint, and a flip changes the
+    # later steps slightly: allow 1% of the changes (measured: 0 over 20 seeds).
     diff = np.abs(out["reassigned"] - np.array(changed))
-    assert diff.sum() <= max(1, 0.001 * sum(changed)), f"codes changed: lcd {out['reassigned']} torch {changed}"
+    assert diff.sum() <= max(1, 0.01 * sum(changed)), f"codes changed: lcd {out['reassigned']} torch {changed}"
     # The frozen tensors did not move.
     for n, p in ref.named_parameters():
         if not p.requires_grad:
