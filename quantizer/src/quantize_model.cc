@@ -24,6 +24,7 @@
 #include "lcd/runtime/model.h"
 #include "lcd/runtime/model_config.h"
 #include "lcd/runtime/tokenizer.h"
+#include "src/lcd_method.h"
 #include "src/provenance.h"
 
 namespace lcd::quantizer {
@@ -42,8 +43,16 @@ double Seconds(Clock::time_point since) {
 }
 
 absl::Status ValidateOptions(const QuantizeModelOptions& o) {
-  if (o.method != "rtn" && o.method != "kmeans") {
-    return absl::InvalidArgumentError(absl::StrCat("unknown method '", o.method, "' (rtn or kmeans)"));
+  if (o.method != "rtn" && o.method != "kmeans" && o.method != "lcd") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown method '", o.method, "' (rtn, kmeans or lcd)"));
+  }
+  if (o.method == "lcd") {
+    if (o.lm_head_bits != 0) return absl::InvalidArgumentError("lcd keeps lm_head dense; --quantize-lm-head is for rtn/kmeans");
+    if (o.lcd_steps < 0 || o.lcd_block_steps < 0 || o.lcd_batch < 1 || o.lcd_reassign_every < 0 || o.lcd_samples < 2 ||
+        !(o.lcd_lr >= 0.0) || !(o.lcd_temperature > 0.0)) {
+      return absl::InvalidArgumentError(
+          "lcd: steps, block steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, temperature > 0");
+    }
   }
   if (o.bits < 2 || o.bits > 4) {
     return absl::InvalidArgumentError(absl::StrCat("bits must be 2, 3 or 4, got ", o.bits));
@@ -57,8 +66,8 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("group size must be >= 1, got ", o.group_size));
   }
   if (o.kmeans_iters < 0) return absl::InvalidArgumentError("k-means iterations must be >= 0");
-  if (!o.calib_path.empty() && o.method != "kmeans") {
-    return absl::InvalidArgumentError("calibration data is only used by --method kmeans; rtn takes none");
+  if (!o.calib_path.empty() && o.method == "rtn") {
+    return absl::InvalidArgumentError("calibration data is only used by --method kmeans and lcd; rtn takes none");
   }
   if (o.calib_tokens < 0) return absl::InvalidArgumentError("calibration tokens must be >= 0");
   if (o.model_dir.empty() || o.out_dir.empty()) return absl::InvalidArgumentError("model and out dirs are required");
@@ -97,7 +106,7 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
   };
   // Whole-job fractions: calibration up to 0.2 (when there is one), the
   // tensors up to 0.9, writing 0.95, evaluation the rest.
-  const double calib_end = o.calib_path.empty() ? 0.0 : 0.2;
+  const double calib_end = o.method == "lcd" ? 0.8 : o.calib_path.empty() ? 0.0 : 0.2;  // lcd: RunLcd reports up to 0.8
   auto progress = [&](const char* phase, double fraction, const std::string& line) {
     log(line);
     if (o.progress) o.progress(phase, fraction, line);
@@ -138,9 +147,18 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
 
   LCD_ASSIGN_OR_RETURN(std::unique_ptr<ArtifactWriter> writer, ArtifactWriter::Create(o.out_dir, o.model_dir));
 
+  std::optional<internal::LcdResult> lcd;
+  if (o.method == "lcd") {
+    std::vector<std::string> weights;
+    for (const Item& it : items) {
+      if (it.bits != 0) weights.push_back(it.name);
+    }
+    LCD_ASSIGN_OR_RETURN(lcd, internal::RunLcd(o, weights));
+  }
+
   std::optional<CalibrationStats> stats;
-  std::string calib_desc = "none";
-  if (!o.calib_path.empty()) {
+  std::string calib_desc = lcd ? lcd->calibration : "none";
+  if (!o.calib_path.empty() && o.method == "kmeans") {
     LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Tokenizer> tokenizer, runtime::LoadTokenizer(o.model_dir));
     LCD_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, TokenizeTextFile(o.calib_path, *tokenizer, o.calib_tokens));
     LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Model> model, runtime::Model::Load(o.model_dir, {o.threads}));
@@ -185,9 +203,10 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
       importance = s->data();
     }
     absl::StatusOr<QuantizedMatrix> q =
-        o.method == "rtn" ? QuantizeRtn(w.data(), rows, cols, it.bits, o.group_size, &pool)
-                          : QuantizeKmeans(w.data(), rows, cols, it.bits, o.group_size, importance, o.kmeans_iters,
-                                           &pool);
+        o.method == "rtn"      ? QuantizeRtn(w.data(), rows, cols, it.bits, o.group_size, &pool)
+        : o.method == "kmeans" ? QuantizeKmeans(w.data(), rows, cols, it.bits, o.group_size, importance,
+                                                o.kmeans_iters, &pool)
+                               : std::move(lcd->matrices.at(it.name));
     if (!q.ok()) return absl::Status(q.status().code(), absl::StrCat(it.name, ": ", q.status().message()));
     LCD_ASSIGN_OR_RETURN(double err, WeightedSquaredError(w.data(), rows, cols, *q));
     double norm = 0.0;
@@ -210,6 +229,10 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
   m.method.group_size = o.group_size;
   m.method.params["lm_head_bits"] = std::to_string(o.lm_head_bits);
   if (o.method == "kmeans") m.method.params["max_iters"] = std::to_string(o.kmeans_iters);
+  if (lcd) {
+    for (const auto& [k, v] : lcd->params) m.method.params[k] = v;
+    for (const auto& [k, v] : lcd->quality) m.quality[k] = v;
+  }
   if (stats) {
     m.method.params["calibration_tokens"] = std::to_string(stats->text_tokens);
     m.method.params["calibration_samples"] = std::to_string(stats->samples);

@@ -20,10 +20,14 @@ import json
 import math
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 import lcd_skip
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lcd_paths  # noqa: E402
 
 REL_TOL = 1e-3
 WORDS = ("the of and to in a is that for it as was with be by on not he I this are or his from at which "
@@ -32,12 +36,7 @@ WORDS = ("the of and to in a is that for it as was with be by on not he I this a
 
 
 def _lcd():
-    build = os.environ.get("LCD_BUILD_DIR")
-    if not build:
-        lcd_skip.skip("LCD_BUILD_DIR not set (run through ctest)")
-    path = os.path.join(build, "tools", "lcd")
-    assert os.path.exists(path), f"{path} not built (ninja lcd)"
-    return path
+    return lcd_paths.lcd_tool()
 
 
 def _text(seed=5, n_words=1200):

@@ -260,6 +260,18 @@ TEST_F(QuantizeModelTest, RejectsBadOptionsAndLeavesNothingBehind) {
   o = Options("rtn", 4, 64);
   o.lm_head_bits = 9;
   expect_invalid(o, "lm_head");
+  o = Options("lcd", 2, 64);
+  o.lm_head_bits = 4;
+  expect_invalid(o, "lcd keeps lm_head dense");
+  o = Options("lcd", 2, 64);
+  o.lcd_steps = -1;
+  expect_invalid(o, "lcd: steps");
+  o = Options("lcd", 2, 64);
+  o.lcd_batch = 0;
+  expect_invalid(o, "batch >= 1");
+  o = Options("lcd", 2, 64);
+  o.lcd_samples = 1;
+  expect_invalid(o, "samples >= 2");
 
   // A model without one of its decoder linears.
   WriteTiedModel(tmp_ / "broken", model_, test_util::FreshSeed(), /*drop_down_proj=*/true);

@@ -300,6 +300,61 @@ TEST_F(TrainOpsTest, TrainModelRejectsBadInputs) {
   EXPECT_EQ(TrainModel::Create(bad, 1).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(TrainOpsTest, EnableCodebookKeepsValuesAndRejectsBadSpecs) {
+  auto m = TrainModel::Create(TinyConfig(runtime::Architecture::kQwen2, false), 1);
+  ASSERT_TRUE(m.ok());
+  (*m)->InitRandom(seed_, 0.2f);
+  TrainModel& model = **m;
+  const ParamTensor bias_before = *model.Find("model.layers.1.self_attn.k_proj.bias").value();
+  const std::vector<float> bias(model.params() + bias_before.offset,
+                                model.params() + bias_before.offset + bias_before.size);
+  auto expect_invalid = [&](const std::string& name, CodebookSpec spec, const std::string& what) {
+    absl::Status s = model.EnableCodebook({{name, spec}});
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << name << ": " << s;
+    EXPECT_NE(std::string(s.message()).find(what), std::string::npos) << s;
+  };
+  expect_invalid("model.layers.0.input_layernorm.weight", {8, 4}, "not a linear weight");
+  expect_invalid("model.embed_tokens.weight", {8, 4}, "not a linear weight");
+  expect_invalid("model.layers.0.mlp.up_proj.weight", {0, 4}, "group size must be >= 1");
+  expect_invalid("model.layers.0.mlp.up_proj.weight", {8, 257}, "k in [1, 256]");
+  EXPECT_EQ(model.EnableCodebook({{"model.layers.9.mlp.up_proj.weight", {8, 4}}}).code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(model.EnableCodebook({{"model.layers.0.mlp.up_proj.weight", {48, 4}}, {"lm_head.weight", {64, 2}}}).ok());
+  expect_invalid("model.layers.0.mlp.up_proj.weight", {8, 4}, "already codebook-quantized");
+  // Values survive the re-layout; the centroids tensor is [rows][groups][k], no decay.
+  const ParamTensor* b = model.Find("model.layers.1.self_attn.k_proj.bias").value();
+  EXPECT_EQ(std::vector<float>(model.params() + b->offset, model.params() + b->offset + b->size), bias);
+  const ParamTensor* c = model.Find("model.layers.0.mlp.up_proj.centroids").value();
+  EXPECT_EQ(c->shape, (std::vector<int64_t>{160, 2, 4}));  // 64 columns in groups of 48: 48 + 16.
+  EXPECT_FALSE(c->decay);
+  EXPECT_EQ(model.CodebookWeights(), (std::vector<std::string>{"model.layers.0.mlp.up_proj.weight", "lm_head.weight"}));
+  EXPECT_EQ(model.codes("model.layers.0.mlp.gate_proj.weight").status().code(), absl::StatusCode::kNotFound);
+  // FreezeDense: only the two latent weights and their centroids train, and no dense gradient is computed.
+  model.FreezeDense(true);
+  std::vector<std::string> names;
+  for (const ParamTensor& t : model.TrainableTensors()) names.push_back(t.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.up_proj.centroids",
+                                             "lm_head.weight", "lm_head.centroids"}));
+  float* cent = model.params() + c->offset;
+  for (int64_t i = 0; i < c->size; ++i) cent[i] = 0.05f * static_cast<float>(i % 4) - 0.075f;
+  const ParamTensor* hc = model.Find("lm_head.centroids").value();
+  for (int64_t i = 0; i < hc->size; ++i) model.params()[hc->offset + i] = i % 2 ? 0.1f : -0.1f;
+  EXPECT_GT(model.ReassignCodes(), 0);
+  EXPECT_EQ(model.ReassignCodes(), 0);  // Idempotent.
+  std::vector<int32_t> tokens(2 * 9);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>(i * 37 % 301);
+  double loss = 0;
+  const std::vector<float> g = StepGrads(model, tokens, 2, 9, &loss);
+  double trained = 0, other = 0;
+  for (const ParamTensor& t : model.tensors()) {
+    double n = 0;
+    for (int64_t i = 0; i < t.size; ++i) n += std::abs(g[t.offset + i]);
+    (std::find(names.begin(), names.end(), t.name) != names.end() ? trained : other) += n;
+  }
+  EXPECT_GT(trained, 0.0);
+  EXPECT_EQ(other, 0.0);
+}
+
 TEST(TrainOptimizerTest, AdamWStepsMatchTheFormula) {
   // Two tensors, one decayed; three steps against the formula in double.
   std::vector<ParamTensor> ts(2);

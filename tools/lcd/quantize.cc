@@ -1,5 +1,6 @@
 // `lcd quantize`: a Hugging Face checkpoint to a quantized artifact v1
-// directory (RTN or importance-weighted k-means), optionally calibrated on a
+// directory (RTN, importance-weighted k-means, or LCD: k-means init plus
+// knowledge distillation), optionally calibrated on a
 // text file and stamped with perplexity figures. The work is done by
 // lcd::quantizer::QuantizeModel (lcd/quantizer/quantize_model.h); this file
 // only parses flags and prints.
@@ -20,10 +21,11 @@ int RunQuantize(int argc, char** argv) {
   options.add_options()
       ("model", "Hugging Face model directory", cxxopts::value<std::string>())
       ("out", "Artifact directory to create (must not exist or be empty)", cxxopts::value<std::string>())
-      ("method", "rtn | kmeans", cxxopts::value<std::string>())
+      ("method", "rtn | kmeans | lcd", cxxopts::value<std::string>())
       ("bits", "Bits per weight of the decoder linears: 2, 3 or 4", cxxopts::value<int>())
       ("group-size", "Columns per (row, group)", cxxopts::value<int64_t>()->default_value("128"))
-      ("calib", "Calibration text file (kmeans: importance = E[x^2] of each input column)",
+      ("calib", "Calibration text file (kmeans: importance = E[x^2] of each input column; lcd: distillation "
+       "sequences, default teacher-generated)",
        cxxopts::value<std::string>())
       ("calib-tokens", "Calibration tokens taken from the start of --calib (0 = all)",
        cxxopts::value<int64_t>()->default_value("16384"))
@@ -38,6 +40,18 @@ int RunQuantize(int argc, char** argv) {
        cxxopts::value<int64_t>()->default_value("0"))
       ("eval-max-windows", "Evaluate at most this many windows (0 = all)",
        cxxopts::value<int64_t>()->default_value("0"))
+      ("steps", "lcd: distillation steps (0 = k-means init only)", cxxopts::value<int64_t>()->default_value("200"))
+      ("lr", "lcd: peak AdamW learning rate", cxxopts::value<double>()->default_value("3e-4"))
+      ("seq-len", "lcd: tokens per calibration sequence", cxxopts::value<int64_t>()->default_value("128"))
+      ("batch", "lcd: sequences per step", cxxopts::value<int64_t>()->default_value("8"))
+      ("reassign-every", "lcd: steps between code re-assignments (0 = never)",
+       cxxopts::value<int64_t>()->default_value("10"))
+      ("samples", "lcd: teacher-generated sequences (without --calib)", cxxopts::value<int64_t>()->default_value("64"))
+      ("temperature", "lcd: teacher sampling temperature", cxxopts::value<double>()->default_value("0.8"))
+      ("seed", "lcd: seed of generation and batch order", cxxopts::value<uint64_t>()->default_value("0"))
+      ("block-steps", "lcd: progressive block-wise steps per block before the end-to-end KD (0 = none)",
+       cxxopts::value<int64_t>()->default_value("0"))
+      ("speculative", "lcd: keep a code re-assignment only if the KD loss on judging sequences does not rise")
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
       ("json", "Print the written manifest's quality figures as one JSON object on stdout")
       ("progress-fd", "Also write progress as JSON lines {phase, progress, message} to this file descriptor",
@@ -72,6 +86,16 @@ int RunQuantize(int argc, char** argv) {
     o.eval_window = flags["eval-window"].as<int64_t>();
     o.eval_max_windows = flags["eval-max-windows"].as<int64_t>();
     o.threads = flags["threads"].as<int>();
+    o.lcd_steps = flags["steps"].as<int64_t>();
+    o.lcd_lr = flags["lr"].as<double>();
+    o.lcd_seq_len = flags["seq-len"].as<int64_t>();
+    o.lcd_batch = flags["batch"].as<int64_t>();
+    o.lcd_reassign_every = flags["reassign-every"].as<int64_t>();
+    o.lcd_samples = flags["samples"].as<int64_t>();
+    o.lcd_temperature = flags["temperature"].as<double>();
+    o.lcd_seed = flags["seed"].as<uint64_t>();
+    o.lcd_speculative = flags.count("speculative") > 0;
+    o.lcd_block_steps = flags["block-steps"].as<int64_t>();
     json = flags.count("json") > 0;
     if (flags.count("progress-fd")) progress_fd = flags["progress-fd"].as<int>();
   } catch (const std::exception& e) {

@@ -46,6 +46,10 @@ absl::StatusOr<std::unique_ptr<TrainModel>> TrainModel::Create(const runtime::Mo
 
 void TrainModel::Layout() {
   const runtime::ModelConfig& c = config_;
+  tensors_.clear();
+  layers_.clear();
+  std::vector<Quantized> old_quant = std::move(quant_);
+  quant_.clear();
   const int64_t C = c.hidden_size, qd = c.num_heads * c.head_dim, kvd = c.num_kv_heads * c.head_dim;
   const int64_t I = c.intermediate_size;
   const bool qkv_bias = c.attention_bias || c.arch == runtime::Architecture::kQwen2;
@@ -63,29 +67,155 @@ void TrainModel::Layout() {
     tensors_.push_back(std::move(t));
     return tensors_.back().offset;
   };
+  // A linear weight [rows][cols], followed by its centroids when quantized.
+  auto addw = [&](const std::string& name, int64_t rows, int64_t cols) {
+    const int64_t w = add(name, {rows, cols});
+    for (const auto& [qname, spec] : codebook_specs_) {
+      if (qname != name) continue;
+      Quantized q;
+      q.name = name;
+      q.spec = spec;
+      q.shape = CodebookShape{rows, cols, spec.group_size, spec.k};
+      q.weight = w;
+      const std::string prefix = name.substr(0, name.size() - std::string_view(".weight").size());
+      q.centroids = add(prefix + ".centroids", {rows, q.shape.groups(), spec.k});
+      tensors_.back().decay = false;
+      q.codes.assign(static_cast<size_t>(rows * cols), 0);
+      for (Quantized& o : old_quant) {
+        if (o.name == name) q.codes = std::move(o.codes);
+      }
+      quant_.push_back(std::move(q));
+    }
+    return w;
+  };
   embed_ = add("model.embed_tokens.weight", {c.vocab_size, C});
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     Layer L;
     L.input_norm = add(p + "input_layernorm.weight", {C});
-    L.wq = add(p + "self_attn.q_proj.weight", {qd, C});
+    L.wq = addw(p + "self_attn.q_proj.weight", qd, C);
     if (qkv_bias) L.bq = add(p + "self_attn.q_proj.bias", {qd});
-    L.wk = add(p + "self_attn.k_proj.weight", {kvd, C});
+    L.wk = addw(p + "self_attn.k_proj.weight", kvd, C);
     if (qkv_bias) L.bk = add(p + "self_attn.k_proj.bias", {kvd});
-    L.wv = add(p + "self_attn.v_proj.weight", {kvd, C});
+    L.wv = addw(p + "self_attn.v_proj.weight", kvd, C);
     if (qkv_bias) L.bv = add(p + "self_attn.v_proj.bias", {kvd});
-    L.wo = add(p + "self_attn.o_proj.weight", {C, qd});
+    L.wo = addw(p + "self_attn.o_proj.weight", C, qd);
     if (o_bias) L.bo = add(p + "self_attn.o_proj.bias", {C});
     L.post_norm = add(p + "post_attention_layernorm.weight", {C});
-    L.wgate = add(p + "mlp.gate_proj.weight", {I, C});
-    L.wup = add(p + "mlp.up_proj.weight", {I, C});
-    L.wdown = add(p + "mlp.down_proj.weight", {C, I});
+    L.wgate = addw(p + "mlp.gate_proj.weight", I, C);
+    L.wup = addw(p + "mlp.up_proj.weight", I, C);
+    L.wdown = addw(p + "mlp.down_proj.weight", C, I);
     layers_.push_back(L);
   }
   final_norm_ = add("model.norm.weight", {C});
-  lm_head_ = c.tie_word_embeddings ? embed_ : add("lm_head.weight", {c.vocab_size, C});
+  lm_head_ = c.tie_word_embeddings ? embed_ : addw("lm_head.weight", c.vocab_size, C);
   params_.assign(static_cast<size_t>(off), 0.0f);
   grads_.assign(static_cast<size_t>(off), 0.0f);
+  int64_t most = 0;
+  for (const Quantized& q : quant_) most = std::max(most, q.shape.rows * q.shape.cols);
+  w_hat_.assign(static_cast<size_t>(most), 0.0f);
+  dw_hat_.assign(static_cast<size_t>(most), 0.0f);
+}
+
+absl::Status TrainModel::EnableCodebook(const std::vector<std::pair<std::string, CodebookSpec>>& specs) {
+  for (const auto& [name, spec] : specs) {
+    absl::StatusOr<const ParamTensor*> t = Find(name);
+    if (!t.ok()) return t.status();
+    const bool linear = (name.starts_with("model.layers.") &&
+                         (name.ends_with("_proj.weight"))) ||
+                        (name == "lm_head.weight");
+    if (!linear || (*t)->shape.size() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " is not a linear weight that can be codebook-quantized"));
+    }
+    if (spec.group_size < 1 || spec.k < 1 || spec.k > 256) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": codebook group size must be >= 1 and k in [1, 256], got ",
+                                                     spec.group_size, " and ", spec.k));
+    }
+    for (const auto& [done, unused] : codebook_specs_) {
+      if (done == name) return absl::InvalidArgumentError(absl::StrCat(name, " is already codebook-quantized"));
+    }
+    for (const auto& [other, unused] : specs) {
+      if (&other != &name && other == name) return absl::InvalidArgumentError(absl::StrCat(name, " given twice"));
+    }
+  }
+  // Keep every value by name across the re-layout.
+  std::vector<ParamTensor> old_tensors = tensors_;
+  std::vector<float> old = std::move(params_);
+  codebook_specs_.insert(codebook_specs_.end(), specs.begin(), specs.end());
+  Layout();
+  for (const ParamTensor& o : old_tensors) {
+    const ParamTensor* t = *Find(o.name);
+    std::copy(old.begin() + o.offset, old.begin() + o.offset + o.size, params_.begin() + t->offset);
+  }
+  B_ = L_ = 0;  // Saved activations no longer match; Backward is a no-op until the next Forward.
+  acts_.clear();
+  return absl::OkStatus();
+}
+
+std::vector<std::string> TrainModel::CodebookWeights() const {
+  std::vector<std::string> out;
+  for (const Quantized& q : quant_) out.push_back(q.name);
+  return out;
+}
+
+absl::StatusOr<uint8_t*> TrainModel::codes(std::string_view weight_name) {
+  for (Quantized& q : quant_) {
+    if (q.name == weight_name) return q.codes.data();
+  }
+  return absl::NotFoundError(absl::StrCat(std::string(weight_name), " is not codebook-quantized"));
+}
+
+int64_t TrainModel::ReassignCodes() {
+  int64_t changed = 0;
+  std::vector<uint8_t> fresh;
+  for (Quantized& q : quant_) {
+    fresh.resize(q.codes.size());
+    CodebookAssign(P(q.weight), P(q.centroids), q.shape, fresh.data(), pool_.get());
+    for (size_t i = 0; i < fresh.size(); ++i) changed += fresh[i] != q.codes[i];
+    q.codes.swap(fresh);
+  }
+  return changed;
+}
+
+std::vector<ParamTensor> TrainModel::TrainableTensors() const {
+  if (!freeze_dense_) return tensors_;
+  std::vector<ParamTensor> out;
+  for (const ParamTensor& t : tensors_) {
+    for (const Quantized& q : quant_) {
+      if (t.offset == q.weight || t.offset == q.centroids) out.push_back(t);
+    }
+  }
+  return out;
+}
+
+const TrainModel::Quantized* TrainModel::QuantAt(int64_t w) const {
+  for (const Quantized& q : quant_) {
+    if (q.weight == w) return &q;
+  }
+  return nullptr;
+}
+
+void TrainModel::Linear(const float* x, int64_t w, const float* b, int64_t T, int64_t K, int64_t N, float* y) {
+  const Quantized* q = QuantAt(w);
+  if (q == nullptr) {
+    LinearForward(x, P(w), b, T, K, N, y);
+  } else {
+    CodebookLinearForward(x, P(q->centroids), q->codes.data(), b, q->shape, T, w_hat_.data(), y, pool_.get());
+  }
+}
+
+void TrainModel::LinearBack(const float* dy, const float* x, int64_t w, int64_t b, int64_t T, int64_t K, int64_t N,
+                            float* dx) {
+  float* db = b < 0 || freeze_dense_ ? nullptr : G(b);
+  const Quantized* q = QuantAt(w);
+  if (q == nullptr) {
+    LinearBackward(dy, x, P(w), T, K, N, dx, freeze_dense_ ? nullptr : G(w), db, pool_.get());
+  } else {
+    // The forward's decoded weights were overwritten by later linears: decode again.
+    CodebookDecode(P(q->centroids), q->codes.data(), q->shape, w_hat_.data(), pool_.get());
+    CodebookLinearBackward(dy, x, w_hat_.data(), q->codes.data(), q->shape, T, dw_hat_.data(), dx, G(w),
+                           G(q->centroids), db, pool_.get());
+  }
 }
 
 void TrainModel::InitRandom(uint64_t seed, float stddev) {
@@ -178,8 +308,12 @@ void TrainModel::Resize(int64_t B, int64_t L) {
   RopeTables(inv_freq_.data(), L, c.head_dim, rope_cos_.data(), rope_sin_.data());
 }
 
-absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L) {
+absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L, int64_t blocks) {
   const runtime::ModelConfig& c = config_;
+  if (blocks < 0) blocks = c.num_layers;
+  if (blocks > c.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot run ", blocks, " blocks of ", c.num_layers));
+  }
   if (B <= 0 || L <= 0) return absl::InvalidArgumentError(absl::StrCat("empty batch (", B, " x ", L, ")"));
   if (L > c.max_position_embeddings) {
     return absl::InvalidArgumentError(
@@ -203,69 +337,92 @@ absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L) {
   kernels::ThreadPool* pool = pool_.get();
   auto bias = [&](int64_t off) { return off < 0 ? nullptr : P(off); };
 
+  blocks_run_ = blocks;
   EmbeddingForward(P(embed_), tokens, T, C, acts_[0].x.data());
-  for (int64_t l = 0; l < c.num_layers; ++l) {
+  for (int64_t l = 0; l < blocks; ++l) {
     const Layer& w = layers_[l];
     LayerActs& a = acts_[l];
     RmsNormForward(a.x.data(), P(w.input_norm), T, C, eps, a.h1.data(), a.rstd1.data(), pool);
-    LinearForward(a.h1.data(), P(w.wq), bias(w.bq), T, C, qd, a.q.data());
-    LinearForward(a.h1.data(), P(w.wk), bias(w.bk), T, C, kvd, a.k.data());
-    LinearForward(a.h1.data(), P(w.wv), bias(w.bv), T, C, kvd, a.v.data());
+    Linear(a.h1.data(), w.wq, bias(w.bq), T, C, qd, a.q.data());
+    Linear(a.h1.data(), w.wk, bias(w.bk), T, C, kvd, a.k.data());
+    Linear(a.h1.data(), w.wv, bias(w.bv), T, C, kvd, a.v.data());
     RopeForward(a.q.data(), B, L, H, D, rope_cos_.data(), rope_sin_.data());
     RopeForward(a.k.data(), B, L, KVH, D, rope_cos_.data(), rope_sin_.data());
     AttentionForward(a.q.data(), a.k.data(), a.v.data(), B, L, H, KVH, D, a.att.data(), a.attn.data(), pool);
-    LinearForward(a.attn.data(), P(w.wo), bias(w.bo), T, qd, C, a.x_mid.data());
+    Linear(a.attn.data(), w.wo, bias(w.bo), T, qd, C, a.x_mid.data());
     ResidualForward(a.x.data(), a.x_mid.data(), T * C, a.x_mid.data());
     RmsNormForward(a.x_mid.data(), P(w.post_norm), T, C, eps, a.h2.data(), a.rstd2.data(), pool);
-    LinearForward(a.h2.data(), P(w.wgate), nullptr, T, C, I, a.gate.data());
-    LinearForward(a.h2.data(), P(w.wup), nullptr, T, C, I, a.up.data());
+    Linear(a.h2.data(), w.wgate, nullptr, T, C, I, a.gate.data());
+    Linear(a.h2.data(), w.wup, nullptr, T, C, I, a.up.data());
     SwiGluForward(a.gate.data(), a.up.data(), T * I, a.act.data(), pool);
     float* out = l + 1 < c.num_layers ? acts_[l + 1].x.data() : x_final_.data();
-    LinearForward(a.act.data(), P(w.wdown), nullptr, T, I, C, out);
+    Linear(a.act.data(), w.wdown, nullptr, T, I, C, out);
     ResidualForward(a.x_mid.data(), out, T * C, out);
   }
+  if (blocks < c.num_layers) return absl::OkStatus();  // A partial forward: no head, no logits.
   RmsNormForward(x_final_.data(), P(final_norm_), T, C, eps, h_final_.data(), rstd_final_.data(), pool);
-  LinearForward(h_final_.data(), P(lm_head_), nullptr, T, C, V, logits_.data());
+  Linear(h_final_.data(), lm_head_, nullptr, T, C, V, logits_.data());
   std::fill(dlogits_.begin(), dlogits_.end(), 0.0f);
   return absl::OkStatus();
 }
 
 void TrainModel::ZeroGrad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
 
+const float* TrainModel::residual(int64_t l) const {
+  return l < config_.num_layers ? acts_[l].x.data() : x_final_.data();
+}
+
 void TrainModel::Backward() {
-  if (B_ == 0) return;  // No Forward yet: nothing to propagate.
+  if (B_ == 0 || blocks_run_ != config_.num_layers) return;  // No (full) Forward yet: nothing to propagate.
+  const runtime::ModelConfig& c = config_;
+  const int64_t T = B_ * L_, C = c.hidden_size, V = c.vocab_size;
+  auto zero = [](std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); };
+  // dx_ holds d loss / d (residual stream) as it flows back through the blocks.
+  zero(dh_);
+  LinearBack(dlogits_.data(), h_final_.data(), lm_head_, -1, T, C, V, dh_.data());
+  zero(dx_);
+  RmsNormBackward(dh_.data(), x_final_.data(), P(final_norm_), rstd_final_.data(), T, C, dx_.data(),
+                  freeze_dense_ ? nullptr : G(final_norm_), pool_.get());
+  BackwardLayers(c.num_layers, 0);
+  if (!freeze_dense_) EmbeddingBackward(dx_.data(), tokens_.data(), T, C, G(embed_));
+}
+
+void TrainModel::BackwardBlocks(const float* dout, int64_t first) {
+  if (B_ == 0 || first >= blocks_run_) return;
+  std::copy(dout, dout + B_ * L_ * config_.hidden_size, dx_.begin());
+  BackwardLayers(blocks_run_, std::max<int64_t>(first, 0));
+  if (first <= 0 && !freeze_dense_) {
+    EmbeddingBackward(dx_.data(), tokens_.data(), B_ * L_, config_.hidden_size, G(embed_));
+  }
+}
+
+void TrainModel::BackwardLayers(int64_t end, int64_t first) {
   const runtime::ModelConfig& c = config_;
   const int64_t B = B_, L = L_;
   const int64_t T = B * L, C = c.hidden_size, H = c.num_heads, KVH = c.num_kv_heads, D = c.head_dim;
-  const int64_t qd = H * D, kvd = KVH * D, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t qd = H * D, kvd = KVH * D, I = c.intermediate_size;
   kernels::ThreadPool* pool = pool_.get();
-  auto bias = [&](int64_t off) { return off < 0 ? nullptr : G(off); };
+  // Gradient of a dense tensor: nullptr when frozen.
+  auto dense = [&](int64_t off) { return freeze_dense_ ? nullptr : G(off); };
   auto zero = [](std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); };
-
-  // dx_ holds d loss / d (residual stream) as it flows back through the blocks.
-  zero(dh_);
-  LinearBackward(dlogits_.data(), h_final_.data(), P(lm_head_), T, C, V, dh_.data(), G(lm_head_), nullptr, pool);
-  zero(dx_);
-  RmsNormBackward(dh_.data(), x_final_.data(), P(final_norm_), rstd_final_.data(), T, C, dx_.data(), G(final_norm_),
-                  pool);
-  for (int64_t l = c.num_layers - 1; l >= 0; --l) {
+  for (int64_t l = end - 1; l >= first; --l) {
     const Layer& w = layers_[l];
     LayerActs& a = acts_[l];
     // out = x_mid + down(act): dx_ (d out) flows to x_mid unchanged (the
     // residual's identity branch, accumulated in place) and into the MLP.
     zero(dact_);
-    LinearBackward(dx_.data(), a.act.data(), P(w.wdown), T, I, C, dact_.data(), G(w.wdown), nullptr, pool);
+    LinearBack(dx_.data(), a.act.data(), w.wdown, -1, T, I, C, dact_.data());
     zero(dgate_);
     zero(dup_);
     SwiGluBackward(dact_.data(), a.gate.data(), a.up.data(), T * I, dgate_.data(), dup_.data(), pool);
     zero(dh_);
-    LinearBackward(dgate_.data(), a.h2.data(), P(w.wgate), T, C, I, dh_.data(), G(w.wgate), nullptr, pool);
-    LinearBackward(dup_.data(), a.h2.data(), P(w.wup), T, C, I, dh_.data(), G(w.wup), nullptr, pool);
-    RmsNormBackward(dh_.data(), a.x_mid.data(), P(w.post_norm), a.rstd2.data(), T, C, dx_.data(), G(w.post_norm),
-                    pool);
+    LinearBack(dgate_.data(), a.h2.data(), w.wgate, -1, T, C, I, dh_.data());
+    LinearBack(dup_.data(), a.h2.data(), w.wup, -1, T, C, I, dh_.data());
+    RmsNormBackward(dh_.data(), a.x_mid.data(), P(w.post_norm), a.rstd2.data(), T, C, dx_.data(),
+                    dense(w.post_norm), pool);
     // x_mid = x + o(attn): dx_ now is d x_mid.
     zero(dattn_);
-    LinearBackward(dx_.data(), a.attn.data(), P(w.wo), T, qd, C, dattn_.data(), G(w.wo), bias(w.bo), pool);
+    LinearBack(dx_.data(), a.attn.data(), w.wo, w.bo, T, qd, C, dattn_.data());
     zero(dq_);
     zero(dk_);
     zero(dv_);
@@ -274,13 +431,12 @@ void TrainModel::Backward() {
     RopeBackward(dq_.data(), B, L, H, D, rope_cos_.data(), rope_sin_.data());
     RopeBackward(dk_.data(), B, L, KVH, D, rope_cos_.data(), rope_sin_.data());
     zero(dh_);
-    LinearBackward(dq_.data(), a.h1.data(), P(w.wq), T, C, qd, dh_.data(), G(w.wq), bias(w.bq), pool);
-    LinearBackward(dk_.data(), a.h1.data(), P(w.wk), T, C, kvd, dh_.data(), G(w.wk), bias(w.bk), pool);
-    LinearBackward(dv_.data(), a.h1.data(), P(w.wv), T, C, kvd, dh_.data(), G(w.wv), bias(w.bv), pool);
-    RmsNormBackward(dh_.data(), a.x.data(), P(w.input_norm), a.rstd1.data(), T, C, dx_.data(), G(w.input_norm),
-                    pool);
+    LinearBack(dq_.data(), a.h1.data(), w.wq, w.bq, T, C, qd, dh_.data());
+    LinearBack(dk_.data(), a.h1.data(), w.wk, w.bk, T, C, kvd, dh_.data());
+    LinearBack(dv_.data(), a.h1.data(), w.wv, w.bv, T, C, kvd, dh_.data());
+    RmsNormBackward(dh_.data(), a.x.data(), P(w.input_norm), a.rstd1.data(), T, C, dx_.data(),
+                    dense(w.input_norm), pool);
   }
-  EmbeddingBackward(dx_.data(), tokens_.data(), T, C, G(embed_));
 }
 
 }  // namespace lcd::quantizer::train

@@ -20,10 +20,24 @@
 //       Whole-model forward + backward on tokens I32 [B][L] with targets I32
 //       [B][L] (ce) or teacher F32 [B][L][V] (KL losses). Outputs: loss F64
 //       [1], logits [B][L][V] and every parameter's gradient under its name.
+//       With --group-size G, every weight W whose "<prefix>.centroids"
+//       [rows][groups][k] is among the inputs becomes a codebook-quantized
+//       linear with those centroids (codes = nearest centroid of W); the
+//       gradients then include the centroids', and "<prefix>.codes" I32
+//       [rows][cols] are output. With --blocks N --first F: only the first N
+//       blocks run, loss = mean squared error of block N-1's output against
+//       block_target F32 [B][L][C], back-propagated through blocks [F, N)
+//       (TrainModel::BackwardBlocks); outputs loss, hidden [B][L][C], grads.
 //   train_check --train DIR --in in.safetensors --out out.safetensors --steps N ...
 //       N AdamW steps with CE on batches tokens/targets I32 [S][B][L] (step s
 //       uses batch s % S). Outputs: loss F64 [N], grad_norm F64 [N], lr F64
-//       [N] and the final parameters under their names.
+//       [N] and the final parameters under their names. With --group-size
+//       and centroids as for --model, trains the codebook model: with
+//       --freeze-dense only latent weights and centroids; codes are
+//       re-assigned before step s when s > 0 and s % --reassign-every == 0
+//       (output "reassigned" F64 [N]: codes changed before each step) and
+//       once more after the last step (final "<prefix>.codes").
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -324,6 +338,41 @@ absl::StatusOr<double> Loss(tr::TrainModel& model, const std::string& loss, doub
   return absl::InvalidArgumentError(absl::StrCat("unknown loss ", loss));
 }
 
+// Quantizes the weights whose centroids are inputs (see the header); no-op
+// when group_size is 0.
+absl::Status SetupCodebook(tr::TrainModel& model, const Tensors& in, int64_t group_size) {
+  if (group_size == 0) return absl::OkStatus();
+  std::vector<std::pair<std::string, tr::CodebookSpec>> specs;
+  for (const tr::ParamTensor& t : model.tensors()) {
+    if (!t.name.ends_with(".weight")) continue;
+    const std::string prefix = t.name.substr(0, t.name.size() - 7);
+    auto it = in.find(prefix + ".centroids");
+    if (it != in.end()) specs.push_back({t.name, tr::CodebookSpec{group_size, it->second.shape[2]}});
+  }
+  if (specs.empty()) return absl::InvalidArgumentError("--group-size given but no <prefix>.centroids input");
+  LCD_RETURN_IF_ERROR(model.EnableCodebook(specs));
+  for (const auto& [name, spec] : specs) {
+    const std::string cname = name.substr(0, name.size() - 7) + ".centroids";
+    LCD_ASSIGN_OR_RETURN(const tr::ParamTensor* t, model.Find(cname));
+    const Tensor& c = in.at(cname);
+    if (c.numel() != t->size) return absl::InvalidArgumentError(absl::StrCat(cname, " has the wrong size"));
+    std::copy(c.f.begin(), c.f.end(), model.params() + t->offset);
+  }
+  model.ReassignCodes();
+  return absl::OkStatus();
+}
+
+void PutCodes(tr::TrainModel& model, Tensors& out) {
+  for (const std::string& name : model.CodebookWeights()) {
+    const tr::ParamTensor* t = *model.Find(name);
+    const uint8_t* codes = *model.codes(name);
+    Tensor c;
+    c.shape = t->shape;
+    c.i.assign(codes, codes + t->size);
+    out[name.substr(0, name.size() - 7) + ".codes"] = std::move(c);
+  }
+}
+
 void PutParams(tr::TrainModel& model, float* base, Tensors& out) {
   for (const tr::ParamTensor& t : model.tensors()) {
     Tensor g;
@@ -333,9 +382,42 @@ void PutParams(tr::TrainModel& model, float* base, Tensors& out) {
   }
 }
 
+// --blocks N --first F: MSE of the output of block N-1 against block_target
+// [B][L][C], back through blocks [F, N) only.
+absl::Status RunBlocks(tr::TrainModel& model, const Tensors& in, int64_t blocks, int64_t first, Tensors& out) {
+  LCD_ASSIGN_OR_RETURN(const Tensor* tokens, Need(in, "tokens"));
+  LCD_ASSIGN_OR_RETURN(const Tensor* target, Need(in, "block_target"));
+  const int64_t B = tokens->shape[0], L = tokens->shape[1], C = model.config().hidden_size;
+  model.ZeroGrad();
+  LCD_RETURN_IF_ERROR(model.Forward(tokens->i.data(), B, L, blocks));
+  const float* h = model.residual(blocks);
+  const int64_t n = B * L * C;
+  std::vector<float> dout(static_cast<size_t>(n));
+  double loss = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(h[i]) - target->f[i];
+    loss += d * d;
+    dout[i] = static_cast<float>(2.0 * d / static_cast<double>(n));
+  }
+  model.BackwardBlocks(dout.data(), first);
+  out["loss"] = Scalar(loss / static_cast<double>(n));
+  Tensor hidden;
+  hidden.shape = {B, L, C};
+  hidden.f.assign(h, h + n);
+  out["hidden"] = std::move(hidden);
+  PutParams(model, model.grads(), out);
+  return absl::OkStatus();
+}
+
 absl::Status RunModel(const std::string& dir, const Tensors& in, const std::string& loss, double gamma, int threads,
-                      Tensors& out) {
+                      int64_t group_size, int64_t blocks, int64_t first, Tensors& out) {
   LCD_ASSIGN_OR_RETURN(std::unique_ptr<tr::TrainModel> model, tr::TrainModel::FromCheckpoint(dir, threads));
+  LCD_RETURN_IF_ERROR(SetupCodebook(*model, in, group_size));
+  if (blocks >= 0) {
+    LCD_RETURN_IF_ERROR(RunBlocks(*model, in, blocks, first, out));
+    PutCodes(*model, out);
+    return absl::OkStatus();
+  }
   LCD_ASSIGN_OR_RETURN(const Tensor* tokens, Need(in, "tokens"));
   const int64_t B = tokens->shape[0], L = tokens->shape[1], V = model->config().vocab_size;
   model->ZeroGrad();
@@ -348,6 +430,7 @@ absl::Status RunModel(const std::string& dir, const Tensors& in, const std::stri
   logits.f.assign(model->logits(), model->logits() + B * L * V);
   out["logits"] = std::move(logits);
   PutParams(*model, model->grads(), out);
+  PutCodes(*model, out);
   return absl::OkStatus();
 }
 
@@ -356,21 +439,30 @@ struct TrainArgs {
   tr::AdamWOptions adamw;
   tr::LrSchedule schedule;
   double clip = 1.0;
+  int64_t group_size = 0;  // 0: dense.
+  int64_t reassign_every = 0;
+  bool freeze_dense = false;
 };
 
 absl::Status RunTrain(const std::string& dir, const Tensors& in, const TrainArgs& args, int threads, Tensors& out) {
   LCD_ASSIGN_OR_RETURN(std::unique_ptr<tr::TrainModel> model, tr::TrainModel::FromCheckpoint(dir, threads));
+  LCD_RETURN_IF_ERROR(SetupCodebook(*model, in, args.group_size));
+  model->FreezeDense(args.freeze_dense);
+  const std::vector<tr::ParamTensor> trainable = model->TrainableTensors();
   LCD_ASSIGN_OR_RETURN(const Tensor* tokens, Need(in, "tokens"));
   LCD_ASSIGN_OR_RETURN(const Tensor* targets, Need(in, "targets"));
   const int64_t S = tokens->shape[0], B = tokens->shape[1], L = tokens->shape[2], V = model->config().vocab_size;
   tr::AdamW opt(model->num_params(), args.adamw);
-  Tensor losses = Scalar(0), norms = Scalar(0), lrs = Scalar(0);
-  for (Tensor* t : {&losses, &norms, &lrs}) {
+  Tensor losses = Scalar(0), norms = Scalar(0), lrs = Scalar(0), reassigned = Scalar(0);
+  for (Tensor* t : {&losses, &norms, &lrs, &reassigned}) {
     t->shape = {args.steps};
     t->d.assign(static_cast<size_t>(args.steps), 0.0);
   }
   for (int64_t s = 0; s < args.steps; ++s) {
     const int64_t off = (s % S) * B * L;
+    if (args.reassign_every > 0 && s > 0 && s % args.reassign_every == 0) {
+      reassigned.d[s] = static_cast<double>(model->ReassignCodes());
+    }
     model->ZeroGrad();
     LCD_RETURN_IF_ERROR(model->Forward(tokens->i.data() + off, B, L));
     losses.d[s] = tr::CrossEntropyLoss(model->logits(), targets->i.data() + off, B * L, V, model->dlogits(),
@@ -378,7 +470,12 @@ absl::Status RunTrain(const std::string& dir, const Tensors& in, const TrainArgs
     model->Backward();
     norms.d[s] = tr::ClipGradNorm(model->grads(), model->num_params(), args.clip);
     lrs.d[s] = args.schedule.At(s);
-    opt.Step(model->params(), model->grads(), model->tensors(), lrs.d[s], model->pool());
+    opt.Step(model->params(), model->grads(), trainable, lrs.d[s], model->pool());
+  }
+  if (args.group_size > 0) {
+    model->ReassignCodes();
+    PutCodes(*model, out);
+    out["reassigned"] = std::move(reassigned);
   }
   out["loss"] = std::move(losses);
   out["grad_norm"] = std::move(norms);
@@ -413,7 +510,13 @@ int main(int argc, char** argv) {
       "beta1", "AdamW beta1", cxxopts::value<double>()->default_value("0.9"))(
       "beta2", "AdamW beta2", cxxopts::value<double>()->default_value("0.999"))(
       "eps", "AdamW eps", cxxopts::value<double>()->default_value("1e-8"))(
-      "clip", "max global gradient norm", cxxopts::value<double>()->default_value("1.0"));
+      "clip", "max global gradient norm", cxxopts::value<double>()->default_value("1.0"))(
+      "group-size", "codebook group size (0: dense)", cxxopts::value<int64_t>()->default_value("0"))(
+      "reassign-every", "re-assign codes every N steps (0: never)", cxxopts::value<int64_t>()->default_value("0"))(
+      "freeze-dense", "train only latent weights and centroids")(
+      "blocks", "--model: run this many blocks, MSE on their output (-1: whole model)",
+      cxxopts::value<int64_t>()->default_value("-1"))(
+      "first", "--blocks: lowest block to back-propagate into", cxxopts::value<int64_t>()->default_value("0"));
   try {
     auto r = options.parse(argc, argv);
     if (!r.count("in") || !r.count("out")) return Fail("--in and --out are required");
@@ -428,7 +531,7 @@ int main(int argc, char** argv) {
       st = RunOp(r["op"].as<std::string>(), *in, meta, out, &pool);
     } else if (r.count("model")) {
       st = RunModel(r["model"].as<std::string>(), *in, r["loss"].as<std::string>(), r["gamma"].as<double>(), threads,
-                    out);
+                    r["group-size"].as<int64_t>(), r["blocks"].as<int64_t>(), r["first"].as<int64_t>(), out);
     } else if (r.count("train")) {
       TrainArgs a;
       a.steps = r["steps"].as<int64_t>();
@@ -444,6 +547,9 @@ int main(int argc, char** argv) {
       a.schedule.warmup_steps = r["warmup"].as<int64_t>();
       a.schedule.total_steps = a.steps;
       a.clip = r["clip"].as<double>();
+      a.group_size = r["group-size"].as<int64_t>();
+      a.reassign_every = r["reassign-every"].as<int64_t>();
+      a.freeze_dense = r.count("freeze-dense") > 0;
       st = RunTrain(r["train"].as<std::string>(), *in, a, threads, out);
     } else {
       return Fail("one of --op, --model, --train is required");

@@ -16,6 +16,34 @@
 // (lcd/quantizer/calibration.h); E[x_j^2] of each layer's input is the
 // importance of column j. Without it, k-means uses uniform importance.
 //
+// LCD (method "lcd"): calibration sequences of lcd_seq_len tokens, either
+// the text file cut into windows ([BOS] + text, as eval-ppl does; at most
+// calib_tokens tokens) or, without calib_path, lcd_samples sequences the
+// full-precision model generates from BOS (token 0 when the tokenizer has
+// none) with runtime::Generate at lcd_temperature, seed lcd_seed*1000003+i,
+// EOS ignored. The last tenth (at least one) is held out. Centroids start
+// from QuantizeKmeans with E[x_j^2] importance measured on the training
+// sequences; then, with lcd_block_steps > 0 (LCD.md step 4), every block
+// in turn, front to back, fits its output to the teacher's block output
+// (MSE, its input from the already tuned student blocks) for lcd_block_steps
+// steps on its own latent weights and centroids (same optimiser settings,
+// its own AdamW state; figure heldout_kl_teacher_blockwise); then
+// lcd_steps AdamW steps (no weight decay, cosine schedule
+// to 0.1 x lcd_lr after 5% warmup, global-norm clip 1) on the centroids and
+// latent weights (straight-through) minimise CAKLD against the frozen
+// full-precision TrainModel on batches of lcd_batch training sequences;
+// gamma = mean teacher top-1 probability over the training sequences,
+// measured first. Codes are re-assigned to the nearest centroid of the
+// latent weight every lcd_reassign_every steps (lcd_speculative, LCD.md
+// step 6: tentatively, kept only when the mean CAKLD on a judging tenth of
+// the sequences, apart from training and held-out ones, does not rise;
+// figures speculative_proposals and speculative_acceptance); the artifact stores the
+// final centroids in fp16 with the codes trained last. Quality figures
+// added: kd_gamma, kd_loss_first_step, kd_loss_last_step, heldout_cakld(_init),
+// heldout_kl_teacher(_init) (mean per-token KL(P_T||P_S) on the held-out
+// sequences after the k-means init and after training), codes_reassigned,
+// lcd_seconds. lm_head stays dense (lm_head_bits must be 0).
+//
 // Provenance stamped in the manifest: source path as given; source_sha256 as
 // docs/ARTIFACT.md defines it (sha256 of the concatenated hex sha256 of the
 // source's *.safetensors files in file-name order); tool "lcd <version>";
@@ -32,7 +60,7 @@
 // rewritten atomically.
 //
 // Errors (absl::Status; nothing is thrown): InvalidArgument for an unknown
-// method, bits outside 2..4, lm_head_bits outside the method's range
+// method, lcd with lm_head_bits, lcd options out of range, bits outside 2..4, lm_head_bits outside the method's range
 // (rtn 2..8, kmeans 2..4), group_size < 1, --calib with rtn, an out_dir that
 // exists and is not empty (left untouched), a checkpoint lacking a decoder
 // linear weight or holding one that is not a 2-D float tensor; the
@@ -57,7 +85,7 @@ namespace lcd::quantizer {
 struct QuantizeModelOptions {
   std::string model_dir;  // Hugging Face folder (config.json, safetensors, tokenizer).
   std::string out_dir;    // Must not exist or be empty.
-  std::string method;     // "rtn" or "kmeans".
+  std::string method;     // "rtn", "kmeans" or "lcd".
   int bits = 4;
   int64_t group_size = 128;
   int lm_head_bits = 0;   // 0 = lm_head stays dense.
@@ -70,6 +98,18 @@ struct QuantizeModelOptions {
   std::string eval_text;         // Empty = no perplexity figures.
   int64_t eval_window = 0;       // 0 = min(2048, max_position_embeddings).
   int64_t eval_max_windows = 0;  // 0 = all.
+
+  // LCD (method "lcd"; LCD.md steps 1, 3, 5, 7), see "LCD" above.
+  int64_t lcd_steps = 200;           // Distillation steps (0: the k-means init only).
+  double lcd_lr = 3e-4;              // Peak AdamW learning rate.
+  int64_t lcd_seq_len = 128;         // Tokens per calibration sequence (BOS included).
+  int64_t lcd_batch = 8;             // Sequences per step.
+  int64_t lcd_reassign_every = 10;   // Steps between code re-assignments (0: never).
+  int64_t lcd_samples = 64;          // Teacher-generated sequences (without calib_path).
+  double lcd_temperature = 0.8;      // Of the teacher's sampling.
+  uint64_t lcd_seed = 0;
+  bool lcd_speculative = false;
+  int64_t lcd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).      // Keep a re-assignment only when it does not raise the KD loss.
 
   int threads = 0;  // 0 = all hardware threads.
   // Receives one human-readable progress line at a time (no newline); may be

@@ -13,6 +13,17 @@
 //   ClipGradNorm(model.grads(), model.num_params(), 1.0);
 //   adamw.Step(model.params(), model.grads(), model.tensors(), lr, pool);
 //
+// Codebook-quantized linears (the quantizer in the loop, codebook_linear.h):
+// EnableCodebook turns chosen decoder linear weights into codebook linears.
+// Their weight tensor then holds the latent W (straight-through gradient),
+// a tensor "<prefix>.centroids" [rows][groups][k] is added for each (prefix
+// = the weight's name without ".weight"; trainable, no weight decay), and
+// the forward uses the centroids the codes select. Codes start at 0; set
+// the centroids, then ReassignCodes (or write codes()) before training.
+// FreezeDense(true) computes gradients only for the latent weights and the
+// centroids (the LCD setting: embeddings, norms, biases and dense linears
+// stay as they are, and cost no gradient work).
+//
 // Thread safety: none; one step at a time.
 #ifndef LCD_QUANTIZER_TRAIN_TRAIN_MODEL_H_
 #define LCD_QUANTIZER_TRAIN_TRAIN_MODEL_H_
@@ -21,14 +32,21 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "lcd/kernels/thread_pool.h"
+#include "lcd/quantizer/train/codebook_linear.h"
 #include "lcd/quantizer/train/optimizer.h"
 #include "lcd/runtime/model_config.h"
 
 namespace lcd::quantizer::train {
+
+struct CodebookSpec {
+  int64_t group_size = 128;  // >= 1; the last group of a row may be shorter.
+  int64_t k = 4;             // Centroids per (row, group), in [1, 256].
+};
 
 class TrainModel {
  public:
@@ -52,10 +70,42 @@ class TrainModel {
   absl::StatusOr<const ParamTensor*> Find(std::string_view name) const;
   kernels::ThreadPool* pool() { return pool_.get(); }
 
+  // Makes the named weights (decoder linears q/k/v/o, gate/up/down, or
+  // lm_head.weight when untied) codebook-quantized; parameter values are
+  // kept, centroids start at 0. Re-lays out params()/grads() (offsets in
+  // tensors() change; gradients are zeroed) and drops saved activations
+  // (call Forward again before Backward). InvalidArgument for an unknown or
+  // non-linear name, a bad spec, or a name already quantized.
+  absl::Status EnableCodebook(const std::vector<std::pair<std::string, CodebookSpec>>& specs);
+  // Names of the quantized weights, in layout order.
+  std::vector<std::string> CodebookWeights() const;
+  // Codes [rows][cols] of a quantized weight (NotFound when not quantized).
+  absl::StatusOr<uint8_t*> codes(std::string_view weight_name);
+  // Re-assigns every quantized weight to the nearest centroid of its latent
+  // value; returns how many codes changed.
+  int64_t ReassignCodes();
+  // See the class comment. Default false.
+  void FreezeDense(bool frozen) { freeze_dense_ = frozen; }
+  // The tensors an optimizer should step: all, or with FreezeDense the
+  // quantized latent weights and their centroids.
+  std::vector<ParamTensor> TrainableTensors() const;
+
   // tokens [B][L] (position of token j of a sequence: j). InvalidArgument
   // for a token outside the vocabulary, L beyond max_position_embeddings or
   // the sliding window. Resizes the activation buffers when (B, L) grows.
-  absl::Status Forward(const int32_t* tokens, int64_t B, int64_t L);
+  //
+  // blocks >= 0 runs only the embedding and the first `blocks` decoder
+  // blocks (no final norm, no logits; Backward is then a no-op and
+  // BackwardBlocks propagates from the last block's output): the
+  // progressive block-wise stage of LCD.
+  absl::Status Forward(const int32_t* tokens, int64_t B, int64_t L, int64_t blocks = -1);
+  // The residual stream entering block l ([B*L][hidden]) of the last
+  // Forward; l == num_layers: the last block's output (before the final norm).
+  const float* residual(int64_t l) const;
+  // grads() += d loss / d params of blocks [first, blocks run), given
+  // dout = d loss / d (output of the last block run); lower blocks get no
+  // gradient (first <= 0 also reaches the embedding unless FreezeDense).
+  void BackwardBlocks(const float* dout, int64_t first);
   const float* logits() const { return logits_.data(); }
   // Gradient of the loss w.r.t. logits(): zeroed by Forward; the losses of
   // ops.h accumulate into it.
@@ -67,12 +117,26 @@ class TrainModel {
 
  private:
   struct Layer;       // Parameter pointers of one block.
+  struct Quantized {  // One codebook-quantized weight.
+    std::string name;
+    CodebookSpec spec;
+    CodebookShape shape;
+    int64_t weight = 0, centroids = 0;  // Offsets.
+    std::vector<uint8_t> codes;
+  };
   struct LayerActs;   // Saved activations of one block.
   TrainModel(runtime::ModelConfig config, int threads);
   void Layout();
   void Resize(int64_t B, int64_t L);
+  // Back through blocks end-1 down to first, dx_ holding d loss / d (output of block end-1).
+  void BackwardLayers(int64_t end, int64_t first);
   float* P(int64_t offset) { return params_.data() + offset; }
   float* G(int64_t offset) { return grads_.data() + offset; }
+  // The linear at weight offset w: dense or codebook (see ops.h/codebook_linear.h).
+  const Quantized* QuantAt(int64_t w) const;
+  void Linear(const float* x, int64_t w, const float* b, int64_t T, int64_t K, int64_t N, float* y);
+  // dx may be nullptr; weight and bias gradients follow FreezeDense.
+  void LinearBack(const float* dy, const float* x, int64_t w, int64_t b, int64_t T, int64_t K, int64_t N, float* dx);
 
   runtime::ModelConfig config_;
   std::unique_ptr<kernels::ThreadPool> pool_;
@@ -81,8 +145,12 @@ class TrainModel {
   std::vector<Layer> layers_;
   int64_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;  // Offsets; lm_head_ == embed_ when tied.
   std::vector<float> inv_freq_;
+  std::vector<std::pair<std::string, CodebookSpec>> codebook_specs_;  // As given to EnableCodebook.
+  std::vector<Quantized> quant_;
+  bool freeze_dense_ = false;
+  std::vector<float> w_hat_, dw_hat_;  // Decoded weights of one quantized linear (scratch).
 
-  int64_t B_ = 0, L_ = 0;
+  int64_t B_ = 0, L_ = 0, blocks_run_ = 0;
   std::vector<int32_t> tokens_;
   std::vector<float> rope_cos_, rope_sin_;
   std::vector<LayerActs> acts_;

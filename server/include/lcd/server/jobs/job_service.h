@@ -20,7 +20,7 @@ struct JobServiceOptions {
   // Required on SubmitJob and CancelJob as "authorization: Bearer <token>".
   // Empty: no token is required (only for tests and loopback-only setups).
   std::string token;
-  std::set<std::string> methods = {"rtn", "kmeans"};
+  std::set<std::string> methods = {"rtn", "kmeans", "lcd"};
   // Resolve a client's source model / calibration file inside the configured
   // roots; the error (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED) is
   // returned to the client as it is.
