@@ -544,6 +544,7 @@ def test_training_run_follows_torch(models, rng, tmp_path):
 
 
 CB_STEPS, CB_REASSIGN = 30, 5
+CB_TRAIN_REL_TOL = 2e-2  # whole run, after re-assignments (see the test)
 
 
 def test_codebook_training_run_follows_torch(models, rng, tmp_path):
@@ -597,9 +598,16 @@ def test_codebook_training_run_follows_torch(models, rng, tmp_path):
     ERRORS["cb_train.codes changed per re-assignment (lcd)"] = str([int(x) for x in out["reassigned"] if x])
     assert losses[-1] < 0.8 * losses[0], "the reference run did not learn; the test would be vacuous"
     assert sum(changed) > 0, "no re-assignment changed a code; the test would be vacuous"
-    assert rel.max() <= TRAIN_REL_TOL, f"loss curves differ: max rel {rel.max():.3g} at step {rel.argmax()}"
-    # fp32 against float64 may flip a weight sitting on a centroid midpoint, and a flip changes the
-    # later steps slightly: allow 1% of the changes (measured: 0 over 20 seeds).
+    # Until the first re-assignment the runs are the dense comparison; after it, fp32 against
+    # float64 may put a weight sitting on a centroid midpoint on the other side (or flip the sign
+    # of a near-zero Adam step), and the curves then part slowly: measured up to 6.5e-3 by step 28
+    # in one of ~30 seeded runs, below 1e-4 in the others. Hence two bounds.
+    first = CB_REASSIGN + 1
+    assert rel[:first].max() <= TRAIN_REL_TOL, \
+        f"loss curves differ before any re-assignment: max rel {rel[:first].max():.3g} at step {rel[:first].argmax()}"
+    assert rel.max() <= CB_TRAIN_REL_TOL, f"loss curves differ: max rel {rel.max():.3g} at step {rel.argmax()}"
+    # The same flips show in the counts of changed codes: allow 1% of the changes (measured: 0 over
+    # 20 seeds).
     diff = np.abs(out["reassigned"] - np.array(changed))
     assert diff.sum() <= max(1, 0.01 * sum(changed)), f"codes changed: lcd {out['reassigned']} torch {changed}"
     # The frozen tensors did not move.
