@@ -87,11 +87,6 @@ void ArtifactWatcher::Pin(const std::string& name, int64_t current) {
   m.current = current;
 }
 
-std::map<std::string, ArtifactWatcher::ModelState> ArtifactWatcher::Models() const {
-  absl::MutexLock lock(&mu_);
-  return models_;
-}
-
 void ArtifactWatcher::WatchModelDirs() {
   if (inotify_fd_ < 0) return;
   for (const auto& [name, m] : models_) {
@@ -101,8 +96,6 @@ void ArtifactWatcher::WatchModelDirs() {
     if (wd >= 0) watched_dirs_[name] = wd;  // else: the model dir does not exist yet; the root watch sees it
   }
 }
-
-void ArtifactWatcher::ScanNow() { Scan(); }
 
 void ArtifactWatcher::Scan() {
   absl::MutexLock scan_lock(&scan_mu_);
@@ -129,10 +122,8 @@ void ArtifactWatcher::Scan() {
     ModelState& cur = models_[name];
     if (st.ok()) {
       cur.current = std::max(cur.current, newest);
-      cur.last_error.clear();
     } else {
       cur.last_failed = newest;
-      cur.last_error = std::string(st.message());
       LCD_LOG(ERROR) << "artifact watcher: " << name << " version " << newest << " refused: " << st;
     }
   }

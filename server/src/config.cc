@@ -1,10 +1,7 @@
 #include "lcd/server/config.h"
 
-#include <cxxopts.hpp>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"

@@ -82,11 +82,6 @@ void JobScheduler::Notify() {
   wake_.Signal();
 }
 
-int JobScheduler::running() const {
-  absl::MutexLock lock(&mu_);
-  return static_cast<int>(running_.size());
-}
-
 void JobScheduler::WaitForEvent(const std::string& id, int64_t after_seq, absl::Time deadline) {
   absl::MutexLock lock(&mu_);
   while (!stopping_ && absl::Now() < deadline) {
@@ -102,6 +97,10 @@ void JobScheduler::Changed(const absl::StatusOr<JobRecord>& job) {
     return;
   }
   if (options_.on_change) options_.on_change(*job);
+  SignalEvent();
+}
+
+void JobScheduler::SignalEvent() {
   absl::MutexLock lock(&mu_);
   events_.SignalAll();
 }
@@ -199,7 +198,11 @@ void JobScheduler::RunJob(JobRecord job) {
     absl::StatusOr<std::unique_ptr<WorkerProcess>> worker =
         WorkerProcess::Start(ws, [this, id = job.id](const WorkerProgress& p) {
           absl::StatusOr<JobEvent> e = store_->Progress(id, p.phase, p.progress, p.message, NowMs());
-          if (e.ok()) Changed(store_->Get(id));
+          if (e.ok()) {
+            SignalEvent();
+          } else {
+            LCD_LOG(WARNING) << "jobs: " << id << ": progress not recorded: " << e.status();
+          }
         });
     if (!worker.ok()) return worker.status();
     WorkerProcess* w = worker->get();

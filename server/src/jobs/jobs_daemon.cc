@@ -9,11 +9,8 @@
 #include <prometheus/registry.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <system_error>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "lcd/base/logging.h"
 #include "lcd/server/credentials.h"

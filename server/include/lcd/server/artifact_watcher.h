@@ -49,19 +49,15 @@ class ArtifactWatcher {
   void Follow(const std::string& name, int64_t current);
   // Stop following `name` (it stays on whatever version it has).
   void Pin(const std::string& name, int64_t current);
-  // Scans now (tests; the thread does this on events and every interval).
-  void ScanNow();
+  bool using_inotify() const { return inotify_fd_ >= 0; }
 
+ private:
   struct ModelState {
     bool follow = true;
     int64_t current = 0;      // version loaded by or reported to the watcher
     int64_t last_failed = 0;  // newest version whose load failed
-    std::string last_error;
   };
-  std::map<std::string, ModelState> Models() const;
-  bool using_inotify() const { return inotify_fd_ >= 0; }
 
- private:
   void Loop();
   void Scan();
   void WatchModelDirs() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

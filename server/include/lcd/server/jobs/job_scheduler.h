@@ -48,7 +48,7 @@ struct SchedulerOptions {
   // root moved between submit and run fails the job with a reason).
   std::function<absl::StatusOr<std::string>(const std::string&)> resolve_model;
   std::function<absl::StatusOr<std::string>(const std::string&)> resolve_data;
-  // Called after each job event is stored (metrics, logs); may be null.
+  // Called after each state change is stored (metrics); may be null.
   std::function<void(const JobRecord&)> on_change;
 };
 
@@ -66,7 +66,6 @@ class JobScheduler {
   void Notify();
   // Blocks until job `id` has an event after `after_seq`, or `deadline`.
   void WaitForEvent(const std::string& id, int64_t after_seq, absl::Time deadline);
-  int running() const;
 
  private:
   struct Running {
@@ -78,9 +77,13 @@ class JobScheduler {
   void Loop();
   void ScheduleOnce();
   void RunJob(JobRecord job);
-  // Moves a finished attempt to its next state; returns the record.
+  // Moves a finished attempt to its next state.
   void Finish(const JobRecord& job, int64_t version, const WorkerExit& exit, const absl::Status& setup_error);
+  // A job changed state: on_change (metrics), then wakes the watchers.
   void Changed(const absl::StatusOr<JobRecord>& job);
+  // A progress event was stored: wakes the watchers only (the state is
+  // still RUNNING, so on_change has nothing new to count).
+  void SignalEvent();
   static int64_t NowMs();
 
   JobStore* const store_;
