@@ -5,6 +5,8 @@
 #include <sstream>
 #include <string_view>
 
+#include <cblas.h>
+
 #include "absl/strings/str_cat.h"
 #include "lcd/base/status_macros.h"
 #include "lcd/runtime/kv_cache.h"
@@ -20,11 +22,33 @@ struct Accumulator {
   int64_t rows = 0;
 };
 
+// E[x x^T] of one input, shared by the weights that read it.
+struct GramAccumulator {
+  int64_t cols = 0;
+  int64_t rows = 0;
+  std::vector<double> sum;     // Upper triangle used while accumulating.
+  std::vector<float> scratch;  // One call's X^T X (cblas_ssyrk, upper).
+  void Add(const float* x, int64_t m) {
+    scratch.assign(static_cast<size_t>(cols * cols), 0.0f);
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(cols), static_cast<int>(m), 1.0f, x,
+                static_cast<int>(cols), 0.0f, scratch.data(), static_cast<int>(cols));
+    for (int64_t i = 0; i < cols; ++i) {
+      for (int64_t j = i; j < cols; ++j) sum[i * cols + j] += scratch[i * cols + j];
+    }
+    rows += m;
+  }
+};
+
 }  // namespace
 
 const std::vector<float>* CalibrationStats::Find(std::string_view weight_name) const {
   auto it = mean_sq.find(weight_name);
   return it == mean_sq.end() ? nullptr : &it->second;
+}
+
+const InputGram* CalibrationStats::FindGram(std::string_view weight_name) const {
+  auto it = gram.find(weight_name);
+  return it == gram.end() ? nullptr : it->second.get();
 }
 
 absl::StatusOr<CalibrationStats> CollectCalibrationStats(runtime::Model& model, const std::vector<int32_t>& tokens,
@@ -46,6 +70,10 @@ absl::StatusOr<CalibrationStats> CollectCalibrationStats(runtime::Model& model, 
   }
 
   std::map<std::string, Accumulator, std::less<>> acc;
+  std::map<std::string, std::shared_ptr<GramAccumulator>, std::less<>> gram_of;
+  const float* last_x = nullptr;  // The previous observer call, to find shared inputs.
+  int64_t last_m = 0, last_cols = 0;
+  GramAccumulator* last_gram = nullptr;
   std::string width_error;  // The observer cannot return a status: remember the first fault.
   model.SetLinearInputObserver([&](std::string_view name, const float* x, int64_t m, int64_t cols) {
     auto it = acc.find(name);
@@ -65,6 +93,31 @@ absl::StatusOr<CalibrationStats> CollectCalibrationStats(runtime::Model& model, 
       for (int64_t j = 0; j < cols; ++j) a.sum_sq[j] += static_cast<double>(row[j]) * row[j];
     }
     a.rows += m;
+    if (!options.gram_for) return;
+    // Weights reported one after the other with the same input share one
+    // matrix; it is accumulated by the first of them only.
+    GramAccumulator* previous = last_gram;
+    const bool same_input = x == last_x && m == last_m && cols == last_cols;
+    last_x = x, last_m = m, last_cols = cols, last_gram = nullptr;
+    auto g = gram_of.find(name);
+    if (g == gram_of.end()) {
+      if (!options.gram_for(name)) return;
+      std::shared_ptr<GramAccumulator> shared;
+      if (same_input && previous != nullptr) {
+        for (auto& [unused, p] : gram_of) {
+          if (p.get() == previous) shared = p;
+        }
+      }
+      if (!shared) {
+        shared = std::make_shared<GramAccumulator>();
+        shared->cols = cols;
+        shared->sum.assign(static_cast<size_t>(cols * cols), 0.0);
+      }
+      g = gram_of.emplace(std::string(name), std::move(shared)).first;
+    }
+    last_gram = g->second.get();
+    if (same_input && previous == last_gram) return;  // Already added for this input.
+    last_gram->Add(x, m);
   });
   // Whatever happens below, the model must not keep a hook into this frame.
   struct Uninstall {
@@ -111,6 +164,24 @@ absl::StatusOr<CalibrationStats> CollectCalibrationStats(runtime::Model& model, 
     std::vector<float>& out = stats.mean_sq[name];
     out.resize(a.sum_sq.size());
     for (size_t j = 0; j < out.size(); ++j) out[j] = static_cast<float>(a.sum_sq[j] / std::max<int64_t>(1, a.rows));
+  }
+  std::map<const GramAccumulator*, std::shared_ptr<const InputGram>> finished;
+  for (auto& [name, a] : gram_of) {
+    std::shared_ptr<const InputGram>& out = finished[a.get()];
+    if (!out) {
+      auto g = std::make_shared<InputGram>();
+      g->cols = a->cols;
+      g->samples = a->rows;
+      g->xtx.resize(a->sum.size());
+      const double inv = 1.0 / static_cast<double>(std::max<int64_t>(1, a->rows));
+      for (int64_t i = 0; i < a->cols; ++i) {
+        for (int64_t j = i; j < a->cols; ++j) {
+          g->xtx[i * a->cols + j] = g->xtx[j * a->cols + i] = a->sum[i * a->cols + j] * inv;
+        }
+      }
+      out = std::move(g);
+    }
+    stats.gram[name] = out;
   }
   return stats;
 }

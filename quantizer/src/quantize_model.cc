@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <string_view>
 #include <vector>
 
@@ -18,13 +19,14 @@
 #include "lcd/kernels/thread_pool.h"
 #include "lcd/quantizer/artifact_writer.h"
 #include "lcd/quantizer/calibration.h"
+#include "lcd/quantizer/methods.h"
 #include "lcd/quantizer/perplexity.h"
 #include "lcd/quantizer/quantize_matrix.h"
 #include "lcd/runtime/checkpoint.h"
 #include "lcd/runtime/model.h"
 #include "lcd/runtime/model_config.h"
 #include "lcd/runtime/tokenizer.h"
-#include "src/lcd_method.h"
+#include "src/model_method.h"
 #include "src/provenance.h"
 
 namespace lcd::quantizer {
@@ -43,13 +45,13 @@ double Seconds(Clock::time_point since) {
 }
 
 absl::Status ValidateOptions(const QuantizeModelOptions& o) {
-  if (o.method != "rtn" && o.method != "kmeans" && o.method != "lcd") {
-    return absl::InvalidArgumentError(absl::StrCat("unknown method '", o.method, "' (rtn, kmeans or lcd)"));
+  if (!IsKnownMethod(o.method)) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown method '", o.method, "' (", MethodNames(", "), ")"));
   }
   if (o.method == "lcd") {
     if (o.lm_head_bits != 0) return absl::InvalidArgumentError("lcd keeps lm_head dense; --quantize-lm-head is for rtn/kmeans");
-    if (o.lcd_steps < 0 || o.lcd_block_steps < 0 || o.lcd_batch < 1 || o.lcd_reassign_every < 0 || o.lcd_samples < 2 ||
-        !(o.lcd_lr >= 0.0) || !(o.lcd_temperature > 0.0)) {
+    if (o.kd_steps < 0 || o.kd_block_steps < 0 || o.kd_batch < 1 || o.kd_reassign_every < 0 || o.kd_samples < 2 ||
+        !(o.kd_lr >= 0.0) || !(o.kd_temperature > 0.0)) {
       return absl::InvalidArgumentError(
           "lcd: steps, block steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, temperature > 0");
     }
@@ -106,7 +108,10 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
   };
   // Whole-job fractions: calibration up to 0.2 (when there is one), the
   // tensors up to 0.9, writing 0.95, evaluation the rest.
-  const double calib_end = o.method == "lcd" ? 0.8 : o.calib_path.empty() ? 0.0 : 0.2;  // lcd: RunLcd reports up to 0.8
+  const internal::ModelMethod model_method = internal::FindModelMethod(o.method);
+  const double calib_end = model_method != nullptr  ? internal::kModelMethodProgressEnd
+                           : o.calib_path.empty() ? 0.0
+                                                  : 0.2;
   auto progress = [&](const char* phase, double fraction, const std::string& line) {
     log(line);
     if (o.progress) o.progress(phase, fraction, line);
@@ -147,17 +152,22 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
 
   LCD_ASSIGN_OR_RETURN(std::unique_ptr<ArtifactWriter> writer, ArtifactWriter::Create(o.out_dir, o.model_dir));
 
-  std::optional<internal::LcdResult> lcd;
-  if (o.method == "lcd") {
+  std::optional<internal::ModelMethodResult> whole;  // The result of a whole-model method.
+  if (model_method != nullptr) {
     std::vector<std::string> weights;
     for (const Item& it : items) {
       if (it.bits != 0) weights.push_back(it.name);
     }
-    LCD_ASSIGN_OR_RETURN(lcd, internal::RunLcd(o, weights));
+    LCD_ASSIGN_OR_RETURN(whole, model_method(o, weights));
+    for (const std::string& w : weights) {
+      if (whole->matrices.count(w) == 0) {
+        return absl::InternalError(absl::StrCat("method ", o.method, " returned no matrix for ", w));
+      }
+    }
   }
 
   std::optional<CalibrationStats> stats;
-  std::string calib_desc = lcd ? lcd->calibration : "none";
+  std::string calib_desc = whole ? whole->calibration : "none";
   if (!o.calib_path.empty() && o.method == "kmeans") {
     LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Tokenizer> tokenizer, runtime::LoadTokenizer(o.model_dir));
     LCD_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, TokenizeTextFile(o.calib_path, *tokenizer, o.calib_tokens));
@@ -206,7 +216,7 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
         o.method == "rtn"      ? QuantizeRtn(w.data(), rows, cols, it.bits, o.group_size, &pool)
         : o.method == "kmeans" ? QuantizeKmeans(w.data(), rows, cols, it.bits, o.group_size, importance,
                                                 o.kmeans_iters, &pool)
-                               : std::move(lcd->matrices.at(it.name));
+                               : std::move(whole->matrices.at(it.name));
     if (!q.ok()) return absl::Status(q.status().code(), absl::StrCat(it.name, ": ", q.status().message()));
     LCD_ASSIGN_OR_RETURN(double err, WeightedSquaredError(w.data(), rows, cols, *q));
     double norm = 0.0;
@@ -229,9 +239,9 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
   m.method.group_size = o.group_size;
   m.method.params["lm_head_bits"] = std::to_string(o.lm_head_bits);
   if (o.method == "kmeans") m.method.params["max_iters"] = std::to_string(o.kmeans_iters);
-  if (lcd) {
-    for (const auto& [k, v] : lcd->params) m.method.params[k] = v;
-    for (const auto& [k, v] : lcd->quality) m.quality[k] = v;
+  if (whole) {
+    for (const auto& [k, v] : whole->params) m.method.params[k] = v;
+    for (const auto& [k, v] : whole->quality) m.quality[k] = v;
   }
   if (stats) {
     m.method.params["calibration_tokens"] = std::to_string(stats->text_tokens);
@@ -280,6 +290,20 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
 }
 
 }  // namespace
+
+namespace internal {
+
+ModelMethod FindModelMethod(std::string_view name) {
+  static constexpr std::pair<std::string_view, ModelMethod> kModelMethods[] = {
+      {"lcd", &RunLcd},
+  };
+  for (const auto& [n, run] : kModelMethods) {
+    if (n == name) return run;
+  }
+  return nullptr;
+}
+
+}  // namespace internal
 
 absl::StatusOr<runtime::ArtifactManifest> QuantizeModel(const QuantizeModelOptions& options) {
   LCD_RETURN_IF_ERROR(ValidateOptions(options));

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <algorithm>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -138,6 +139,82 @@ TEST_F(CalibrationTest, MatchesAnEmbeddingOracleAndCountsEverySample) {
     want[j] /= static_cast<double>(samples.size());
     // fp32 forward against a double oracle: a few float roundings per value.
     EXPECT_NEAR(got[j], want[j], want[j] * 1e-4 + 1e-12) << "column " << j;
+  }
+}
+
+// E[x x^T]: layer 0's q/k/v input against the embedding oracle (every
+// entry, not only the diagonal), shared matrices for inputs read by several
+// weights, the diagonal equal to E[x_j^2], and gram_for honoured.
+TEST_F(CalibrationTest, GramMatchesTheEmbeddingOracleAndIsSharedPerInput) {
+  const uint64_t seed = test_util::FreshSeed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  absl::StatusOr<std::vector<int32_t>> all = TokenizeTextFile(dir_ + "/val.txt", *tokenizer_, 0);
+  ASSERT_TRUE(all.ok()) << all.status();
+  std::mt19937_64 rng(seed);
+  const size_t count = 200;
+  ASSERT_GT(all->size(), count);
+  const size_t off = std::uniform_int_distribution<size_t>(0, all->size() - count)(rng);
+  const std::vector<int32_t> tokens(all->begin() + off, all->begin() + off + count);
+
+  CalibrationOptions options;
+  options.window = 64;  // No BOS: windows of 64, 64, 64, 8 text tokens.
+  options.gram_for = [](std::string_view name) { return name.find("embed") == std::string_view::npos &&
+                                                        name != "lm_head.weight"; };
+  absl::StatusOr<CalibrationStats> stats = CollectCalibrationStats(*model_, tokens, options);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  const runtime::ModelConfig& c = model_->config();
+  EXPECT_EQ(stats->FindGram("lm_head.weight"), nullptr);  // Refused by gram_for.
+  ASSERT_EQ(stats->gram.size(), static_cast<size_t>(7 * c.num_layers));
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    const InputGram* q = stats->FindGram(p + "self_attn.q_proj.weight");
+    const InputGram* o = stats->FindGram(p + "self_attn.o_proj.weight");
+    const InputGram* gate = stats->FindGram(p + "mlp.gate_proj.weight");
+    const InputGram* down = stats->FindGram(p + "mlp.down_proj.weight");
+    ASSERT_TRUE(q && o && gate && down);
+    EXPECT_EQ(q, stats->FindGram(p + "self_attn.k_proj.weight"));
+    EXPECT_EQ(q, stats->FindGram(p + "self_attn.v_proj.weight"));
+    EXPECT_EQ(gate, stats->FindGram(p + "mlp.up_proj.weight"));
+    EXPECT_NE(q, gate);  // The same buffer may hold both norms' outputs; they are different inputs.
+    EXPECT_NE(q, o);
+    for (const auto& [name, g] : {std::pair{"self_attn.q_proj.weight", q}, std::pair{"self_attn.o_proj.weight", o},
+                                  std::pair{"mlp.gate_proj.weight", gate}, std::pair{"mlp.down_proj.weight", down}}) {
+      const std::vector<float>& diag = *stats->Find(p + name);
+      ASSERT_EQ(g->cols, static_cast<int64_t>(diag.size())) << p << name;
+      EXPECT_EQ(g->samples, 200) << p << name;
+      for (int64_t j = 0; j < g->cols; ++j) {
+        ASSERT_NEAR(g->xtx[j * g->cols + j], diag[j], 1e-4 * diag[j] + 1e-12) << p << name << " column " << j;
+        const int64_t k = (j * 7 + 3) % g->cols;
+        ASSERT_EQ(g->xtx[j * g->cols + k], g->xtx[k * g->cols + j]) << p << name;
+      }
+    }
+  }
+
+  absl::StatusOr<std::unique_ptr<runtime::Checkpoint>> ckpt = runtime::Checkpoint::Open(dir_);
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  absl::StatusOr<runtime::TensorView> emb_t = (*ckpt)->Get("model.embed_tokens.weight");
+  absl::StatusOr<runtime::TensorView> norm_t = (*ckpt)->Get("model.layers.0.input_layernorm.weight");
+  ASSERT_TRUE(emb_t.ok() && norm_t.ok());
+  const std::vector<float> emb = test_util::TensorF32(*emb_t), norm = test_util::TensorF32(*norm_t);
+  const int64_t h = c.hidden_size;
+  std::vector<double> want(static_cast<size_t>(h * h), 0.0), x(static_cast<size_t>(h));
+  for (int32_t t : tokens) {
+    const float* e = emb.data() + static_cast<int64_t>(t) * h;
+    double ms = 0.0;
+    for (int64_t j = 0; j < h; ++j) ms += static_cast<double>(e[j]) * e[j];
+    const double inv = 1.0 / std::sqrt(ms / h + c.rms_norm_eps);
+    for (int64_t j = 0; j < h; ++j) x[j] = e[j] * inv * norm[j];
+    for (int64_t i = 0; i < h; ++i) {
+      for (int64_t j = 0; j < h; ++j) want[i * h + j] += x[i] * x[j];
+    }
+  }
+  const InputGram& got = *stats->FindGram("model.layers.0.self_attn.v_proj.weight");
+  double scale = 0.0;
+  for (int64_t j = 0; j < h; ++j) scale = std::max(scale, want[j * h + j] / 200.0);
+  for (int64_t i = 0; i < h * h; ++i) {
+    // fp32 forward and fp32 per-call products against a double oracle,
+    // relative to the largest diagonal entry (off-diagonals can cancel).
+    ASSERT_NEAR(got.xtx[i], want[i] / 200.0, 1e-5 * scale) << "entry " << i / h << "," << i % h;
   }
 }
 

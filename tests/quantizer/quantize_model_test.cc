@@ -264,13 +264,13 @@ TEST_F(QuantizeModelTest, RejectsBadOptionsAndLeavesNothingBehind) {
   o.lm_head_bits = 4;
   expect_invalid(o, "lcd keeps lm_head dense");
   o = Options("lcd", 2, 64);
-  o.lcd_steps = -1;
+  o.kd_steps = -1;
   expect_invalid(o, "lcd: steps");
   o = Options("lcd", 2, 64);
-  o.lcd_batch = 0;
+  o.kd_batch = 0;
   expect_invalid(o, "batch >= 1");
   o = Options("lcd", 2, 64);
-  o.lcd_samples = 1;
+  o.kd_samples = 1;
   expect_invalid(o, "samples >= 2");
 
   // A model without one of its decoder linears.

@@ -320,14 +320,25 @@ TEST_F(TrainOpsTest, EnableCodebookKeepsValuesAndRejectsBadSpecs) {
   EXPECT_EQ(model.EnableCodebook({{"model.layers.9.mlp.up_proj.weight", {8, 4}}}).code(),
             absl::StatusCode::kNotFound);
   ASSERT_TRUE(model.EnableCodebook({{"model.layers.0.mlp.up_proj.weight", {48, 4}}, {"lm_head.weight", {64, 2}}}).ok());
-  expect_invalid("model.layers.0.mlp.up_proj.weight", {8, 4}, "already codebook-quantized");
+  expect_invalid("model.layers.0.mlp.up_proj.weight", {8, 4}, "already quantized");
+  {  // A quantizer must have its weight's shape.
+    std::vector<std::pair<std::string, std::unique_ptr<LoopQuantizer>>> wrong;
+    wrong.emplace_back("model.layers.0.mlp.gate_proj.weight",
+                       std::make_unique<CodebookLoopQuantizer>(CodebookShape{64, 160, 8, 4}));
+    absl::Status s = model.EnableQuantized(std::move(wrong));
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(std::string(s.message()).find("shape [160, 64]"), std::string::npos) << s;
+    wrong.clear();
+    wrong.emplace_back("model.layers.0.mlp.gate_proj.weight", nullptr);
+    EXPECT_EQ(model.EnableQuantized(std::move(wrong)).code(), absl::StatusCode::kInvalidArgument);
+  }
   // Values survive the re-layout; the centroids tensor is [rows][groups][k], no decay.
   const ParamTensor* b = model.Find("model.layers.1.self_attn.k_proj.bias").value();
   EXPECT_EQ(std::vector<float>(model.params() + b->offset, model.params() + b->offset + b->size), bias);
   const ParamTensor* c = model.Find("model.layers.0.mlp.up_proj.centroids").value();
   EXPECT_EQ(c->shape, (std::vector<int64_t>{160, 2, 4}));  // 64 columns in groups of 48: 48 + 16.
   EXPECT_FALSE(c->decay);
-  EXPECT_EQ(model.CodebookWeights(), (std::vector<std::string>{"model.layers.0.mlp.up_proj.weight", "lm_head.weight"}));
+  EXPECT_EQ(model.QuantizedWeights(), (std::vector<std::string>{"model.layers.0.mlp.up_proj.weight", "lm_head.weight"}));
   EXPECT_EQ(model.codes("model.layers.0.mlp.gate_proj.weight").status().code(), absl::StatusCode::kNotFound);
   // FreezeDense: only the two latent weights and their centroids train, and no dense gradient is computed.
   model.FreezeDense(true);

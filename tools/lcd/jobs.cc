@@ -13,6 +13,7 @@
 
 #include "cxxopts.hpp"
 #include "grpcpp/grpcpp.h"
+#include "lcd/quantizer/methods.h"
 #include "lcd/server/status_mapping.h"
 #include "lcd/subcommand.h"
 #include "lcd/v1/jobs.grpc.pb.h"
@@ -94,7 +95,7 @@ int RunJobs(int argc, char** argv) {
       ("token", "Bearer token (default: $LCD_JOBS_TOKEN)", cxxopts::value<std::string>())
       ("source", "submit: source model, relative to lcd-jobs' model roots", cxxopts::value<std::string>())
       ("target", "submit: model name to publish under", cxxopts::value<std::string>())
-      ("method", "submit: rtn | kmeans | ...", cxxopts::value<std::string>())
+      ("method", "submit: " + quantizer::MethodNames(), cxxopts::value<std::string>())
       ("bits", "submit: 2, 3 or 4", cxxopts::value<int>()->default_value("0"))
       ("group-size", "submit: columns per group", cxxopts::value<int>()->default_value("128"))
       ("calib", "submit: calibration text, relative to lcd-jobs' data roots", cxxopts::value<std::string>())

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cxxopts.hpp"
+#include "lcd/quantizer/methods.h"
 #include "lcd/quantizer/quantize_model.h"
 #include "nlohmann/json.hpp"
 #include "lcd/subcommand.h"
@@ -21,7 +22,7 @@ int RunQuantize(int argc, char** argv) {
   options.add_options()
       ("model", "Hugging Face model directory", cxxopts::value<std::string>())
       ("out", "Artifact directory to create (must not exist or be empty)", cxxopts::value<std::string>())
-      ("method", "rtn | kmeans | lcd", cxxopts::value<std::string>())
+      ("method", quantizer::MethodNames(), cxxopts::value<std::string>())
       ("bits", "Bits per weight of the decoder linears: 2, 3 or 4", cxxopts::value<int>())
       ("group-size", "Columns per (row, group)", cxxopts::value<int64_t>()->default_value("128"))
       ("calib", "Calibration text file (kmeans: importance = E[x^2] of each input column; lcd: distillation "
@@ -86,16 +87,16 @@ int RunQuantize(int argc, char** argv) {
     o.eval_window = flags["eval-window"].as<int64_t>();
     o.eval_max_windows = flags["eval-max-windows"].as<int64_t>();
     o.threads = flags["threads"].as<int>();
-    o.lcd_steps = flags["steps"].as<int64_t>();
-    o.lcd_lr = flags["lr"].as<double>();
-    o.lcd_seq_len = flags["seq-len"].as<int64_t>();
-    o.lcd_batch = flags["batch"].as<int64_t>();
-    o.lcd_reassign_every = flags["reassign-every"].as<int64_t>();
-    o.lcd_samples = flags["samples"].as<int64_t>();
-    o.lcd_temperature = flags["temperature"].as<double>();
-    o.lcd_seed = flags["seed"].as<uint64_t>();
-    o.lcd_speculative = flags.count("speculative") > 0;
-    o.lcd_block_steps = flags["block-steps"].as<int64_t>();
+    o.kd_steps = flags["steps"].as<int64_t>();
+    o.kd_lr = flags["lr"].as<double>();
+    o.kd_seq_len = flags["seq-len"].as<int64_t>();
+    o.kd_batch = flags["batch"].as<int64_t>();
+    o.kd_reassign_every = flags["reassign-every"].as<int64_t>();
+    o.kd_samples = flags["samples"].as<int64_t>();
+    o.kd_temperature = flags["temperature"].as<double>();
+    o.kd_seed = flags["seed"].as<uint64_t>();
+    o.kd_speculative = flags.count("speculative") > 0;
+    o.kd_block_steps = flags["block-steps"].as<int64_t>();
     json = flags.count("json") > 0;
     if (flags.count("progress-fd")) progress_fd = flags["progress-fd"].as<int>();
   } catch (const std::exception& e) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "lcd/quantizer/train/loop_quantizer.h"
 #include "lcd/quantizer/train/ops.h"
 
 namespace lcd::quantizer::train {
@@ -48,11 +49,8 @@ void CodebookLinearForward(const float* x, const float* centroids, const uint8_t
   LinearForward(x, w_hat, b, T, s.cols, s.rows, y);
 }
 
-void CodebookLinearBackward(const float* dy, const float* x, const float* w_hat, const uint8_t* codes,
-                            const CodebookShape& s, int64_t T, float* dw_hat, float* dx, float* dw_latent,
-                            float* dcentroids, float* db, kernels::ThreadPool* pool) {
-  std::fill(dw_hat, dw_hat + s.rows * s.cols, 0.0f);
-  LinearBackward(dy, x, w_hat, T, s.cols, s.rows, dx, dw_hat, db, pool);
+void CodebookWeightBackward(const float* dw_hat, const uint8_t* codes, const CodebookShape& s, float* dw_latent,
+                            float* dcentroids, kernels::ThreadPool* pool) {
   const int64_t groups = s.groups();
   // Each row's weights and centroids belong to one thread; within a row the
   // centroid sums run over the columns in order.
@@ -70,6 +68,29 @@ void CodebookLinearBackward(const float* dy, const float* x, const float* w_hat,
       }
     }
   });
+}
+
+void CodebookLinearBackward(const float* dy, const float* x, const float* w_hat, const uint8_t* codes,
+                            const CodebookShape& s, int64_t T, float* dw_hat, float* dx, float* dw_latent,
+                            float* dcentroids, float* db, kernels::ThreadPool* pool) {
+  std::fill(dw_hat, dw_hat + s.rows * s.cols, 0.0f);
+  LinearBackward(dy, x, w_hat, T, s.cols, s.rows, dx, dw_hat, db, pool);
+  CodebookWeightBackward(dw_hat, codes, s, dw_latent, dcentroids, pool);
+}
+
+void CodebookLoopQuantizer::Decode(const float* w, const float* params, float* w_hat,
+                                   kernels::ThreadPool* pool) const {
+  CodebookDecode(params, codes().data(), shape_, w_hat, pool);
+}
+
+void CodebookLoopQuantizer::Backward(const float* w, const float* params, const float* dw_hat, float* dw,
+                                     float* dparams, kernels::ThreadPool* pool) const {
+  CodebookWeightBackward(dw_hat, codes().data(), shape_, dw, dparams, pool);
+}
+
+void CodebookLoopQuantizer::Assign(const float* w, const float* params, uint8_t* codes,
+                                   kernels::ThreadPool* pool) const {
+  CodebookAssign(w, params, shape_, codes, pool);
 }
 
 }  // namespace lcd::quantizer::train

@@ -48,7 +48,6 @@ void TrainModel::Layout() {
   const runtime::ModelConfig& c = config_;
   tensors_.clear();
   layers_.clear();
-  std::vector<Quantized> old_quant = std::move(quant_);
   quant_.clear();
   const int64_t C = c.hidden_size, qd = c.num_heads * c.head_dim, kvd = c.num_kv_heads * c.head_dim;
   const int64_t I = c.intermediate_size;
@@ -67,24 +66,21 @@ void TrainModel::Layout() {
     tensors_.push_back(std::move(t));
     return tensors_.back().offset;
   };
-  // A linear weight [rows][cols], followed by its centroids when quantized.
+  // A linear weight [rows][cols], followed by its quantizer's parameters when quantized.
   auto addw = [&](const std::string& name, int64_t rows, int64_t cols) {
     const int64_t w = add(name, {rows, cols});
-    for (const auto& [qname, spec] : codebook_specs_) {
+    for (const auto& [qname, quantizer] : quantizers_) {
       if (qname != name) continue;
       Quantized q;
       q.name = name;
-      q.spec = spec;
-      q.shape = CodebookShape{rows, cols, spec.group_size, spec.k};
+      q.q = quantizer.get();
       q.weight = w;
-      const std::string prefix = name.substr(0, name.size() - std::string_view(".weight").size());
-      q.centroids = add(prefix + ".centroids", {rows, q.shape.groups(), spec.k});
-      tensors_.back().decay = false;
-      q.codes.assign(static_cast<size_t>(rows * cols), 0);
-      for (Quantized& o : old_quant) {
-        if (o.name == name) q.codes = std::move(o.codes);
+      if (!quantizer->param_shape().empty()) {
+        const std::string prefix = name.substr(0, name.size() - std::string_view(".weight").size());
+        q.params = add(prefix + "." + quantizer->param_name(), quantizer->param_shape());
+        tensors_.back().decay = false;
       }
-      quant_.push_back(std::move(q));
+      quant_.push_back(q);
     }
     return w;
   };
@@ -112,36 +108,36 @@ void TrainModel::Layout() {
   params_.assign(static_cast<size_t>(off), 0.0f);
   grads_.assign(static_cast<size_t>(off), 0.0f);
   int64_t most = 0;
-  for (const Quantized& q : quant_) most = std::max(most, q.shape.rows * q.shape.cols);
+  for (const Quantized& q : quant_) most = std::max(most, q.q->rows() * q.q->cols());
   w_hat_.assign(static_cast<size_t>(most), 0.0f);
   dw_hat_.assign(static_cast<size_t>(most), 0.0f);
 }
 
-absl::Status TrainModel::EnableCodebook(const std::vector<std::pair<std::string, CodebookSpec>>& specs) {
-  for (const auto& [name, spec] : specs) {
+absl::Status TrainModel::EnableQuantized(
+    std::vector<std::pair<std::string, std::unique_ptr<LoopQuantizer>>> quantizers) {
+  for (const auto& [name, quantizer] : quantizers) {
     absl::StatusOr<const ParamTensor*> t = Find(name);
     if (!t.ok()) return t.status();
-    const bool linear = (name.starts_with("model.layers.") &&
-                         (name.ends_with("_proj.weight"))) ||
-                        (name == "lm_head.weight");
+    const bool linear = (name.starts_with("model.layers.") && name.ends_with("_proj.weight")) ||
+                        name == "lm_head.weight";
     if (!linear || (*t)->shape.size() != 2) {
-      return absl::InvalidArgumentError(absl::StrCat(name, " is not a linear weight that can be codebook-quantized"));
+      return absl::InvalidArgumentError(absl::StrCat(name, " is not a linear weight that can be quantized"));
     }
-    if (spec.group_size < 1 || spec.k < 1 || spec.k > 256) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": codebook group size must be >= 1 and k in [1, 256], got ",
-                                                     spec.group_size, " and ", spec.k));
+    if (quantizer == nullptr || quantizer->rows() != (*t)->shape[0] || quantizer->cols() != (*t)->shape[1]) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": the quantizer is missing or not of the weight's shape [",
+                                                     (*t)->shape[0], ", ", (*t)->shape[1], "]"));
     }
-    for (const auto& [done, unused] : codebook_specs_) {
-      if (done == name) return absl::InvalidArgumentError(absl::StrCat(name, " is already codebook-quantized"));
+    for (const auto& [done, unused] : quantizers_) {
+      if (done == name) return absl::InvalidArgumentError(absl::StrCat(name, " is already quantized"));
     }
-    for (const auto& [other, unused] : specs) {
+    for (const auto& [other, unused] : quantizers) {
       if (&other != &name && other == name) return absl::InvalidArgumentError(absl::StrCat(name, " given twice"));
     }
   }
   // Keep every value by name across the re-layout.
   std::vector<ParamTensor> old_tensors = tensors_;
   std::vector<float> old = std::move(params_);
-  codebook_specs_.insert(codebook_specs_.end(), specs.begin(), specs.end());
+  for (auto& entry : quantizers) quantizers_.push_back(std::move(entry));
   Layout();
   for (const ParamTensor& o : old_tensors) {
     const ParamTensor* t = *Find(o.name);
@@ -152,27 +148,51 @@ absl::Status TrainModel::EnableCodebook(const std::vector<std::pair<std::string,
   return absl::OkStatus();
 }
 
-std::vector<std::string> TrainModel::CodebookWeights() const {
+absl::Status TrainModel::EnableCodebook(const std::vector<std::pair<std::string, CodebookSpec>>& specs) {
+  std::vector<std::pair<std::string, std::unique_ptr<LoopQuantizer>>> quantizers;
+  for (const auto& [name, spec] : specs) {
+    absl::StatusOr<const ParamTensor*> t = Find(name);
+    if (!t.ok()) return t.status();
+    if (spec.group_size < 1 || spec.k < 1 || spec.k > 256) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": codebook group size must be >= 1 and k in [1, 256], got ",
+                                                     spec.group_size, " and ", spec.k));
+    }
+    if ((*t)->shape.size() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " is not a linear weight that can be quantized"));
+    }
+    quantizers.emplace_back(name, std::make_unique<CodebookLoopQuantizer>(
+                                      CodebookShape{(*t)->shape[0], (*t)->shape[1], spec.group_size, spec.k}));
+  }
+  return EnableQuantized(std::move(quantizers));
+}
+
+std::vector<std::string> TrainModel::QuantizedWeights() const {
   std::vector<std::string> out;
   for (const Quantized& q : quant_) out.push_back(q.name);
   return out;
 }
 
-absl::StatusOr<uint8_t*> TrainModel::codes(std::string_view weight_name) {
+absl::StatusOr<LoopQuantizer*> TrainModel::quantizer(std::string_view weight_name) {
   for (Quantized& q : quant_) {
-    if (q.name == weight_name) return q.codes.data();
+    if (q.name == weight_name) return q.q;
   }
-  return absl::NotFoundError(absl::StrCat(std::string(weight_name), " is not codebook-quantized"));
+  return absl::NotFoundError(absl::StrCat(std::string(weight_name), " is not quantized"));
+}
+
+absl::StatusOr<uint8_t*> TrainModel::codes(std::string_view weight_name) {
+  LCD_ASSIGN_OR_RETURN(LoopQuantizer * q, quantizer(weight_name));
+  return q->codes().data();
 }
 
 int64_t TrainModel::ReassignCodes() {
   int64_t changed = 0;
   std::vector<uint8_t> fresh;
   for (Quantized& q : quant_) {
-    fresh.resize(q.codes.size());
-    CodebookAssign(P(q.weight), P(q.centroids), q.shape, fresh.data(), pool_.get());
-    for (size_t i = 0; i < fresh.size(); ++i) changed += fresh[i] != q.codes[i];
-    q.codes.swap(fresh);
+    std::vector<uint8_t>& codes = q.q->codes();
+    fresh.resize(codes.size());
+    q.q->Assign(P(q.weight), q.params < 0 ? nullptr : P(q.params), fresh.data(), pool_.get());
+    for (size_t i = 0; i < fresh.size(); ++i) changed += fresh[i] != codes[i];
+    codes.swap(fresh);
   }
   return changed;
 }
@@ -182,7 +202,7 @@ std::vector<ParamTensor> TrainModel::TrainableTensors() const {
   std::vector<ParamTensor> out;
   for (const ParamTensor& t : tensors_) {
     for (const Quantized& q : quant_) {
-      if (t.offset == q.weight || t.offset == q.centroids) out.push_back(t);
+      if (t.offset == q.weight || t.offset == q.params) out.push_back(t);
     }
   }
   return out;
@@ -200,7 +220,8 @@ void TrainModel::Linear(const float* x, int64_t w, const float* b, int64_t T, in
   if (q == nullptr) {
     LinearForward(x, P(w), b, T, K, N, y);
   } else {
-    CodebookLinearForward(x, P(q->centroids), q->codes.data(), b, q->shape, T, w_hat_.data(), y, pool_.get());
+    q->q->Decode(P(w), q->params < 0 ? nullptr : P(q->params), w_hat_.data(), pool_.get());
+    LinearForward(x, w_hat_.data(), b, T, K, N, y);
   }
 }
 
@@ -212,9 +233,11 @@ void TrainModel::LinearBack(const float* dy, const float* x, int64_t w, int64_t 
     LinearBackward(dy, x, P(w), T, K, N, dx, freeze_dense_ ? nullptr : G(w), db, pool_.get());
   } else {
     // The forward's decoded weights were overwritten by later linears: decode again.
-    CodebookDecode(P(q->centroids), q->codes.data(), q->shape, w_hat_.data(), pool_.get());
-    CodebookLinearBackward(dy, x, w_hat_.data(), q->codes.data(), q->shape, T, dw_hat_.data(), dx, G(w),
-                           G(q->centroids), db, pool_.get());
+    const float* params = q->params < 0 ? nullptr : P(q->params);
+    q->q->Decode(P(w), params, w_hat_.data(), pool_.get());
+    std::fill(dw_hat_.begin(), dw_hat_.begin() + K * N, 0.0f);
+    LinearBackward(dy, x, w_hat_.data(), T, K, N, dx, dw_hat_.data(), db, pool_.get());
+    q->q->Backward(P(w), params, dw_hat_.data(), G(w), q->params < 0 ? nullptr : G(q->params), pool_.get());
   }
 }
 

@@ -363,7 +363,7 @@ absl::Status SetupCodebook(tr::TrainModel& model, const Tensors& in, int64_t gro
 }
 
 void PutCodes(tr::TrainModel& model, Tensors& out) {
-  for (const std::string& name : model.CodebookWeights()) {
+  for (const std::string& name : model.QuantizedWeights()) {
     const tr::ParamTensor* t = *model.Find(name);
     const uint8_t* codes = *model.codes(name);
     Tensor c;

@@ -12,6 +12,12 @@
 // included) is one sample of every linear layer the model reports (q/k/v/o,
 // gate/up/down of each layer, and lm_head.weight).
 //
+// Second-moment matrices (GPTQ's Hessian, the output error of GLVQ and of
+// BitDistiller's clipping search): for the weights `gram_for` accepts,
+// E[x x^T] of the layer input over all samples, [cols][cols] in double.
+// Weights that read the same input (q/k/v, gate/up: reported one after the
+// other with the same x) share one matrix, accumulated once.
+//
 // Thread safety: Collect drives `model` (Forward is not reentrant) and
 // installs, then removes, its observer; nothing else may use the model
 // meanwhile.
@@ -21,8 +27,10 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -38,6 +46,15 @@ struct CalibrationOptions {
   std::optional<int32_t> bos;
   // Called after each window with (windows done, windows in all); may be empty.
   std::function<void(int64_t, int64_t)> progress;
+  // Weights whose input second-moment matrix is collected; empty = none.
+  std::function<bool(std::string_view weight_name)> gram_for;
+};
+
+// E[x x^T] of one linear input: full symmetric [cols][cols], row-major.
+struct InputGram {
+  int64_t cols = 0;
+  int64_t samples = 0;
+  std::vector<double> xtx;
 };
 
 struct CalibrationStats {
@@ -49,8 +66,13 @@ struct CalibrationStats {
   // double and rounded once.
   std::map<std::string, std::vector<float>, std::less<>> mean_sq;
 
+  // Weight name -> E[x x^T] of its input (only the weights gram_for
+  // accepted); weights sharing an input share the pointer.
+  std::map<std::string, std::shared_ptr<const InputGram>, std::less<>> gram;
+
   // The statistics of one weight, or nullptr when it was never observed.
   const std::vector<float>* Find(std::string_view weight_name) const;
+  const InputGram* FindGram(std::string_view weight_name) const;
 };
 
 // Runs `tokens` through `model` as described above. Errors: InvalidArgument

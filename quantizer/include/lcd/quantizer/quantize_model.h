@@ -16,25 +16,27 @@
 // (lcd/quantizer/calibration.h); E[x_j^2] of each layer's input is the
 // importance of column j. Without it, k-means uses uniform importance.
 //
-// LCD (method "lcd"): calibration sequences of lcd_seq_len tokens, either
+// Distillation (method "lcd"; the kd_* options serve every quantization-
+// aware method, through the driver of quantizer/src/distill.h; each method's
+// init and format are its own): calibration sequences of kd_seq_len tokens, either
 // the text file cut into windows ([BOS] + text, as eval-ppl does; at most
-// calib_tokens tokens) or, without calib_path, lcd_samples sequences the
+// calib_tokens tokens) or, without calib_path, kd_samples sequences the
 // full-precision model generates from BOS (token 0 when the tokenizer has
-// none) with runtime::Generate at lcd_temperature, seed lcd_seed*1000003+i,
+// none) with runtime::Generate at kd_temperature, seed kd_seed*1000003+i,
 // EOS ignored. The last tenth (at least one) is held out. Centroids start
 // from QuantizeKmeans with E[x_j^2] importance measured on the training
-// sequences; then, with lcd_block_steps > 0 (LCD.md step 4), every block
+// sequences; then, with kd_block_steps > 0 (LCD.md step 4), every block
 // in turn, front to back, fits its output to the teacher's block output
-// (MSE, its input from the already tuned student blocks) for lcd_block_steps
+// (MSE, its input from the already tuned student blocks) for kd_block_steps
 // steps on its own latent weights and centroids (same optimiser settings,
 // its own AdamW state; figure heldout_kl_teacher_blockwise); then
-// lcd_steps AdamW steps (no weight decay, cosine schedule
-// to 0.1 x lcd_lr after 5% warmup, global-norm clip 1) on the centroids and
+// kd_steps AdamW steps (no weight decay, cosine schedule
+// to 0.1 x kd_lr after 5% warmup, global-norm clip 1) on the centroids and
 // latent weights (straight-through) minimise CAKLD against the frozen
-// full-precision TrainModel on batches of lcd_batch training sequences;
+// full-precision TrainModel on batches of kd_batch training sequences;
 // gamma = mean teacher top-1 probability over the training sequences,
 // measured first. Codes are re-assigned to the nearest centroid of the
-// latent weight every lcd_reassign_every steps (lcd_speculative, LCD.md
+// latent weight every kd_reassign_every steps (kd_speculative, LCD.md
 // step 6: tentatively, kept only when the mean CAKLD on a judging tenth of
 // the sequences, apart from training and held-out ones, does not rise;
 // figures speculative_proposals and speculative_acceptance); the artifact stores the
@@ -99,17 +101,17 @@ struct QuantizeModelOptions {
   int64_t eval_window = 0;       // 0 = min(2048, max_position_embeddings).
   int64_t eval_max_windows = 0;  // 0 = all.
 
-  // LCD (method "lcd"; LCD.md steps 1, 3, 5, 7), see "LCD" above.
-  int64_t lcd_steps = 200;           // Distillation steps (0: the k-means init only).
-  double lcd_lr = 3e-4;              // Peak AdamW learning rate.
-  int64_t lcd_seq_len = 128;         // Tokens per calibration sequence (BOS included).
-  int64_t lcd_batch = 8;             // Sequences per step.
-  int64_t lcd_reassign_every = 10;   // Steps between code re-assignments (0: never).
-  int64_t lcd_samples = 64;          // Teacher-generated sequences (without calib_path).
-  double lcd_temperature = 0.8;      // Of the teacher's sampling.
-  uint64_t lcd_seed = 0;
-  bool lcd_speculative = false;
-  int64_t lcd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).      // Keep a re-assignment only when it does not raise the KD loss.
+  // Distillation (method "lcd"; LCD.md steps 1, 3-7), see "Distillation" above.
+  int64_t kd_steps = 200;           // Distillation steps (0: the k-means init only).
+  double kd_lr = 3e-4;              // Peak AdamW learning rate.
+  int64_t kd_seq_len = 128;         // Tokens per calibration sequence (BOS included).
+  int64_t kd_batch = 8;             // Sequences per step.
+  int64_t kd_reassign_every = 10;   // Steps between code re-assignments (0: never).
+  int64_t kd_samples = 64;          // Teacher-generated sequences (without calib_path).
+  double kd_temperature = 0.8;      // Of the teacher's sampling.
+  uint64_t kd_seed = 0;
+  bool kd_speculative = false;      // Keep a re-assignment only when it does not raise the KD loss.
+  int64_t kd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).
 
   int threads = 0;  // 0 = all hardware threads.
   // Receives one human-readable progress line at a time (no newline); may be

@@ -40,10 +40,14 @@ void CodebookDecode(const float* centroids, const uint8_t* codes, const Codebook
 // floats, kept for the backward), then one cblas_sgemm.
 void CodebookLinearForward(const float* x, const float* centroids, const uint8_t* codes, const float* b,
                            const CodebookShape& s, int64_t T, float* w_hat, float* y, kernels::ThreadPool* pool);
+// From dŴ [rows][cols]: dw_latent += dŴ (straight-through; nullptr: frozen);
+// dcentroids[(r, g), q] += sum of dŴ[r][c] over the columns c of group g
+// whose code is q (nullptr: frozen).
+void CodebookWeightBackward(const float* dw_hat, const uint8_t* codes, const CodebookShape& s, float* dw_latent,
+                            float* dcentroids, kernels::ThreadPool* pool);
 // With dŴ = dy^T x (one sgemm into dw_hat scratch, rows * cols floats):
-//   dx += dy Ŵ (nullptr: skip); dw_latent += dŴ (straight-through; nullptr:
-//   frozen); dcentroids[(r, g), q] += sum of dŴ[r][c] over the columns c of
-//   group g whose code is q (nullptr: frozen); db += sum_t dy (nullptr: none).
+//   dx += dy Ŵ (nullptr: skip); CodebookWeightBackward; db += sum_t dy
+//   (nullptr: none).
 void CodebookLinearBackward(const float* dy, const float* x, const float* w_hat, const uint8_t* codes,
                             const CodebookShape& s, int64_t T, float* dw_hat, float* dx, float* dw_latent,
                             float* dcentroids, float* db, kernels::ThreadPool* pool);

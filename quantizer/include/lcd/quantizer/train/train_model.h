@@ -13,16 +13,18 @@
 //   ClipGradNorm(model.grads(), model.num_params(), 1.0);
 //   adamw.Step(model.params(), model.grads(), model.tensors(), lr, pool);
 //
-// Codebook-quantized linears (the quantizer in the loop, codebook_linear.h):
-// EnableCodebook turns chosen decoder linear weights into codebook linears.
-// Their weight tensor then holds the latent W (straight-through gradient),
-// a tensor "<prefix>.centroids" [rows][groups][k] is added for each (prefix
-// = the weight's name without ".weight"; trainable, no weight decay), and
-// the forward uses the centroids the codes select. Codes start at 0; set
-// the centroids, then ReassignCodes (or write codes()) before training.
+// Quantized linears (the quantizer in the loop, loop_quantizer.h):
+// EnableQuantized gives chosen linear weights a LoopQuantizer. Their weight
+// tensor then holds the latent W, the quantizer's parameters become the
+// tensor "<prefix>.<param_name>" (prefix = the weight's name without
+// ".weight"; trainable, no weight decay), and the forward uses Ŵ =
+// Decode(W, params, codes). EnableCodebook is the codebook case (LCD): a
+// tensor "<prefix>.centroids" [rows][groups][k]. Codes start at 0; set the
+// parameters, then ReassignCodes (or write codes()) before training.
 // FreezeDense(true) computes gradients only for the latent weights and the
-// centroids (the LCD setting: embeddings, norms, biases and dense linears
-// stay as they are, and cost no gradient work).
+// quantizers' parameters (the setting of LCD and the QAT methods:
+// embeddings, norms, biases and dense linears stay as they are, and cost no
+// gradient work).
 //
 // Thread safety: none; one step at a time.
 #ifndef LCD_QUANTIZER_TRAIN_TRAIN_MODEL_H_
@@ -38,6 +40,7 @@
 #include "absl/status/statusor.h"
 #include "lcd/kernels/thread_pool.h"
 #include "lcd/quantizer/train/codebook_linear.h"
+#include "lcd/quantizer/train/loop_quantizer.h"
 #include "lcd/quantizer/train/optimizer.h"
 #include "lcd/runtime/model_config.h"
 
@@ -71,23 +74,31 @@ class TrainModel {
   kernels::ThreadPool* pool() { return pool_.get(); }
 
   // Makes the named weights (decoder linears q/k/v/o, gate/up/down, or
-  // lm_head.weight when untied) codebook-quantized; parameter values are
-  // kept, centroids start at 0. Re-lays out params()/grads() (offsets in
-  // tensors() change; gradients are zeroed) and drops saved activations
+  // lm_head.weight when untied) quantized by the given quantizers (their
+  // rows/cols must match the weight); parameter values are kept, the
+  // quantizers' parameters start at 0. Re-lays out params()/grads() (offsets
+  // in tensors() change; gradients are zeroed) and drops saved activations
   // (call Forward again before Backward). InvalidArgument for an unknown or
-  // non-linear name, a bad spec, or a name already quantized.
+  // non-linear name, a null quantizer or one of another shape, or a name
+  // already quantized (nothing is changed then).
+  absl::Status EnableQuantized(std::vector<std::pair<std::string, std::unique_ptr<LoopQuantizer>>> quantizers);
+  // EnableQuantized with a CodebookLoopQuantizer per weight; InvalidArgument
+  // also for a group size < 1 or k outside [1, 256].
   absl::Status EnableCodebook(const std::vector<std::pair<std::string, CodebookSpec>>& specs);
   // Names of the quantized weights, in layout order.
-  std::vector<std::string> CodebookWeights() const;
+  std::vector<std::string> QuantizedWeights() const;
+  // The quantizer of a weight (NotFound when not quantized).
+  absl::StatusOr<LoopQuantizer*> quantizer(std::string_view weight_name);
   // Codes [rows][cols] of a quantized weight (NotFound when not quantized).
   absl::StatusOr<uint8_t*> codes(std::string_view weight_name);
-  // Re-assigns every quantized weight to the nearest centroid of its latent
-  // value; returns how many codes changed.
+  // Re-assigns the codes of every quantized weight from its latent value
+  // (LoopQuantizer::Assign; for a codebook, the nearest centroid); returns
+  // how many codes changed.
   int64_t ReassignCodes();
   // See the class comment. Default false.
   void FreezeDense(bool frozen) { freeze_dense_ = frozen; }
   // The tensors an optimizer should step: all, or with FreezeDense the
-  // quantized latent weights and their centroids.
+  // quantized latent weights and their quantizers' parameters.
   std::vector<ParamTensor> TrainableTensors() const;
 
   // tokens [B][L] (position of token j of a sequence: j). InvalidArgument
@@ -117,12 +128,10 @@ class TrainModel {
 
  private:
   struct Layer;       // Parameter pointers of one block.
-  struct Quantized {  // One codebook-quantized weight.
+  struct Quantized {  // One quantized weight.
     std::string name;
-    CodebookSpec spec;
-    CodebookShape shape;
-    int64_t weight = 0, centroids = 0;  // Offsets.
-    std::vector<uint8_t> codes;
+    LoopQuantizer* q = nullptr;         // Owned by quantizers_.
+    int64_t weight = 0, params = -1;    // Offsets; params -1: the quantizer has none.
   };
   struct LayerActs;   // Saved activations of one block.
   TrainModel(runtime::ModelConfig config, int threads);
@@ -132,7 +141,7 @@ class TrainModel {
   void BackwardLayers(int64_t end, int64_t first);
   float* P(int64_t offset) { return params_.data() + offset; }
   float* G(int64_t offset) { return grads_.data() + offset; }
-  // The linear at weight offset w: dense or codebook (see ops.h/codebook_linear.h).
+  // The linear at weight offset w: dense or quantized (see ops.h/loop_quantizer.h).
   const Quantized* QuantAt(int64_t w) const;
   void Linear(const float* x, int64_t w, const float* b, int64_t T, int64_t K, int64_t N, float* y);
   // dx may be nullptr; weight and bias gradients follow FreezeDense.
@@ -145,8 +154,8 @@ class TrainModel {
   std::vector<Layer> layers_;
   int64_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;  // Offsets; lm_head_ == embed_ when tied.
   std::vector<float> inv_freq_;
-  std::vector<std::pair<std::string, CodebookSpec>> codebook_specs_;  // As given to EnableCodebook.
-  std::vector<Quantized> quant_;
+  std::vector<std::pair<std::string, std::unique_ptr<LoopQuantizer>>> quantizers_;  // As given to EnableQuantized.
+  std::vector<Quantized> quant_;                                                     // Built by Layout.
   bool freeze_dense_ = false;
   std::vector<float> w_hat_, dw_hat_;  // Decoded weights of one quantized linear (scratch).
 

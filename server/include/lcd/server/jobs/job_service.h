@@ -10,17 +10,26 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "lcd/quantizer/methods.h"
 #include "lcd/server/jobs/job_scheduler.h"
 #include "lcd/server/jobs/job_store.h"
 #include "lcd/v1/jobs.grpc.pb.h"
 
 namespace lcd::server::jobs {
 
+// Every method lcd quantize implements.
+inline std::set<std::string> DefaultMethods() {
+  std::set<std::string> out;
+  for (const quantizer::MethodInfo& m : quantizer::kMethods) out.emplace(m.name);
+  return out;
+}
+
 struct JobServiceOptions {
   // Required on SubmitJob and CancelJob as "authorization: Bearer <token>".
   // Empty: no token is required (only for tests and loopback-only setups).
   std::string token;
-  std::set<std::string> methods = {"rtn", "kmeans", "lcd"};
+  // The methods SubmitJob accepts: lcd quantize's (lcd/quantizer/methods.h).
+  std::set<std::string> methods = DefaultMethods();
   // Resolve a client's source model / calibration file inside the configured
   // roots; the error (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED) is
   // returned to the client as it is.

@@ -1,0 +1,43 @@
+// The quantization methods `lcd quantize --method` accepts: one list, read by
+// the CLI's help, by lcd-jobs' validation of SubmitJob (header-only, so
+// lcd-jobs does not link the quantizer) and by QuantizeModel.
+#ifndef LCD_QUANTIZER_METHODS_H_
+#define LCD_QUANTIZER_METHODS_H_
+
+#include <array>
+#include <string>
+#include <string_view>
+
+namespace lcd::quantizer {
+
+struct MethodInfo {
+  std::string_view name;
+  std::string_view summary;  // One line: what it is and when to use it.
+};
+
+inline constexpr std::array kMethods = {
+    MethodInfo{"rtn", "round-to-nearest affine per group; no data, seconds; the floor every method must beat"},
+    MethodInfo{"kmeans", "importance-weighted k-means codebook per (row, group); no training, optional calibration"},
+    MethodInfo{"lcd", "k-means init + knowledge distillation of centroids and latent weights; best at 2-3 bits"},
+};
+
+inline bool IsKnownMethod(std::string_view name) {
+  for (const MethodInfo& m : kMethods) {
+    if (m.name == name) return true;
+  }
+  return false;
+}
+
+// "rtn | kmeans | lcd" (for help texts and errors).
+inline std::string MethodNames(std::string_view separator = " | ") {
+  std::string out;
+  for (const MethodInfo& m : kMethods) {
+    if (!out.empty()) out += separator;
+    out += m.name;
+  }
+  return out;
+}
+
+}  // namespace lcd::quantizer
+
+#endif  // LCD_QUANTIZER_METHODS_H_
