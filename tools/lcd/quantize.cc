@@ -53,6 +53,8 @@ int RunQuantize(int argc, char** argv) {
       ("block-steps", "lcd: progressive block-wise steps per block before the end-to-end KD (0 = none)",
        cxxopts::value<int64_t>()->default_value("0"))
       ("speculative", "lcd: keep a code re-assignment only if the KD loss on judging sequences does not rise")
+      ("r2q-refit", "r2q: rounds of least-squares refit of (alpha1, alpha2) and re-assignment after the closed form",
+       cxxopts::value<int>()->default_value("0"))
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
       ("json", "Print the written manifest's quality figures as one JSON object on stdout")
       ("progress-fd", "Also write progress as JSON lines {phase, progress, message} to this file descriptor",
@@ -97,6 +99,7 @@ int RunQuantize(int argc, char** argv) {
     o.kd_seed = flags["seed"].as<uint64_t>();
     o.kd_speculative = flags.count("speculative") > 0;
     o.kd_block_steps = flags["block-steps"].as<int64_t>();
+    o.r2q_refit = flags["r2q-refit"].as<int>();
     json = flags.count("json") > 0;
     if (flags.count("progress-fd")) progress_fd = flags["progress-fd"].as<int>();
   } catch (const std::exception& e) {
