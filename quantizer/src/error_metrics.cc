@@ -54,7 +54,7 @@ absl::StatusOr<double> WeightedSquaredError(const float* w, int64_t rows, int64_
         } else if (l.format == kernels::QuantFormat::kCodebook) {
           decoded = gp[code];
         } else {  // kBinaryCoded: sum_i p[i] * (2 bit_i - 1) + p[b].
-          for (int i = 0; i < l.bits; ++i) decoded += gp[i] * static_cast<float>(2 * ((code >> i) & 1) - 1);
+          for (int i = 0; i < l.bits; ++i) decoded += gp[i] * static_cast<float>(2 * static_cast<int>((code >> i) & 1u) - 1);
           decoded += gp[l.bits];
         }
         const double d = static_cast<double>(w[r * cols + c]) - decoded;
