@@ -19,7 +19,8 @@ Two short jobs (2 bits, g = 64, 16 teacher-generated sequences of 64 tokens):
     same artifact (teacher-forced through logits_dump: each within 1% of the
     logit range of the top one, the bound of the int8 activation tables) and
     differ from the fp model's somewhere; lcd
-    eval-ppl gives a finite perplexity.
+    eval-ppl gives a finite perplexity; a second run with the same seed writes
+    the same model.safetensors.
 Errors: --bits 3 and --quantize-lm-head are refused by name, leaving no
 directory. Needs ../shared/data/models/stories260K (skipped without it,
 failed under CI=true).
@@ -239,6 +240,15 @@ def test_trained_artifact_served_by_lcd_server(trained, tmp_path):
                           "--json"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert math.isfinite(json.loads(res.stdout.strip().splitlines()[-1])["ppl"])
+
+
+def test_deterministic(trained, model_dir, tmp_path):
+    out, _, _ = trained
+    again = str(tmp_path / "again")
+    _quantize(model_dir, again, KD)
+    a = open(os.path.join(out, "model.safetensors"), "rb").read()
+    b = open(os.path.join(again, "model.safetensors"), "rb").read()
+    assert a == b
 
 
 @pytest.mark.parametrize("extra,message", [(["--bits", "3"], "r2q is 2 bits"),
