@@ -58,6 +58,8 @@ int RunQuantize(int argc, char** argv) {
        cxxopts::value<std::string>())
       ("checkpoint-every", "With --resume: distillation steps between checkpoints",
        cxxopts::value<int64_t>()->default_value("50"))
+      ("r2q-refit", "r2q: rounds of least-squares refit of (alpha1, alpha2) and re-assignment after the closed form",
+       cxxopts::value<int>()->default_value("0"))
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
       ("json", "Print the written manifest's quality figures as one JSON object on stdout")
       ("progress-fd", "Also write progress as JSON lines {phase, progress, message} to this file descriptor",
@@ -104,6 +106,7 @@ int RunQuantize(int argc, char** argv) {
     o.kd_block_steps = flags["block-steps"].as<int64_t>();
     if (flags.count("resume")) o.resume_dir = flags["resume"].as<std::string>();
     o.kd_checkpoint_every = flags["checkpoint-every"].as<int64_t>();
+    o.r2q_refit = flags["r2q-refit"].as<int>();
     json = flags.count("json") > 0;
     if (flags.count("progress-fd")) progress_fd = flags["progress-fd"].as<int>();
   } catch (const std::exception& e) {

@@ -46,6 +46,20 @@
 // sequences after the k-means init and after training), codes_reassigned,
 // lcd_seconds. lm_head stays dense (lm_head_bits must be 0).
 //
+// R2Q (method "r2q", LCD.md "R2Q"; bits must be 2, lm_head stays dense):
+// the same distillation as lcd (every kd_* option above, teacher-generated
+// or --calib sequences, held-out figures, "r2q_seconds"), with the
+// kBinaryCoded format instead of the codebook: per (row, group) the closed
+// form alpha1 = mean|W|, B1 = sign W, alpha2 = mean|R|, B2 = sign R of
+// lcd/quantizer/r2q.h, refined by r2q_refit rounds of E[x_j^2]-weighted
+// least-squares refit of (alpha1, alpha2) and nearest-level re-assignment;
+// then kd_steps of CAKLD on the alphas and the latent weights
+// (straight-through signs; codes re-assigned to the nearest of the four
+// levels every kd_reassign_every steps; R2qLoopQuantizer). kd_steps = 0 is
+// post-training R2Q. Stored: fp16 (alpha1, alpha2, 0) per group, 2-bit codes
+// (bit 0 = B1, bit 1 = B2). InvalidArgument for bits != 2, lm_head_bits,
+// r2q_refit < 0 and the kd ranges lcd checks.
+//
 // Provenance stamped in the manifest: source path as given; source_sha256 as
 // docs/ARTIFACT.md defines it (sha256 of the concatenated hex sha256 of the
 // source's *.safetensors files in file-name order); tool "lcd <version>";
@@ -87,7 +101,7 @@ namespace lcd::quantizer {
 struct QuantizeModelOptions {
   std::string model_dir;  // Hugging Face folder (config.json, safetensors, tokenizer).
   std::string out_dir;    // Must not exist or be empty.
-  std::string method;     // "rtn", "kmeans" or "lcd".
+  std::string method;     // "rtn", "kmeans", "lcd" or "r2q" (lcd/quantizer/methods.h).
   int bits = 4;
   int64_t group_size = 128;
   int lm_head_bits = 0;   // 0 = lm_head stays dense.
@@ -116,6 +130,9 @@ struct QuantizeModelOptions {
   std::string resume_dir;
   int64_t kd_checkpoint_every = 50;  // End-to-end steps between checkpoints (with resume_dir; >= 1).
   int64_t kd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).
+
+  // R2Q (method "r2q"), see "R2Q" above; the kd_* options drive its QAT.
+  int r2q_refit = 0;                // Least-squares refit + re-assignment rounds after the closed form.
 
   int threads = 0;  // 0 = all hardware threads.
   // Receives one human-readable progress line at a time (no newline); may be
