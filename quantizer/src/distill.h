@@ -52,6 +52,8 @@ struct DistillPlan {
   std::string tag;        // Log prefix, error prefix, "<tag>_seconds" figure: "lcd", "r2q", ...
   std::string init_name;  // First entry of method.params["stages"], e.g. "kmeans-init".
   std::string trained;    // method.params["trained"], e.g. "centroids, latent weights".
+  // The lr schedule when o.kd_lr_schedule is empty: "cosine" or "constant".
+  std::string lr_schedule = "cosine";
   // The weights whose input second-moment matrix the init needs (empty: none).
   std::function<bool(std::string_view weight)> gram_for;
   // A quantizer of the weight's shape.

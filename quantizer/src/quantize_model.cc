@@ -56,6 +56,19 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
           "lcd: steps, block steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, temperature > 0");
     }
   }
+  if (o.method == "bitdistiller") {
+    if (o.lm_head_bits != 0) return absl::InvalidArgumentError("bitdistiller keeps lm_head dense (as the paper)");
+    if (o.kd_steps < 0 || o.kd_block_steps < 0 || o.kd_batch < 1 || o.kd_reassign_every < 0 || o.kd_samples < 2 ||
+        !(o.kd_lr >= 0.0) || !(o.kd_temperature > 0.0)) {
+      return absl::InvalidArgumentError(
+          "bitdistiller: steps, block steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, "
+          "temperature > 0");
+    }
+  }
+  if (!o.kd_lr_schedule.empty() && o.kd_lr_schedule != "cosine" && o.kd_lr_schedule != "constant") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("lr schedule must be cosine or constant, got '", o.kd_lr_schedule, "'"));
+  }
   if (o.bits < 2 || o.bits > 4) {
     return absl::InvalidArgumentError(absl::StrCat("bits must be 2, 3 or 4, got ", o.bits));
   }
@@ -296,6 +309,7 @@ namespace internal {
 ModelMethod FindModelMethod(std::string_view name) {
   static constexpr std::pair<std::string_view, ModelMethod> kModelMethods[] = {
       {"lcd", &RunLcd},
+      {"bitdistiller", &RunBitDistiller},
   };
   for (const auto& [n, run] : kModelMethods) {
     if (n == name) return run;

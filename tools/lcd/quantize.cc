@@ -53,6 +53,10 @@ int RunQuantize(int argc, char** argv) {
       ("block-steps", "lcd: progressive block-wise steps per block before the end-to-end KD (0 = none)",
        cxxopts::value<int64_t>()->default_value("0"))
       ("speculative", "lcd: keep a code re-assignment only if the KD loss on judging sequences does not rise")
+      ("lr-schedule", "Distillation lr schedule: cosine (5% warmup, to 0.1x) | constant (no warmup); "
+       "default the method's (lcd cosine, bitdistiller constant)", cxxopts::value<std::string>())
+      ("bitdistiller-no-clip", "bitdistiller: skip the asymmetric clipping search (a = b = 0)")
+      ("bitdistiller-no-range-grad", "bitdistiller: straight-through only, no gradient through each group's min/max")
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
       ("json", "Print the written manifest's quality figures as one JSON object on stdout")
       ("progress-fd", "Also write progress as JSON lines {phase, progress, message} to this file descriptor",
@@ -97,6 +101,9 @@ int RunQuantize(int argc, char** argv) {
     o.kd_seed = flags["seed"].as<uint64_t>();
     o.kd_speculative = flags.count("speculative") > 0;
     o.kd_block_steps = flags["block-steps"].as<int64_t>();
+    if (flags.count("lr-schedule")) o.kd_lr_schedule = flags["lr-schedule"].as<std::string>();
+    o.bitdistiller_clip = flags.count("bitdistiller-no-clip") == 0;
+    o.bitdistiller_range_grad = flags.count("bitdistiller-no-range-grad") == 0;
     json = flags.count("json") > 0;
     if (flags.count("progress-fd")) progress_fd = flags["progress-fd"].as<int>();
   } catch (const std::exception& e) {

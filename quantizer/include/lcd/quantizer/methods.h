@@ -19,6 +19,8 @@ inline constexpr std::array kMethods = {
     MethodInfo{"rtn", "round-to-nearest affine per group; no data, seconds; the floor every method must beat"},
     MethodInfo{"kmeans", "importance-weighted k-means codebook per (row, group); no training, optional calibration"},
     MethodInfo{"lcd", "k-means init + knowledge distillation of centroids and latent weights; best at 2-3 bits"},
+    MethodInfo{"bitdistiller",
+               "clipping search + self-distillation QAT (INT2 affine / NF3 codebook); the QAT peer to compare with"},
 };
 
 inline bool IsKnownMethod(std::string_view name) {

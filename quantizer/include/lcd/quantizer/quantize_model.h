@@ -112,6 +112,22 @@ struct QuantizeModelOptions {
   uint64_t kd_seed = 0;
   bool kd_speculative = false;      // Keep a re-assignment only when it does not raise the KD loss.
   int64_t kd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).
+  // Learning-rate schedule of the distillation: "cosine" (5% warmup, cosine
+  // to 0.1 x kd_lr), "constant" (kd_lr throughout, no warmup), or "" = the
+  // method's own (lcd: cosine; bitdistiller: constant, as its reference).
+  std::string kd_lr_schedule;
+
+  // BitDistiller (method "bitdistiller"; LCD.md "BitDistiller"): INT2
+  // asymmetric (kAffine) at 2 bits, NF3 (kCodebook) at 3, INT4 asymmetric at
+  // 4 (our choice); per-(row, group) asymmetric clipping search on E[x x^T]
+  // of the training sequences (q_proj/k_proj skipped), then the distillation
+  // driver with the STE quantizer of lcd/quantizer/train/bitdistiller_loop.h
+  // (range recomputed from the latent weights every forward); lm_head stays
+  // dense. Figures: clip_err_reduction (1 - searched / unclipped output
+  // error, summed over the searched groups), clip_mean_a, clip_mean_b,
+  // and the driver's. kd_steps = 0: the clipping search alone (PTQ).
+  bool bitdistiller_clip = true;        // false: no clipping search (a = b = 0 everywhere).
+  bool bitdistiller_range_grad = true;  // Gradient through each group's min/max (the reference's autograd).
 
   int threads = 0;  // 0 = all hardware threads.
   // Receives one human-readable progress line at a time (no newline); may be
