@@ -38,6 +38,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import artifact_numpy  # noqa: E402
+import bitdistiller_numpy as bdn  # noqa: E402
 import lcd_paths  # noqa: E402
 import lcd_skip  # noqa: E402
 
@@ -47,9 +48,8 @@ st = lcd_skip.importorskip("safetensors.numpy")
 SEED = int(os.environ.get("LCD_TEST_SEED", str(int(time.time()) % 100000)))
 print(f"test_bitdistiller: LCD_TEST_SEED={SEED}")
 R, C, G = 6, 40, 16
-LEVELS = np.array([-1.0, -0.5350227355957031, -0.2469314038753510, 0.0,
-                   0.1833375245332718, 0.3819939494132996, 0.6229856610298157, 1.0], np.float32)
-THRESH = ((LEVELS[1:].astype(np.float64) + LEVELS[:-1]) / 2).astype(np.float32)  # the reference's midpoints
+LEVELS, THRESH = bdn.LEVELS, bdn.THRESH
+_round, _quant_group, _decode_group = bdn.round_away, bdn.quant_group, bdn.decode_group
 
 
 @pytest.fixture
@@ -79,45 +79,7 @@ def _run(op, inputs, tmp_path, *args):
     return st.load_file(str(out))
 
 
-# ---- numpy reference ---------------------------------------------------------
-
-def _round(x):
-    """std::round (ties away from zero) of float32 values, exactly."""
-    x = np.asarray(x, np.float64)
-    return (np.sign(x) * np.floor(np.abs(x) + 0.5)).astype(np.float32)
-
-
-def _quant_group(w, bits):
-    """One group -> (codes int, params as fp16) in BitDistiller's formats."""
-    w = np.asarray(w, np.float32)
-    lo, hi = w.min(), w.max()
-    if bits == 3:
-        sp, sn = np.float32(abs(hi)), np.float32(abs(lo))
-        params = np.array([LEVELS[k] * (sn if k < 3 else sp) for k in range(8)], np.float32).astype(np.float16)
-        codes = np.zeros(w.shape, np.int64)
-        for i, v in enumerate(w):
-            if v >= 0:
-                r = v / sp if sp > 0 else np.float32(0)
-                codes[i] = 3 + int(np.sum(r >= THRESH[3:]))
-            else:
-                codes[i] = int(np.sum((v / sn) >= THRESH[:3]))
-        return codes, params
-    maxq = (1 << bits) - 1
-    s16 = (np.maximum(np.float32(hi - lo), np.float32(1e-5)) / np.float32(maxq)).astype(np.float16)
-    if s16 == 0:
-        s16 = np.float16(2.0 ** -24)
-    s = np.float32(s16)
-    z = np.clip(-_round(lo / s), 0, maxq).astype(np.float32)
-    codes = np.clip(_round(w / s) + z, 0, maxq).astype(np.int64)
-    return codes, np.array([s16, np.float16(z)], np.float16)
-
-
-def _decode_group(codes, params, bits):
-    p = params.astype(np.float32)
-    if bits == 3:
-        return p[codes]
-    return (p[0] * (codes.astype(np.float32) - p[1])).astype(np.float32)
-
+# ---- numpy reference (bitdistiller_numpy.py) ------------------------------------
 
 def _clip_search(w, h, bits):
     """-> per (row, group): list of (err, a, b) over the grid in the reference's order."""
