@@ -62,7 +62,8 @@
 // rewritten atomically.
 //
 // Errors (absl::Status; nothing is thrown): InvalidArgument for an unknown
-// method, lcd with lm_head_bits, lcd options out of range, bits outside 2..4, lm_head_bits outside the method's range
+// method, lcd or bitdistiller with lm_head_bits, a kd_lr_schedule other than
+// "", cosine or constant, lcd options out of range, bits outside 2..4, lm_head_bits outside the method's range
 // (rtn 2..8, kmeans 2..4), group_size < 1, --calib with rtn, an out_dir that
 // exists and is not empty (left untouched), a checkpoint lacking a decoder
 // linear weight or holding one that is not a 2-D float tensor; the
@@ -87,7 +88,7 @@ namespace lcd::quantizer {
 struct QuantizeModelOptions {
   std::string model_dir;  // Hugging Face folder (config.json, safetensors, tokenizer).
   std::string out_dir;    // Must not exist or be empty.
-  std::string method;     // "rtn", "kmeans" or "lcd".
+  std::string method;     // "rtn", "kmeans", "lcd" or "bitdistiller" (lcd/quantizer/methods.h).
   int bits = 4;
   int64_t group_size = 128;
   int lm_head_bits = 0;   // 0 = lm_head stays dense.
