@@ -21,6 +21,7 @@ Checked:
     tokens also equal in-process Generate's) and 0.5 logit for INT2 (the activation-LUT
     kernel's int8 activation tables are not exact, quant_linear.h; measured up to ~0.4, as
     for rtn and kmeans 2-bit artifacts of this model; a wrong model is off by several units).
+Bad options (lm_head quantization, an unknown lr schedule, negative steps) are refused by name.
 Needs ../shared/data/models/stories260K: skipped without it, failed under CI=true.
 """
 import json
@@ -168,3 +169,16 @@ def test_served_by_lcd_server(jobs, model_dir, tmp_path):
                     assert d["greedy"][1] == list(r.token_ids)
     finally:
         assert s.terminate() == 0, s.log_text()[-3000:]
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--quantize-lm-head", "4"], "bitdistiller keeps lm_head dense"),
+    (["--lr-schedule", "linear"], "lr schedule must be cosine or constant"),
+    (["--steps", "-1"], "bitdistiller: steps"),
+])
+def test_bad_options_refused(model_dir, tmp_path, extra, needle):
+    out = tmp_path / "x"
+    res = subprocess.run([lcd_paths.lcd_tool(), "quantize", "--model", model_dir, "--out", str(out), *COMMON,
+                          "--bits", "2", *extra], capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and needle in res.stderr, res.stderr
+    assert not out.exists()
