@@ -58,6 +58,10 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
   }
   if (o.method == "bitdistiller") {
     if (o.lm_head_bits != 0) return absl::InvalidArgumentError("bitdistiller keeps lm_head dense (as the paper)");
+    if (o.kd_speculative) {
+      return absl::InvalidArgumentError(
+          "bitdistiller: --speculative judges code re-assignments; bitdistiller's codes always follow the weights");
+    }
     if (o.kd_steps < 0 || o.kd_block_steps < 0 || o.kd_batch < 1 || o.kd_reassign_every < 0 || o.kd_samples < 2 ||
         !(o.kd_lr >= 0.0) || !(o.kd_temperature > 0.0)) {
       return absl::InvalidArgumentError(

@@ -21,7 +21,8 @@ Checked:
     tokens also equal in-process Generate's) and 0.5 logit for INT2 (the activation-LUT
     kernel's int8 activation tables are not exact, quant_linear.h; measured up to ~0.4, as
     for rtn and kmeans 2-bit artifacts of this model; a wrong model is off by several units).
-Bad options (lm_head quantization, an unknown lr schedule, negative steps) are refused by name.
+Bad options (lm_head quantization, an unknown lr schedule, negative steps, --speculative) are
+refused by name.
 Needs ../shared/data/models/stories260K: skipped without it, failed under CI=true.
 """
 import json
@@ -175,6 +176,7 @@ def test_served_by_lcd_server(jobs, model_dir, tmp_path):
     (["--quantize-lm-head", "4"], "bitdistiller keeps lm_head dense"),
     (["--lr-schedule", "linear"], "lr schedule must be cosine or constant"),
     (["--steps", "-1"], "bitdistiller: steps"),
+    (["--speculative"], "bitdistiller's codes always follow the weights"),
 ])
 def test_bad_options_refused(model_dir, tmp_path, extra, needle):
     out = tmp_path / "x"

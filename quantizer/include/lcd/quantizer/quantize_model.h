@@ -62,7 +62,8 @@
 // rewritten atomically.
 //
 // Errors (absl::Status; nothing is thrown): InvalidArgument for an unknown
-// method, lcd or bitdistiller with lm_head_bits, a kd_lr_schedule other than
+// method, lcd or bitdistiller with lm_head_bits, bitdistiller with
+// kd_speculative (its codes follow the weights: nothing to judge), a kd_lr_schedule other than
 // "", cosine or constant, lcd options out of range, bits outside 2..4, lm_head_bits outside the method's range
 // (rtn 2..8, kmeans 2..4), group_size < 1, --calib with rtn, an out_dir that
 // exists and is not empty (left untouched), a checkpoint lacking a decoder
