@@ -136,9 +136,17 @@ absl::StatusOr<KdEval> Evaluate(tr::TrainModel& student, tr::TrainModel& teacher
   return e;
 }
 
-// Both stages' schedule: 5% warmup, then cosine down to a tenth.
-tr::LrSchedule Schedule(double lr, int64_t steps) {
+// Both stages' schedule: 5% warmup, then cosine down to a tenth; or
+// "constant": lr throughout, no warmup.
+tr::LrSchedule Schedule(double lr, int64_t steps, const std::string& kind = "cosine") {
   tr::LrSchedule s;
+  if (kind == "constant") {
+    s.kind = tr::LrSchedule::Kind::kConstant;
+    s.max_lr = s.min_lr = lr;
+    s.warmup_steps = 0;
+    s.total_steps = std::max<int64_t>(1, steps);
+    return s;
+  }
   s.kind = tr::LrSchedule::Kind::kCosine;
   s.max_lr = lr;
   s.min_lr = 0.1 * lr;
@@ -168,7 +176,8 @@ absl::StatusOr<std::string> Fingerprint(const QuantizeModelOptions& o, const std
              {"seq_len", o.kd_seq_len}, {"batch", o.kd_batch},
              {"reassign_every", o.kd_reassign_every}, {"samples", o.kd_samples},
              {"temperature", o.kd_temperature},       {"seed", o.kd_seed},
-             {"speculative", o.kd_speculative},       {"block_steps", o.kd_block_steps}};
+             {"speculative", o.kd_speculative},       {"block_steps", o.kd_block_steps},
+             {"lr_schedule", o.kd_lr_schedule.empty() ? plan.lr_schedule : o.kd_lr_schedule}};
   return f.dump();
 }
 
@@ -181,6 +190,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
     if (o.log) o.log(absl::StrCat("[", tag, "] ", line));
   };
   const Clock::time_point start = Clock::now();
+  const std::string schedule = o.kd_lr_schedule.empty() ? plan.lr_schedule : o.kd_lr_schedule;
   ModelMethodResult res;
   LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Tokenizer> tokenizer, runtime::LoadTokenizer(o.model_dir));
   runtime::ModelOptions mopts;
@@ -424,7 +434,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
         if (t.name.starts_with(prefix)) block.push_back(t);
       }
       tr::AdamW bopt(student->num_params(), tr::AdamWOptions{});
-      const tr::LrSchedule bs = Schedule(o.kd_lr, o.kd_block_steps);
+      const tr::LrSchedule bs = Schedule(o.kd_lr, o.kd_block_steps, schedule);
       double first = 0.0, last = 0.0;
       for (int64_t step = 0; step < o.kd_block_steps; ++step) {
         if (o.kd_reassign_every > 0 && step > 0 && step % o.kd_reassign_every == 0) student->ReassignCodes();
@@ -467,7 +477,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
   if (resume_kd) LCD_RETURN_IF_ERROR(restore(*resume, &opt));
   resume.reset();
   if (st.blockwise_kl) res.quality["heldout_kl_teacher_blockwise"] = *st.blockwise_kl;
-  const tr::LrSchedule sched = Schedule(o.kd_lr, o.kd_steps);
+  const tr::LrSchedule sched = Schedule(o.kd_lr, o.kd_steps, schedule);
   double& first_loss = st.first_loss;
   double& last_loss = st.last_loss;
   int64_t& changed_total = st.changed_total;
@@ -559,7 +569,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
 
   res.params["steps"] = std::to_string(o.kd_steps);
   res.params["lr"] = absl::StrFormat("%g", o.kd_lr);
-  res.params["schedule"] = "cosine to 0.1x, warmup 5%";
+  res.params["schedule"] = schedule == "constant" ? "constant" : "cosine to 0.1x, warmup 5%";
   res.params["batch"] = std::to_string(B);
   res.params["seq_len"] = std::to_string(L);
   res.params["reassign_every"] = std::to_string(o.kd_reassign_every);

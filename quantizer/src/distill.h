@@ -21,7 +21,8 @@
 //  4. gamma = mean teacher top-1 probability on the training sequences.
 //  5. kd_block_steps > 0: blocks front to back fit the teacher's block
 //     output (MSE), then codes are re-assigned.
-//  6. kd_steps AdamW steps (cosine to 0.1 x kd_lr after 5% warmup, clip 1)
+//  6. kd_steps AdamW steps (cosine to 0.1 x kd_lr after 5% warmup, or constant
+//     kd_lr: o.kd_lr_schedule, else plan.lr_schedule; clip 1)
 //     on CAKLD; codes re-assigned every kd_reassign_every steps (kept only
 //     when the judging CAKLD does not rise, with kd_speculative).
 //  7. plan.finalize (e.g. rounding to fp16), then held-out figures, then
@@ -63,6 +64,8 @@ struct DistillPlan {
   // The method's own options that change the result ("refit=2"), part of
   // the checkpoint fingerprint; the shared options are added by the driver.
   std::string settings;
+  // The lr schedule when o.kd_lr_schedule is empty: "cosine" or "constant".
+  std::string lr_schedule = "cosine";
   // The weights whose input second-moment matrix the init needs (empty: none).
   std::function<bool(std::string_view weight)> gram_for;
   // A quantizer of the weight's shape.

@@ -48,23 +48,31 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
   if (!IsKnownMethod(o.method)) {
     return absl::InvalidArgumentError(absl::StrCat("unknown method '", o.method, "' (", MethodNames(", "), ")"));
   }
-  if (o.method == "lcd") {
-    if (o.lm_head_bits != 0) return absl::InvalidArgumentError("lcd keeps lm_head dense; --quantize-lm-head is for rtn/kmeans");
+  // The methods that train through the distillation driver (distill.h).
+  const bool distills = o.method == "lcd" || o.method == "r2q" || o.method == "bitdistiller";
+  if (distills) {
+    if (o.lm_head_bits != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(o.method, " keeps lm_head dense; --quantize-lm-head is for rtn/kmeans"));
+    }
     if (o.kd_steps < 0 || o.kd_block_steps < 0 || o.kd_batch < 1 || o.kd_reassign_every < 0 || o.kd_samples < 2 ||
         !(o.kd_lr >= 0.0) || !(o.kd_temperature > 0.0)) {
-      return absl::InvalidArgumentError(
-          "lcd: steps, block steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, temperature > 0");
+      return absl::InvalidArgumentError(absl::StrCat(
+          o.method,
+          ": steps, block steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, temperature > 0"));
     }
   }
   if (o.method == "r2q") {
     if (o.bits != 2) return absl::InvalidArgumentError(absl::StrCat("r2q is 2 bits (two 1-bit planes), got --bits ", o.bits));
-    if (o.lm_head_bits != 0) return absl::InvalidArgumentError("r2q keeps lm_head dense; --quantize-lm-head is for rtn/kmeans");
     if (o.r2q_refit < 0) return absl::InvalidArgumentError(absl::StrCat("r2q: refit rounds must be >= 0, got ", o.r2q_refit));
-    if (o.kd_steps < 0 || o.kd_block_steps < 0 || o.kd_batch < 1 || o.kd_reassign_every < 0 || o.kd_samples < 2 ||
-        !(o.kd_lr >= 0.0) || !(o.kd_temperature > 0.0)) {
-      return absl::InvalidArgumentError(
-          "r2q: steps, block steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, temperature > 0");
-    }
+  }
+  if (o.method == "bitdistiller" && o.kd_speculative) {
+    return absl::InvalidArgumentError(
+        "bitdistiller: --speculative judges code re-assignments; bitdistiller's codes always follow the weights");
+  }
+  if (!o.kd_lr_schedule.empty() && o.kd_lr_schedule != "cosine" && o.kd_lr_schedule != "constant") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("lr schedule must be cosine or constant, got '", o.kd_lr_schedule, "'"));
   }
   if (o.bits < 2 || o.bits > 4) {
     return absl::InvalidArgumentError(absl::StrCat("bits must be 2, 3 or 4, got ", o.bits));
@@ -308,6 +316,7 @@ ModelMethod FindModelMethod(std::string_view name) {
   static constexpr std::pair<std::string_view, ModelMethod> kModelMethods[] = {
       {"lcd", &RunLcd},
       {"r2q", &RunR2q},
+      {"bitdistiller", &RunBitDistiller},
   };
   for (const auto& [n, run] : kModelMethods) {
     if (n == name) return run;

@@ -60,6 +60,10 @@ int RunQuantize(int argc, char** argv) {
        cxxopts::value<int64_t>()->default_value("50"))
       ("r2q-refit", "r2q: rounds of least-squares refit of (alpha1, alpha2) and re-assignment after the closed form",
        cxxopts::value<int>()->default_value("0"))
+      ("lr-schedule", "Distillation lr schedule: cosine (5% warmup, to 0.1x) | constant (no warmup); "
+       "default the method's (lcd cosine, bitdistiller constant)", cxxopts::value<std::string>())
+      ("bitdistiller-no-clip", "bitdistiller: skip the asymmetric clipping search (a = b = 0)")
+      ("bitdistiller-no-range-grad", "bitdistiller: straight-through only, no gradient through each group's min/max")
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
       ("json", "Print the written manifest's quality figures as one JSON object on stdout")
       ("progress-fd", "Also write progress as JSON lines {phase, progress, message} to this file descriptor",
@@ -107,6 +111,9 @@ int RunQuantize(int argc, char** argv) {
     if (flags.count("resume")) o.resume_dir = flags["resume"].as<std::string>();
     o.kd_checkpoint_every = flags["checkpoint-every"].as<int64_t>();
     o.r2q_refit = flags["r2q-refit"].as<int>();
+    if (flags.count("lr-schedule")) o.kd_lr_schedule = flags["lr-schedule"].as<std::string>();
+    o.bitdistiller_clip = flags.count("bitdistiller-no-clip") == 0;
+    o.bitdistiller_range_grad = flags.count("bitdistiller-no-range-grad") == 0;
     json = flags.count("json") > 0;
     if (flags.count("progress-fd")) progress_fd = flags["progress-fd"].as<int>();
   } catch (const std::exception& e) {

@@ -20,6 +20,8 @@ inline constexpr std::array kMethods = {
     MethodInfo{"kmeans", "importance-weighted k-means codebook per (row, group); no training, optional calibration"},
     MethodInfo{"lcd", "k-means init + knowledge distillation of centroids and latent weights; best at 2-3 bits"},
     MethodInfo{"r2q", "2-bit only: two residual 1-bit planes per group (binary-coded, LUT kernels); --steps 0 = closed form"},
+    MethodInfo{"bitdistiller",
+               "clipping search + self-distillation QAT (INT2 affine / NF3 codebook); the QAT peer to compare with"},
 };
 
 inline bool IsKnownMethod(std::string_view name) {

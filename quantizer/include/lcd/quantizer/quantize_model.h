@@ -76,7 +76,9 @@
 // rewritten atomically.
 //
 // Errors (absl::Status; nothing is thrown): InvalidArgument for an unknown
-// method, lcd with lm_head_bits, lcd options out of range, bits outside 2..4, lm_head_bits outside the method's range
+// method, lcd or bitdistiller with lm_head_bits, bitdistiller with
+// kd_speculative (its codes follow the weights: nothing to judge), a kd_lr_schedule other than
+// "", cosine or constant, lcd options out of range, bits outside 2..4, lm_head_bits outside the method's range
 // (rtn 2..8, kmeans 2..4), group_size < 1, --calib with rtn, an out_dir that
 // exists and is not empty (left untouched), a checkpoint lacking a decoder
 // linear weight or holding one that is not a 2-D float tensor; the
@@ -101,7 +103,7 @@ namespace lcd::quantizer {
 struct QuantizeModelOptions {
   std::string model_dir;  // Hugging Face folder (config.json, safetensors, tokenizer).
   std::string out_dir;    // Must not exist or be empty.
-  std::string method;     // "rtn", "kmeans", "lcd" or "r2q" (lcd/quantizer/methods.h).
+  std::string method;     // One of lcd/quantizer/methods.h: rtn, kmeans, lcd, r2q, bitdistiller, ...
   int bits = 4;
   int64_t group_size = 128;
   int lm_head_bits = 0;   // 0 = lm_head stays dense.
@@ -130,6 +132,22 @@ struct QuantizeModelOptions {
   std::string resume_dir;
   int64_t kd_checkpoint_every = 50;  // End-to-end steps between checkpoints (with resume_dir; >= 1).
   int64_t kd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).
+  // Learning-rate schedule of the distillation: "cosine" (5% warmup, cosine
+  // to 0.1 x kd_lr), "constant" (kd_lr throughout, no warmup), or "" = the
+  // method's own (lcd: cosine; bitdistiller: constant, as its reference).
+  std::string kd_lr_schedule;
+
+  // BitDistiller (method "bitdistiller"; LCD.md "BitDistiller"): INT2
+  // asymmetric (kAffine) at 2 bits, NF3 (kCodebook) at 3, INT4 asymmetric at
+  // 4 (our choice); per-(row, group) asymmetric clipping search on E[x x^T]
+  // of the training sequences (q_proj/k_proj skipped), then the distillation
+  // driver with the STE quantizer of lcd/quantizer/train/bitdistiller_loop.h
+  // (range recomputed from the latent weights every forward); lm_head stays
+  // dense. Figures: clip_err_reduction (1 - searched / unclipped output
+  // error, summed over the searched groups), clip_mean_a, clip_mean_b,
+  // and the driver's. kd_steps = 0: the clipping search alone (PTQ).
+  bool bitdistiller_clip = true;        // false: no clipping search (a = b = 0 everywhere).
+  bool bitdistiller_range_grad = true;  // Gradient through each group's min/max (the reference's autograd).
 
   // R2Q (method "r2q"), see "R2Q" above; the kd_* options drive its QAT.
   int r2q_refit = 0;                // Least-squares refit + re-assignment rounds after the closed form.
