@@ -26,14 +26,14 @@ int RunQuantize(int argc, char** argv) {
       ("bits", "Bits per weight of the decoder linears: 2, 3 or 4", cxxopts::value<int>())
       ("group-size", "Columns per (row, group)", cxxopts::value<int64_t>()->default_value("128"))
       ("calib", "Calibration text file (kmeans: importance = E[x^2] of each input column; lcd: distillation "
-       "sequences, default teacher-generated)",
+       "sequences, default teacher-generated; gptq: required, E[x x^T] of each input)",
        cxxopts::value<std::string>())
       ("calib-tokens", "Calibration tokens taken from the start of --calib (0 = all)",
        cxxopts::value<int64_t>()->default_value("16384"))
       ("calib-window", "Tokens per calibration window (0 = min(512, context))",
        cxxopts::value<int64_t>()->default_value("0"))
       ("kmeans-iters", "Lloyd iterations per group", cxxopts::value<int>()->default_value("20"))
-      ("quantize-lm-head", "Also quantize lm_head at this many bits (rtn 2-8, kmeans 2-4); default dense",
+      ("quantize-lm-head", "Also quantize lm_head at this many bits (rtn and gptq 2-8, kmeans 2-4); default dense",
        cxxopts::value<int>()->default_value("0"))
       ("eval-text", "After writing, measure perplexity of the artifact and the source on this text",
        cxxopts::value<std::string>())
@@ -53,6 +53,10 @@ int RunQuantize(int argc, char** argv) {
       ("block-steps", "lcd: progressive block-wise steps per block before the end-to-end KD (0 = none)",
        cxxopts::value<int64_t>()->default_value("0"))
       ("speculative", "lcd: keep a code re-assignment only if the KD loss on judging sequences does not rise")
+      ("gptq-damp", "gptq: dampening, fraction of mean diag(H) added to the diagonal",
+       cxxopts::value<double>()->default_value("0.01"))
+      ("gptq-act-order", "gptq: quantize columns by descending H_jj (group grids fixed up front: static groups)")
+      ("gptq-block-size", "gptq: columns per lazy batch update", cxxopts::value<int64_t>()->default_value("128"))
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
       ("json", "Print the written manifest's quality figures as one JSON object on stdout")
       ("progress-fd", "Also write progress as JSON lines {phase, progress, message} to this file descriptor",
@@ -97,6 +101,9 @@ int RunQuantize(int argc, char** argv) {
     o.kd_seed = flags["seed"].as<uint64_t>();
     o.kd_speculative = flags.count("speculative") > 0;
     o.kd_block_steps = flags["block-steps"].as<int64_t>();
+    o.gptq_percdamp = flags["gptq-damp"].as<double>();
+    o.gptq_act_order = flags.count("gptq-act-order") > 0;
+    o.gptq_block_size = flags["gptq-block-size"].as<int64_t>();
     json = flags.count("json") > 0;
     if (flags.count("progress-fd")) progress_fd = flags["progress-fd"].as<int>();
   } catch (const std::exception& e) {

@@ -19,6 +19,7 @@ inline constexpr std::array kMethods = {
     MethodInfo{"rtn", "round-to-nearest affine per group; no data, seconds; the floor every method must beat"},
     MethodInfo{"kmeans", "importance-weighted k-means codebook per (row, group); no training, optional calibration"},
     MethodInfo{"lcd", "k-means init + knowledge distillation of centroids and latent weights; best at 2-3 bits"},
+    MethodInfo{"gptq", "Hessian-based rounding with error feedback (affine, needs --calib); minutes, the standard PTQ baseline"},
 };
 
 inline bool IsKnownMethod(std::string_view name) {

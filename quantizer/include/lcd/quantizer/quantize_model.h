@@ -46,6 +46,21 @@
 // sequences after the k-means init and after training), codes_reassigned,
 // lcd_seconds. lm_head stays dense (lm_head_bits must be 0).
 //
+// GPTQ (method "gptq"; lcd/quantizer/gptq.h has the per-matrix algorithm):
+// calibration text is required (calib_path; InvalidArgument without it). It
+// is tokenized, cut to calib_tokens and run through the FULL-PRECISION model
+// in windows of calib_window tokens as for k-means; E[x x^T] of every
+// quantized weight's input is its Hessian (a decision: one pass over the
+// full-precision model, not the reference's sequential collection through
+// the already quantized layers). Every quantized weight, lm_head included
+// when lm_head_bits > 0 (affine, 2..8 bits; a tied head uses the embedding
+// matrix and lm_head's observed input), is quantized by QuantizeGptq with
+// gptq_percdamp, gptq_act_order (static groups) and gptq_block_size, into
+// the affine format with group_size. Quality figures added:
+// output_error_rel_gptq and output_error_rel_rtn (mean over the quantized
+// weights of tr(E H E^T) / tr(W H W^T), E the quantization error of GPTQ and
+// of RTN on the same groups), gptq_calibration_seconds, gptq_seconds.
+//
 // Provenance stamped in the manifest: source path as given; source_sha256 as
 // docs/ARTIFACT.md defines it (sha256 of the concatenated hex sha256 of the
 // source's *.safetensors files in file-name order); tool "lcd <version>";
@@ -63,7 +78,8 @@
 //
 // Errors (absl::Status; nothing is thrown): InvalidArgument for an unknown
 // method, lcd with lm_head_bits, lcd options out of range, bits outside 2..4, lm_head_bits outside the method's range
-// (rtn 2..8, kmeans 2..4), group_size < 1, --calib with rtn, an out_dir that
+// (rtn and gptq 2..8, kmeans 2..4), group_size < 1, --calib with rtn, gptq without calibration or
+// with gptq_percdamp outside [0, 1] or gptq_block_size < 1, an out_dir that
 // exists and is not empty (left untouched), a checkpoint lacking a decoder
 // linear weight or holding one that is not a 2-D float tensor; the
 // loaders' errors (NotFound, Unimplemented for an unsupported architecture)
@@ -87,7 +103,7 @@ namespace lcd::quantizer {
 struct QuantizeModelOptions {
   std::string model_dir;  // Hugging Face folder (config.json, safetensors, tokenizer).
   std::string out_dir;    // Must not exist or be empty.
-  std::string method;     // "rtn", "kmeans" or "lcd".
+  std::string method;     // One of lcd/quantizer/methods.h.
   int bits = 4;
   int64_t group_size = 128;
   int lm_head_bits = 0;   // 0 = lm_head stays dense.
@@ -112,6 +128,11 @@ struct QuantizeModelOptions {
   uint64_t kd_seed = 0;
   bool kd_speculative = false;      // Keep a re-assignment only when it does not raise the KD loss.
   int64_t kd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).
+
+  // GPTQ (method "gptq"), see "GPTQ" above and lcd/quantizer/gptq.h.
+  double gptq_percdamp = 0.01;      // Dampening: this fraction of mean diag(H) is added to the diagonal.
+  bool gptq_act_order = false;      // Columns by descending H_jj, group grids fixed up front (static groups).
+  int64_t gptq_block_size = 128;    // Columns per lazy batch update.
 
   int threads = 0;  // 0 = all hardware threads.
   // Receives one human-readable progress line at a time (no newline); may be
