@@ -55,35 +55,37 @@ int64_t CholeskyLower(double* a, int64_t n) {
   return -1;
 }
 
-// QuantizeRtn's grid of one group from its current weights (double).
+// QuantizeRtn's grid of one group from its current weights, in QuantizeRtn's
+// fp32 arithmetic (the weights rounded to fp32 first), so that with no error
+// feedback GPTQ is QuantizeRtn bit for bit.
 struct Grid {
-  double scale = 0.0;
-  double zero = 0.0;
+  float scale = 0.0f;
+  float zero = 0.0f;
   uint16_t scale16 = 0;
   bool overflow = false;
 };
 
 Grid MakeGrid(const double* w, int64_t n, int maxq) {
-  double lo = 0.0, hi = 0.0;
+  float lo = 0.0f, hi = 0.0f;
   for (int64_t i = 0; i < n; ++i) {
-    lo = std::min(lo, w[i]);
-    hi = std::max(hi, w[i]);
+    lo = std::min(lo, static_cast<float>(w[i]));
+    hi = std::max(hi, static_cast<float>(w[i]));
   }
   Grid g;
-  g.scale16 = kernels::FloatToFp16(static_cast<float>((hi - lo) / maxq));
+  g.scale16 = kernels::FloatToFp16((hi - lo) / static_cast<float>(maxq));
   if ((g.scale16 & 0x7FFF) >= kFp16Inf) {
     g.overflow = true;
     return g;
   }
   if (g.scale16 == 0) g.scale16 = kFp16SmallestSubnormal;
   g.scale = kernels::Fp16ToFloat(g.scale16);
-  g.zero = std::clamp(std::round(-lo / g.scale), 0.0, static_cast<double>(maxq));
+  g.zero = std::clamp(std::round(-lo / g.scale), 0.0f, static_cast<float>(maxq));
   return g;
 }
 
-// The code of w on grid g.
-inline double Code(double w, const Grid& g, int maxq) {
-  return std::clamp(std::round(w / g.scale) + g.zero, 0.0, static_cast<double>(maxq));
+// The code of w on grid g (QuantizeRtn's formula on fp32(w)).
+inline float Code(double w, const Grid& g, int maxq) {
+  return std::clamp(std::round(static_cast<float>(w) / g.scale) + g.zero, 0.0f, static_cast<float>(maxq));
 }
 
 }  // namespace
@@ -224,9 +226,11 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(const float* w, int64_t rows, int64
               err[r * hs.block_size + (i - i1)] = 0.0;
               continue;
             }
-            const double code = Code(row[i], gr, maxq);
+            const float code = Code(row[i], gr, maxq);
             internal::PutCode(q.codes.data() + (r0 + r) * row_bytes, col, bits, static_cast<uint32_t>(code));
-            const double e = (row[i] - gr.scale * (code - gr.zero)) / d;
+            // The stored decode, exact in double (an fp16 scale times a small integer).
+            const double decoded = static_cast<double>(gr.scale) * (static_cast<double>(code) - gr.zero);
+            const double e = (row[i] - decoded) / d;
             err[r * hs.block_size + (i - i1)] = e;
             for (int64_t j = i + 1; j < i2; ++j) row[j] -= e * urow[j];
           }
@@ -249,7 +253,7 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(const float* w, int64_t rows, int64
           const Grid& gr = grid[r * groups + g];
           uint16_t* params = q.params.data() + ((r0 + r) * groups + g) * 2;
           params[0] = gr.scale16;
-          params[1] = kernels::FloatToFp16(static_cast<float>(gr.zero));  // An integer <= 255: exact.
+          params[1] = kernels::FloatToFp16(gr.zero);  // An integer <= 255: exact.
         }
       }
     }

@@ -35,13 +35,15 @@
 // once, to the columns after the block once per block (the same arithmetic
 // up to summation order).
 //
-// Grid of a group (QuantizeRtn's convention, from the group's weights):
+// Grid of a group and code of a weight: QuantizeRtn's formulas in its fp32
+// arithmetic, applied to the current (double) weights rounded to fp32:
 //   lo = min(0, min w), hi = max(0, max w)
-//   scale = fp16((hi - lo) / (2^b - 1)) (computed in double, rounded to fp32,
-//           then to fp16; 2^-24 when it rounds to 0)
+//   scale = fp16((hi - lo) / (2^b - 1)), 2^-24 when it rounds to 0
 //   zero  = clamp(round(-lo / scale), 0, 2^b - 1)
-//   q     = clamp(round(w / scale) + zero, 0, 2^b - 1), decode scale*(q-zero)
-// round() ties away from zero. A group is group_size consecutive columns of
+//   q     = clamp(round(w / scale) + zero, 0, 2^b - 1)
+// round() ties away from zero. The error fed back is w - scale * (q - zero)
+// with the double w (the decode is exact in double). With no feedback (H
+// diagonal) GPTQ is therefore QuantizeRtn bit for bit. A group is group_size consecutive columns of
 // the ORIGINAL order (the artifact's layout), the last one short when
 // group_size does not divide cols. Which weights define it:
 //   * without act_order, the error-updated weights of the group's columns at
