@@ -21,7 +21,9 @@ val.txt; lm_head quantized too, 4 bits) must:
     lcd's in-process greedy tokens on the artifact (logits_dump), and differ
     from the fp model's somewhere.
 --gptq-act-order writes an artifact of the same layout with act_order
-recorded. Without --calib the job is refused by name, before any output.
+recorded. --gptq-sequential (Hessians through the already quantized layers)
+gives layer 0 exactly as the default does and changes later layers and
+lm_head, and leaves no temporary model copy behind. Without --calib the job is refused by name, before any output.
 """
 import json
 import os
@@ -155,6 +157,27 @@ def test_act_order(tmp_path):
     t = manifest["tensors"]["model.layers.0.mlp.down_proj.weight"]
     assert (t["format"], t["bits"], t["group_size"]) == ("affine", 2, 128)
     assert manifest["quality"]["output_error_rel_gptq"] < manifest["quality"]["output_error_rel_rtn"]
+
+
+def test_sequential(job, tmp_path):
+    import glob
+    import tempfile
+    out, _, _ = job
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "lcd-gptq-*")))
+    seq = str(tmp_path / "seq")
+    res = _quantize(seq, "--gptq-sequential")
+    assert res.returncode == 0, res.stderr
+    assert "[gptq] stage 2/5: calibration window" in res.stderr
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "lcd-gptq-*"))) == before  # The fp32 copy is gone.
+    m_seq, t_seq = artifact_numpy.dequantize(seq)
+    _, t_fp = artifact_numpy.dequantize(out)
+    assert m_seq["method"]["params"]["hessian"].startswith("sequential")
+    assert m_seq["quality"]["output_error_rel_gptq"] < m_seq["quality"]["output_error_rel_rtn"]
+    # Layer 0 sees the same inputs either way; later layers see the quantized layers' outputs.
+    for s in LINEARS:
+        np.testing.assert_array_equal(t_seq[f"model.layers.0.{s}.weight"], t_fp[f"model.layers.0.{s}.weight"])
+    assert not np.array_equal(t_seq["model.layers.1.mlp.down_proj.weight"], t_fp["model.layers.1.mlp.down_proj.weight"])
+    assert not np.array_equal(t_seq["lm_head.weight"], t_fp["lm_head.weight"])
 
 
 def test_without_calibration_refused(tmp_path):

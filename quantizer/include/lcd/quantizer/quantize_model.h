@@ -50,16 +50,20 @@
 // calibration text is required (calib_path; InvalidArgument without it). It
 // is tokenized, cut to calib_tokens and run through the FULL-PRECISION model
 // in windows of calib_window tokens as for k-means; E[x x^T] of every
-// quantized weight's input is its Hessian (a decision: one pass over the
-// full-precision model, not the reference's sequential collection through
-// the already quantized layers). Every quantized weight, lm_head included
+// quantized weight's input is its Hessian: by default from one pass over the
+// full-precision model (a decision); with gptq_sequential as the reference
+// code does, one decoder layer at a time (then lm_head) from the model whose
+// earlier layers are already quantized (a temporary fp32 copy of the model
+// with those layers decoded, under the system temp directory, removed
+// afterwards; L+1 calibration passes). Every quantized weight, lm_head included
 // when lm_head_bits > 0 (affine, 2..8 bits; a tied head uses the embedding
 // matrix and lm_head's observed input), is quantized by QuantizeGptq with
 // gptq_percdamp, gptq_act_order (static groups) and gptq_block_size, into
 // the affine format with group_size. Quality figures added:
 // output_error_rel_gptq and output_error_rel_rtn (mean over the quantized
 // weights of tr(E H E^T) / tr(W H W^T), E the quantization error of GPTQ and
-// of RTN on the same groups), gptq_calibration_seconds, gptq_seconds.
+// of RTN on the same groups), gptq_calibration_seconds, gptq_quantize_seconds,
+// gptq_seconds.
 //
 // Provenance stamped in the manifest: source path as given; source_sha256 as
 // docs/ARTIFACT.md defines it (sha256 of the concatenated hex sha256 of the
@@ -133,6 +137,7 @@ struct QuantizeModelOptions {
   double gptq_percdamp = 0.01;      // Dampening: this fraction of mean diag(H) is added to the diagonal.
   bool gptq_act_order = false;      // Columns by descending H_jj, group grids fixed up front (static groups).
   int64_t gptq_block_size = 128;    // Columns per lazy batch update.
+  bool gptq_sequential = false;     // Hessians through the already quantized layers, layer by layer.
 
   int threads = 0;  // 0 = all hardware threads.
   // Receives one human-readable progress line at a time (no newline); may be
