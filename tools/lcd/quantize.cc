@@ -58,6 +58,11 @@ int RunQuantize(int argc, char** argv) {
       ("gptq-act-order", "gptq: quantize columns by descending H_jj (group grids fixed up front: static groups)")
       ("gptq-block-size", "gptq: columns per lazy batch update", cxxopts::value<int64_t>()->default_value("128"))
       ("gptq-sequential", "gptq: collect each layer's Hessian through the already quantized layers (L+1 passes)")
+      ("resume", "Checkpoint directory of the distillation: continue from its checkpoint when it holds one of "
+       "the same settings, else start and checkpoint there (methods without a training loop start over)",
+       cxxopts::value<std::string>())
+      ("checkpoint-every", "With --resume: distillation steps between checkpoints",
+       cxxopts::value<int64_t>()->default_value("50"))
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
       ("json", "Print the written manifest's quality figures as one JSON object on stdout")
       ("progress-fd", "Also write progress as JSON lines {phase, progress, message} to this file descriptor",
@@ -106,6 +111,8 @@ int RunQuantize(int argc, char** argv) {
     o.gptq_act_order = flags.count("gptq-act-order") > 0;
     o.gptq_block_size = flags["gptq-block-size"].as<int64_t>();
     o.gptq_sequential = flags.count("gptq-sequential") > 0;
+    if (flags.count("resume")) o.resume_dir = flags["resume"].as<std::string>();
+    o.kd_checkpoint_every = flags["checkpoint-every"].as<int64_t>();
     json = flags.count("json") > 0;
     if (flags.count("progress-fd")) progress_fd = flags["progress-fd"].as<int>();
   } catch (const std::exception& e) {

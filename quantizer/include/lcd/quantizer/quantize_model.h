@@ -131,6 +131,10 @@ struct QuantizeModelOptions {
   double kd_temperature = 0.8;      // Of the teacher's sampling.
   uint64_t kd_seed = 0;
   bool kd_speculative = false;      // Keep a re-assignment only when it does not raise the KD loss.
+  // Checkpoint directory of the distillation (empty: none): resumed from
+  // when it holds a checkpoint of the same settings (quantizer/src/distill.h).
+  std::string resume_dir;
+  int64_t kd_checkpoint_every = 50;  // End-to-end steps between checkpoints (with resume_dir; >= 1).
   int64_t kd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).
 
   // GPTQ (method "gptq"), see "GPTQ" above and lcd/quantizer/gptq.h.
