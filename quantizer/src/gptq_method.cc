@@ -47,7 +47,7 @@ namespace lcd::quantizer::internal {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr double kCalibrateEnd = 0.3 * kModelMethodProgressEnd;  // Of the whole job.
+constexpr double kCalibrateShare = 0.3;  // Of each stage's share of the progress.
 
 double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
 
@@ -202,10 +202,17 @@ absl::StatusOr<ModelMethodResult> RunGptq(const QuantizeModelOptions& o, const s
   double calib_seconds = 0.0, quant_seconds = 0.0;
   int64_t done_weights = 0, done = 0, calib_tokens = 0, calib_samples = 0;
   double sum_rel_gptq = 0.0, sum_rel_rtn = 0.0;
+  // Progress: every stage an equal share of [0, kModelMethodProgressEnd],
+  // its first kCalibrateShare for calibration, the rest by weights quantized.
   const double per_stage = kModelMethodProgressEnd / static_cast<double>(stages.size());
   for (size_t si = 0; si < stages.size(); ++si) {
     const std::vector<std::string>& stage = stages[si];
     const double stage0 = per_stage * static_cast<double>(si);
+    int64_t stage_weights = 0, stage_done = 0;
+    for (const std::string& name : stage) {
+      LCD_ASSIGN_OR_RETURN(runtime::TensorView t, ckpt->Get(ckpt->Has(name) ? name : "model.embed_tokens.weight"));
+      stage_weights += t.num_elements();
+    }
     // 1. E[x x^T] of the stage's weights' inputs.
     const Clock::time_point cstart = Clock::now();
     std::string calib_model = o.model_dir;
@@ -225,7 +232,9 @@ absl::StatusOr<ModelMethodResult> RunGptq(const QuantizeModelOptions& o, const s
       copts.bos = tokenizer->bos_id();
       copts.gram_for = [&](std::string_view name) { return wanted.count(name) > 0; };
       copts.progress = [&](int64_t w, int64_t total) {
-        progress("calibrate", stage0 + 0.3 * per_stage * static_cast<double>(w) / static_cast<double>(std::max<int64_t>(total, 1)),
+        progress("calibrate",
+                 stage0 + kCalibrateShare * per_stage * static_cast<double>(w) /
+                              static_cast<double>(std::max<int64_t>(total, 1)),
                  absl::StrFormat("%scalibration window %d/%d, elapsed %.1fs",
                                  stages.size() > 1 ? absl::StrFormat("stage %d/%d: ", si + 1, stages.size()) : "",
                                  w, total, Seconds(start)));
@@ -274,12 +283,13 @@ absl::StatusOr<ModelMethodResult> RunGptq(const QuantizeModelOptions& o, const s
       res.matrices.emplace(name, std::move(*q));
       if (--users[g] == 0) prepared.erase(g);
       done_weights += rows * cols;
+      stage_done += rows * cols;
       ++done;
       const double elapsed = Seconds(start);
       const double eta = elapsed / static_cast<double>(done_weights) * static_cast<double>(total_weights - done_weights);
       progress("quantize",
-               std::min(kModelMethodProgressEnd,
-                        kModelMethodProgressEnd * static_cast<double>(done_weights) / static_cast<double>(total_weights)),
+               stage0 + per_stage * (kCalibrateShare + (1.0 - kCalibrateShare) * static_cast<double>(stage_done) /
+                                                          static_cast<double>(stage_weights)),
                absl::StrFormat("tensor %d/%d %s [%d x %d] b%d: output error %.3e (rtn %.3e, x%.2f), elapsed %.1fs, "
                                "ETA %.1fs",
                                done, weights.size(), name, rows, cols, bits, rel_gptq, rel_rtn,

@@ -21,7 +21,8 @@ val.txt; lm_head quantized too, 4 bits) must:
     lcd's in-process greedy tokens on the artifact (logits_dump), and differ
     from the fp model's somewhere.
 --gptq-act-order writes an artifact of the same layout with act_order
-recorded. --gptq-sequential (Hessians through the already quantized layers)
+recorded, and reports JSON progress lines on --progress-fd (phases
+calibrate, quantize, write; fractions non-decreasing up to 1). --gptq-sequential (Hessians through the already quantized layers)
 gives layer 0 exactly as the default does and changes later layers and
 lm_head, and leaves no temporary model copy behind. Without --calib the job is refused by name, before any output.
 """
@@ -147,10 +148,26 @@ def test_thread_count_does_not_change_the_artifact(job, tmp_path):
         assert a.read() == b.read()
 
 
-def test_act_order(tmp_path):
+def test_act_order_with_progress_fd(tmp_path):
     out = str(tmp_path / "act")
-    res = _quantize(out, "--gptq-act-order")
+    r, w = os.pipe()
+    try:
+        res = subprocess.run([lcd_paths.lcd_tool(), "quantize", "--model", h.TINY_SHAKESPEARE, "--out", out, *ARGS,
+                              "--gptq-act-order", "--threads", "2", "--progress-fd", str(w)],
+                             capture_output=True, text=True, timeout=600, pass_fds=(w,))
+        os.close(w)
+        w = None
+        with os.fdopen(r) as f:
+            lines = [json.loads(x) for x in f.read().splitlines()]
+    finally:
+        if w is not None:
+            os.close(w)
     assert res.returncode == 0, res.stderr
+    phases = [x["phase"] for x in lines]
+    assert {"calibrate", "quantize", "write"} <= set(phases), phases
+    assert any(x["message"].startswith("[gptq] tensor 29/29") for x in lines)
+    fractions = [x["progress"] for x in lines]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0, fractions
     manifest, tensors = artifact_numpy.dequantize(out)
     assert manifest["method"]["params"]["act_order"] == "true"
     assert manifest["method"]["params"]["static_groups"] == "true"

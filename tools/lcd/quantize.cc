@@ -1,6 +1,6 @@
 // `lcd quantize`: a Hugging Face checkpoint to a quantized artifact v1
-// directory (RTN, importance-weighted k-means, or LCD: k-means init plus
-// knowledge distillation), optionally calibrated on a
+// directory (RTN, importance-weighted k-means, LCD: k-means init plus
+// knowledge distillation, or GPTQ), optionally calibrated on a
 // text file and stamped with perplexity figures. The work is done by
 // lcd::quantizer::QuantizeModel (lcd/quantizer/quantize_model.h); this file
 // only parses flags and prints.
