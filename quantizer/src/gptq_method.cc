@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <limits>
 #include <cmath>
@@ -182,7 +183,10 @@ absl::StatusOr<ModelMethodResult> RunGptq(const QuantizeModelOptions& o, const s
     std::map<int64_t, std::vector<std::string>> by_layer;
     for (const std::string& name : weights) {
       int64_t layer = std::numeric_limits<int64_t>::max();  // lm_head: after every layer.
-      if (name.starts_with("model.layers.")) layer = std::stoll(name.substr(13));
+      if (name.starts_with("model.layers.")) {
+        const char* first = name.data() + 13;
+        std::from_chars(first, name.data() + name.size(), layer);  // QuantizeModel's names: digits follow.
+      }
       by_layer[layer].push_back(name);
     }
     for (auto& [unused, names] : by_layer) stages.push_back(std::move(names));
