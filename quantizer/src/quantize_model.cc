@@ -77,7 +77,7 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
   if (o.bits < 2 || o.bits > 4) {
     return absl::InvalidArgumentError(absl::StrCat("bits must be 2, 3 or 4, got ", o.bits));
   }
-  const int head_max = o.method == "rtn" ? kRtnMaxBits : kKmeansMaxBits;
+  const int head_max = o.method == "rtn" || o.method == "gptq" ? kRtnMaxBits : kKmeansMaxBits;
   if (o.lm_head_bits != 0 && (o.lm_head_bits < 2 || o.lm_head_bits > head_max)) {
     return absl::InvalidArgumentError(absl::StrCat("lm_head bits for ", o.method, " must be in [2, ", head_max,
                                                    "] (or 0 to keep it dense), got ", o.lm_head_bits));
@@ -88,6 +88,14 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
   if (o.kmeans_iters < 0) return absl::InvalidArgumentError("k-means iterations must be >= 0");
   if (!o.calib_path.empty() && o.method == "rtn") {
     return absl::InvalidArgumentError("calibration data is only used by --method kmeans and lcd; rtn takes none");
+  }
+  if (o.method == "gptq") {
+    if (o.calib_path.empty()) {
+      return absl::InvalidArgumentError("gptq needs calibration text: pass --calib FILE (e.g. a WikiText-2 train split)");
+    }
+    if (!(o.gptq_percdamp >= 0.0 && o.gptq_percdamp <= 1.0) || o.gptq_block_size < 1) {
+      return absl::InvalidArgumentError("gptq: dampening must be in [0, 1] and block size >= 1");
+    }
   }
   if (o.calib_tokens < 0) return absl::InvalidArgumentError("calibration tokens must be >= 0");
   if (o.kd_checkpoint_every < 1) return absl::InvalidArgumentError("checkpoint-every must be >= 1");
@@ -317,6 +325,7 @@ ModelMethod FindModelMethod(std::string_view name) {
       {"lcd", &RunLcd},
       {"r2q", &RunR2q},
       {"bitdistiller", &RunBitDistiller},
+      {"gptq", &RunGptq},
   };
   for (const auto& [n, run] : kModelMethods) {
     if (n == name) return run;

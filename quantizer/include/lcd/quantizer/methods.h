@@ -22,6 +22,7 @@ inline constexpr std::array kMethods = {
     MethodInfo{"r2q", "2-bit only: two residual 1-bit planes per group (binary-coded, LUT kernels); --steps 0 = closed form"},
     MethodInfo{"bitdistiller",
                "clipping search + self-distillation QAT (INT2 affine / NF3 codebook); the QAT peer to compare with"},
+    MethodInfo{"gptq", "Hessian-based rounding with error feedback (affine, needs --calib); minutes, the standard PTQ baseline"},
 };
 
 inline bool IsKnownMethod(std::string_view name) {

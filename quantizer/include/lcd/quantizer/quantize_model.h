@@ -59,6 +59,24 @@
 // post-training R2Q. Stored: fp16 (alpha1, alpha2, 0) per group, 2-bit codes
 // (bit 0 = B1, bit 1 = B2). InvalidArgument for bits != 2, lm_head_bits,
 // r2q_refit < 0 and the kd ranges lcd checks.
+// GPTQ (method "gptq"; lcd/quantizer/gptq.h has the per-matrix algorithm):
+// calibration text is required (calib_path; InvalidArgument without it). It
+// is tokenized, cut to calib_tokens and run through the FULL-PRECISION model
+// in windows of calib_window tokens as for k-means; E[x x^T] of every
+// quantized weight's input is its Hessian: by default from one pass over the
+// full-precision model (a decision); with gptq_sequential as the reference
+// code does, one decoder layer at a time (then lm_head) from the model whose
+// earlier layers are already quantized (a temporary fp32 copy of the model
+// with those layers decoded, under the system temp directory, removed
+// afterwards; L+1 calibration passes). Every quantized weight, lm_head included
+// when lm_head_bits > 0 (affine, 2..8 bits; a tied head uses the embedding
+// matrix and lm_head's observed input), is quantized by QuantizeGptq with
+// gptq_percdamp, gptq_act_order (static groups) and gptq_block_size, into
+// the affine format with group_size. Quality figures added:
+// output_error_rel_gptq and output_error_rel_rtn (mean over the quantized
+// weights of tr(E H E^T) / tr(W H W^T), E the quantization error of GPTQ and
+// of RTN on the same groups), gptq_calibration_seconds, gptq_quantize_seconds,
+// gptq_seconds.
 //
 // Provenance stamped in the manifest: source path as given; source_sha256 as
 // docs/ARTIFACT.md defines it (sha256 of the concatenated hex sha256 of the
@@ -76,10 +94,14 @@
 // rewritten atomically.
 //
 // Errors (absl::Status; nothing is thrown): InvalidArgument for an unknown
-// method, lcd or bitdistiller with lm_head_bits, bitdistiller with
-// kd_speculative (its codes follow the weights: nothing to judge), a kd_lr_schedule other than
-// "", cosine or constant, lcd options out of range, bits outside 2..4, lm_head_bits outside the method's range
-// (rtn 2..8, kmeans 2..4), group_size < 1, --calib with rtn, an out_dir that
+// method, a distilling method (lcd, r2q, bitdistiller) with lm_head_bits or
+// with kd_* options out of range, r2q at bits other than 2 or with
+// r2q_refit < 0, bitdistiller with kd_speculative (its codes follow the
+// weights: nothing to judge), a kd_lr_schedule other than "", cosine or
+// constant, kd_checkpoint_every < 1, bits outside 2..4, lm_head_bits outside
+// the method's range (rtn and gptq 2..8, kmeans 2..4), group_size < 1,
+// --calib with rtn, gptq without calibration or with gptq_percdamp outside
+// [0, 1] or gptq_block_size < 1, an out_dir that
 // exists and is not empty (left untouched), a checkpoint lacking a decoder
 // linear weight or holding one that is not a 2-D float tensor; the
 // loaders' errors (NotFound, Unimplemented for an unsupported architecture)
@@ -151,6 +173,12 @@ struct QuantizeModelOptions {
 
   // R2Q (method "r2q"), see "R2Q" above; the kd_* options drive its QAT.
   int r2q_refit = 0;                // Least-squares refit + re-assignment rounds after the closed form.
+
+  // GPTQ (method "gptq"), see "GPTQ" above and lcd/quantizer/gptq.h.
+  double gptq_percdamp = 0.01;      // Dampening: this fraction of mean diag(H) is added to the diagonal.
+  bool gptq_act_order = false;      // Columns by descending H_jj, group grids fixed up front (static groups).
+  int64_t gptq_block_size = 128;    // Columns per lazy batch update.
+  bool gptq_sequential = false;     // Hessians through the already quantized layers, layer by layer.
 
   int threads = 0;  // 0 = all hardware threads.
   // Receives one human-readable progress line at a time (no newline); may be
