@@ -45,12 +45,11 @@ double Seconds(Clock::time_point since) {
 }
 
 absl::Status ValidateOptions(const QuantizeModelOptions& o) {
-  if (!IsKnownMethod(o.method)) {
+  const MethodInfo* method = FindMethod(o.method);
+  if (method == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("unknown method '", o.method, "' (", MethodNames(", "), ")"));
   }
-  // The methods that train through the distillation driver (distill.h).
-  const bool distills = o.method == "lcd" || o.method == "r2q" || o.method == "bitdistiller";
-  if (distills) {
+  if (method->distills) {
     if (o.lm_head_bits != 0) {
       return absl::InvalidArgumentError(
           absl::StrCat(o.method, " keeps lm_head dense; --quantize-lm-head is for rtn/kmeans"));
@@ -87,12 +86,13 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
   }
   if (o.kmeans_iters < 0) return absl::InvalidArgumentError("k-means iterations must be >= 0");
   if (!o.calib_path.empty() && o.method == "rtn") {
-    return absl::InvalidArgumentError("calibration data is only used by --method kmeans and lcd; rtn takes none");
+    return absl::InvalidArgumentError("calibration data is not used by --method rtn; rtn takes none");
+  }
+  if (method->needs_calibration_file && o.calib_path.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(o.method, " needs calibration text: pass --calib FILE (e.g. a WikiText-2 train split)"));
   }
   if (o.method == "gptq") {
-    if (o.calib_path.empty()) {
-      return absl::InvalidArgumentError("gptq needs calibration text: pass --calib FILE (e.g. a WikiText-2 train split)");
-    }
     if (!(o.gptq_percdamp >= 0.0 && o.gptq_percdamp <= 1.0) || o.gptq_block_size < 1) {
       return absl::InvalidArgumentError("gptq: dampening must be in [0, 1] and block size >= 1");
     }

@@ -144,6 +144,7 @@ def test_refused_submits_store_nothing(root):
                 (spec(pb2, method="magic"), AUTH, grpc.StatusCode.INVALID_ARGUMENT),
                 (spec(pb2, bits=7), AUTH, grpc.StatusCode.INVALID_ARGUMENT),
                 (spec(pb2, group_size=3), AUTH, grpc.StatusCode.INVALID_ARGUMENT),
+                (spec(pb2, method="gptq"), AUTH, grpc.StatusCode.INVALID_ARGUMENT),  # needs a calibration_file
                 (spec(pb2, target_model="../escape"), AUTH, grpc.StatusCode.INVALID_ARGUMENT),
                 (spec(pb2, target_model="x" * 300), AUTH, grpc.StatusCode.INVALID_ARGUMENT),
                 (spec(pb2, budget_seconds=-1), AUTH, grpc.StatusCode.INVALID_ARGUMENT),

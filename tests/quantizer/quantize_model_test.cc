@@ -254,7 +254,7 @@ TEST_F(QuantizeModelTest, RejectsBadOptionsAndLeavesNothingBehind) {
   expect_invalid(Options("gptq", 4, 64), "gptq needs calibration text");  // No calib_path.
   QuantizeModelOptions o = Options("rtn", 4, 64);
   o.calib_path = model_ + "/val.txt";
-  expect_invalid(o, "kmeans");
+  expect_invalid(o, "not used by --method rtn");
   o = Options("kmeans", 4, 64);
   o.lm_head_bits = 5;
   expect_invalid(o, "lm_head");

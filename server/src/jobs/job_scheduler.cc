@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "lcd/base/logging.h"
+#include "lcd/quantizer/methods.h"
 
 namespace lcd::server::jobs {
 namespace {
@@ -205,7 +206,8 @@ void JobScheduler::RunJob(JobRecord job) {
       ws.argv.push_back("--samples");
       ws.argv.push_back(std::to_string(spec.calibration_samples));
     }
-    if (!options_.checkpoint_dir.empty()) {
+    const quantizer::MethodInfo* method = quantizer::FindMethod(spec.method);
+    if (!options_.checkpoint_dir.empty() && method != nullptr && method->distills) {
       ws.argv.push_back("--resume");
       ws.argv.push_back(CheckpointDir(job.id));
     }

@@ -92,6 +92,11 @@ absl::Status JobServiceImpl::ValidateSubmit(const lcd::v1::SubmitJobRequest& r) 
     return absl::InvalidArgumentError(absl::StrCat("group_size must be in [8, 65536], got ", r.group_size()));
   }
   if (absl::Status st = CheckText("calibration_file", r.calibration_file(), kMaxPath); !st.ok()) return st;
+  const quantizer::MethodInfo* method = quantizer::FindMethod(r.method());
+  if (method != nullptr && method->needs_calibration_file && r.calibration_file().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("method ", r.method(), " needs a calibration_file (it has no teacher-generated fallback)"));
+  }
   if (r.calibration_samples() < 0 || r.calibration_samples() > 1000000) {
     return absl::InvalidArgumentError("calibration_samples must be in [0, 1000000]");
   }

@@ -13,24 +13,33 @@ namespace lcd::quantizer {
 struct MethodInfo {
   std::string_view name;
   std::string_view summary;  // One line: what it is and when to use it.
+  bool distills = false;       // Trains through the distillation driver (kd_* options, --resume).
+  bool needs_calibration_file = false;  // Refused without --calib (no teacher-generated fallback).
 };
 
 inline constexpr std::array kMethods = {
     MethodInfo{"rtn", "round-to-nearest affine per group; no data, seconds; the floor every method must beat"},
     MethodInfo{"kmeans", "importance-weighted k-means codebook per (row, group); no training, optional calibration"},
-    MethodInfo{"lcd", "k-means init + knowledge distillation of centroids and latent weights; best at 2-3 bits"},
-    MethodInfo{"r2q", "2-bit only: two residual 1-bit planes per group (binary-coded, LUT kernels); --steps 0 = closed form"},
+    MethodInfo{"lcd", "k-means init + knowledge distillation of centroids and latent weights; best at 2-3 bits",
+               /*distills=*/true},
+    MethodInfo{"r2q", "2-bit only: two residual 1-bit planes per group (binary-coded, LUT kernels); --steps 0 = closed form",
+               /*distills=*/true},
     MethodInfo{"bitdistiller",
-               "clipping search + self-distillation QAT (INT2 affine / NF3 codebook); the QAT peer to compare with"},
-    MethodInfo{"gptq", "Hessian-based rounding with error feedback (affine, needs --calib); minutes, the standard PTQ baseline"},
+               "clipping search + self-distillation QAT (INT2 affine / NF3 codebook); the QAT peer to compare with",
+               /*distills=*/true},
+    MethodInfo{"gptq", "Hessian-based rounding with error feedback (affine, needs --calib); minutes, the standard PTQ baseline",
+               /*distills=*/false, /*needs_calibration_file=*/true},
 };
 
-inline bool IsKnownMethod(std::string_view name) {
+// The method of that name, or nullptr.
+inline const MethodInfo* FindMethod(std::string_view name) {
   for (const MethodInfo& m : kMethods) {
-    if (m.name == name) return true;
+    if (m.name == name) return &m;
   }
-  return false;
+  return nullptr;
 }
+
+inline bool IsKnownMethod(std::string_view name) { return FindMethod(name) != nullptr; }
 
 // "rtn | kmeans | lcd" (for help texts and errors).
 inline std::string MethodNames(std::string_view separator = " | ") {
