@@ -5,15 +5,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "lcd/server/credentials.h"
+#include "lcd/server/jobs/submit_validation.h"
 #include "lcd/base/status_macros.h"
 #include "lcd/server/request_validation.h"
 #include "lcd/server/status_mapping.h"
 
 namespace lcd::server::jobs {
 namespace {
-
-constexpr size_t kMaxKey = 128;
-constexpr size_t kMaxPath = 4096;
 
 lcd::v1::JobState ToProto(JobState s) {
   switch (s) {
@@ -54,17 +52,6 @@ void ToProto(const JobRecord& j, lcd::v1::Job* out) {
   out->set_last_event_seq(j.last_event);
 }
 
-// Client strings are stored and echoed back; keep them short and printable.
-absl::Status CheckText(const char* field, const std::string& v, size_t max) {
-  if (v.size() > max) return absl::InvalidArgumentError(absl::StrCat(field, " is longer than ", max, " bytes"));
-  for (unsigned char c : v) {
-    if (c < 0x20 || c == 0x7f || c >= 0x80) {
-      return absl::InvalidArgumentError(absl::StrCat(field, " must be printable ASCII"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 JobServiceImpl::JobServiceImpl(JobStore* store, JobScheduler* scheduler, JobServiceOptions options)
@@ -76,34 +63,7 @@ absl::Status JobServiceImpl::Authorize(const grpc::ServerContext& ctx) const {
 }
 
 absl::Status JobServiceImpl::ValidateSubmit(const lcd::v1::SubmitJobRequest& r) const {
-  if (r.source_model().empty()) return absl::InvalidArgumentError("source_model is required");
-  if (absl::Status st = CheckText("source_model", r.source_model(), kMaxPath); !st.ok()) return st;
-  LCD_RETURN_IF_ERROR(ValidateModelName(r.target_model(), "target_model"));
-  if (options_.methods.count(r.method()) == 0) {
-    std::string known;
-    for (const std::string& m : options_.methods) absl::StrAppend(&known, known.empty() ? "" : ", ", m);
-    if (absl::Status st = CheckText("method", r.method(), 64); !st.ok()) return st;
-    return absl::InvalidArgumentError(absl::StrCat("unknown method '", r.method(), "' (known: ", known, ")"));
-  }
-  if (r.bits() < 2 || r.bits() > 4) {
-    return absl::InvalidArgumentError(absl::StrCat("bits must be 2, 3 or 4, got ", r.bits()));
-  }
-  if (r.group_size() < 8 || r.group_size() > 65536) {
-    return absl::InvalidArgumentError(absl::StrCat("group_size must be in [8, 65536], got ", r.group_size()));
-  }
-  if (absl::Status st = CheckText("calibration_file", r.calibration_file(), kMaxPath); !st.ok()) return st;
-  const quantizer::MethodInfo* method = quantizer::FindMethod(r.method());
-  if (method != nullptr && method->needs_calibration_file && r.calibration_file().empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("method ", r.method(), " needs a calibration_file (it has no teacher-generated fallback)"));
-  }
-  if (r.calibration_samples() < 0 || r.calibration_samples() > 1000000) {
-    return absl::InvalidArgumentError("calibration_samples must be in [0, 1000000]");
-  }
-  if (!(r.budget_seconds() >= 0 && r.budget_seconds() <= 7 * 24 * 3600)) {
-    return absl::InvalidArgumentError("budget_seconds must be in [0, 604800]");
-  }
-  return CheckText("idempotency_key", r.idempotency_key(), kMaxKey);
+  return ValidateSubmitJobRequest(r, options_.methods);
 }
 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const lcd::v1::SubmitJobRequest* req,
@@ -138,7 +98,7 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const lcd::v1::
 }
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext*, const lcd::v1::GetJobRequest* req, lcd::v1::Job* out) {
-  if (absl::Status st = CheckText("id", req->id(), 64); !st.ok()) return ToGrpcStatus(st);
+  if (absl::Status st = ValidateJobText("id", req->id(), 64); !st.ok()) return ToGrpcStatus(st);
   absl::StatusOr<JobRecord> j = store_->Get(req->id());
   if (!j.ok()) return ToGrpcStatus(j.status());
   ToProto(*j, out);
@@ -174,7 +134,7 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*, const lcd::v1::ListJ
   }
   f.target_model = req->target_model();
   f.page_size = req->page_size() == 0 ? 50 : req->page_size();
-  if (absl::Status st = CheckText("page_token", req->page_token(), 32); !st.ok()) return ToGrpcStatus(st);
+  if (absl::Status st = ValidateJobText("page_token", req->page_token(), 32); !st.ok()) return ToGrpcStatus(st);
   f.page_token = req->page_token();
   absl::StatusOr<ListPage> page = store_->List(f);
   if (!page.ok()) return ToGrpcStatus(page.status());
@@ -185,7 +145,7 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*, const lcd::v1::ListJ
 
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const lcd::v1::WatchJobRequest* req,
                                       grpc::ServerWriter<lcd::v1::JobEvent>* writer) {
-  if (absl::Status st = CheckText("id", req->id(), 64); !st.ok()) return ToGrpcStatus(st);
+  if (absl::Status st = ValidateJobText("id", req->id(), 64); !st.ok()) return ToGrpcStatus(st);
   if (req->after_seq() < 0) return ToGrpcStatus(absl::InvalidArgumentError("after_seq must be >= 0"));
   int64_t after = req->after_seq();
   for (;;) {
@@ -212,7 +172,7 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const lcd::v1::W
 grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const lcd::v1::CancelJobRequest* req,
                                        lcd::v1::Job* out) {
   if (absl::Status st = Authorize(*ctx); !st.ok()) return ToGrpcStatus(st);
-  if (absl::Status st = CheckText("id", req->id(), 64); !st.ok()) return ToGrpcStatus(st);
+  if (absl::Status st = ValidateJobText("id", req->id(), 64); !st.ok()) return ToGrpcStatus(st);
   if (absl::Status st = store_->RequestCancel(req->id(), absl::ToUnixMillis(absl::Now())); !st.ok()) {
     return ToGrpcStatus(st);
   }
