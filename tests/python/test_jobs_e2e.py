@@ -6,7 +6,8 @@ Covers: refused submits (no/bad token, paths outside the roots, unknown
 method, impossible bits/group size) store nothing; an idempotent submit;
 watch to SUCCEEDED with progress; the published artifact; the CLI's
 submit --watch and list; the metrics; cancel mid-job; kill -9 of lcd-jobs
-mid-job and a restart that resumes the job; a clean SIGTERM. No `.partial`
+mid-job and a restart that resumes the job; a clean SIGTERM; TLS; a full disk
+mid-write (FAILED with the write error, no version left). No `.partial`
 directory (or unverified version) is ever left where lcd-server looks.
 """
 import os
@@ -26,7 +27,8 @@ TOKEN = "s3cret-token-for-the-e2e-test"
 
 
 class JobsProcess:
-    def __init__(self, root, worker=None, extra=()):
+    def __init__(self, root, worker=None, extra=(), root_cert=None):
+        self.root_cert = root_cert  # PEM of the CA when the daemon serves TLS.
         self.grpc_port = h.free_port()
         self.metrics_port = h.free_port()
         self.root = root
@@ -46,7 +48,7 @@ class JobsProcess:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
         deadline = time.time() + timeout
-        with grpc.insecure_channel(self.address) as ch:
+        with self.channel() as ch:
             stub = health_pb2_grpc.HealthStub(ch)
             while time.time() < deadline:
                 assert self.proc.poll() is None, f"lcd-jobs exited: {self.log_text()}"
@@ -58,6 +60,12 @@ class JobsProcess:
                     pass
                 time.sleep(0.05)
         raise AssertionError(f"lcd-jobs not serving: {self.log_text()}")
+
+    def channel(self):
+        import grpc
+        if self.root_cert is None:
+            return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(self.address, grpc.ssl_channel_credentials(root_certificates=self.root_cert))
 
     def log_text(self):
         self.log.flush()
@@ -262,3 +270,76 @@ def test_kill9_of_lcd_jobs_mid_job_then_restart_resumes(root):
         assert os.listdir(os.path.join(root, "artifacts", "tiny")) == [str(j.version)]
     finally:
         assert d2.stop() == 0
+
+
+def test_tls(root, tmp_path):
+    """lcd-jobs with --tls-cert-file/--tls-key-file: a job submitted over TLS (with the token)
+    succeeds; a plaintext client is refused at the transport; half a TLS configuration is a
+    configuration error (exit 2, naming the missing setting)."""
+    import grpc
+    pb2, pb2_grpc = h.jobs_stubs()
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    d = JobsProcess(root, extra=["--tls-cert-file", str(cert), "--tls-key-file", str(key)],
+                    root_cert=cert.read_bytes())
+    try:
+        with d.channel() as ch:
+            stub = pb2_grpc.JobServiceStub(ch)
+            job = stub.SubmitJob(spec(pb2), metadata=AUTH, timeout=30)
+            assert wait_state(stub, pb2, job.id, {pb2.JOB_STATE_SUCCEEDED, pb2.JOB_STATE_FAILED}).state == \
+                pb2.JOB_STATE_SUCCEEDED
+        with grpc.insecure_channel(d.address) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                pb2_grpc.JobServiceStub(ch).ListJobs(pb2.ListJobsRequest(), timeout=5)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        assert d.stop() == 0
+    args = [JOBS_BIN, "--grpc-port", str(h.free_port()), "--metrics-port", str(h.free_port()),
+            "--store", os.path.join(root, "other.db"), "--artifact-root", os.path.join(root, "artifacts"),
+            "--model-roots", os.path.join(h.SOURCE_DIR, "models"), "--token-file", os.path.join(root, "token"),
+            "--tls-cert-file", str(cert)]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "tls_key_file" in r.stdout + r.stderr
+
+
+def test_full_disk_mid_write_fails_the_job_and_leaves_no_version(root):
+    """A worker whose artifact write fails partway (a full disk; here the file-size limit
+    RLIMIT_FSIZE of 64 KiB with SIGXFSZ ignored, so write() fails with EFBIG as it fails with
+    ENOSPC) is retried, then FAILED with the write error as its reason; no version and no
+    partial directory is left, and the daemon goes on serving: with room again, the next job
+    publishes (under the next unused version number: every attempt took one)."""
+    import grpc
+    pb2, pb2_grpc = h.jobs_stubs()
+    full = os.path.join(root, "full_disk_worker.sh")
+    with open(full, "w") as f:
+        f.write("#!/bin/sh\ntrap '' XFSZ\nulimit -f 128\n" f"exec {LCD_BIN} \"$@\"\n")
+    os.chmod(full, stat.S_IRWXU)
+    d = JobsProcess(root, worker=full, extra=["--max-attempts", "2"])
+    try:
+        with d.channel() as ch:
+            stub = pb2_grpc.JobServiceStub(ch)
+            job = stub.SubmitJob(spec(pb2), metadata=AUTH, timeout=30)
+            j = wait_state(stub, pb2, job.id, {pb2.JOB_STATE_SUCCEEDED, pb2.JOB_STATE_FAILED}, timeout=120)
+            assert j.state == pb2.JOB_STATE_FAILED, j
+            assert j.attempts == 2
+            assert "File too large" in j.reason, j.reason
+            assert not os.path.exists(os.path.join(root, "artifacts", "tiny")) or \
+                os.listdir(os.path.join(root, "artifacts", "tiny")) == [], os.listdir(os.path.join(root, "artifacts"))
+            no_partials(root)
+            print(f"full disk: {job.id} FAILED after {j.attempts} attempts: {j.reason[:160]}")
+    finally:
+        assert d.stop() == 0
+    # Room again (the real worker): the daemon and its store carry on.
+    d = JobsProcess(root)
+    try:
+        with d.channel() as ch:
+            stub = pb2_grpc.JobServiceStub(ch)
+            job = stub.SubmitJob(spec(pb2), metadata=AUTH, timeout=30)
+            j = wait_state(stub, pb2, job.id, {pb2.JOB_STATE_SUCCEEDED, pb2.JOB_STATE_FAILED}, timeout=120)
+            assert j.state == pb2.JOB_STATE_SUCCEEDED, j
+            assert os.listdir(os.path.join(root, "artifacts", "tiny")) == [str(j.version)]
+    finally:
+        assert d.stop() == 0
