@@ -88,7 +88,7 @@ void Finished(const CallCore& core, const GenerationEvent& ev, const grpc::Statu
   LogRequest(core.request_id, core.model->name, core.model->version, ev, absl::Now() - core.start,
              status);
   if (core.service->metrics() != nullptr) {
-    core.service->metrics()->RecordRequest(core.model->name, RequestStatusLabel(ev, status));
+    core.service->metrics()->RecordRequest(core.model->name, core.model->version, RequestStatusLabel(ev, status));
   }
 }
 
@@ -158,7 +158,7 @@ template <typename Reactor>
 void Reject(Reactor* reactor, CallCore& core, const std::string& model, const absl::Status& st) {
   LCD_LOG(INFO) << "request rejected model=" << model << " status=" << st;
   if (core.service->metrics() != nullptr) {
-    core.service->metrics()->RecordRequest(MetricsModelLabel(core.service->registry(), model),
+    core.service->metrics()->RecordRequest(MetricsModelLabel(core.service->registry(), model), "",
                                            "rejected");
   }
   {

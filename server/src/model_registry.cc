@@ -209,7 +209,7 @@ absl::StatusOr<std::shared_ptr<ModelInstance>> ModelRegistry::LoadInstance(
   runtime::EngineOptions eopts = options_.engine;
   eopts.observer = nullptr;
   if (options_.metrics != nullptr) {
-    inst->observer = options_.metrics->NewObserver(name);
+    inst->observer = options_.metrics->NewObserver(name, inst->version);
     eopts.observer = inst->observer.get();
   }
   const int64_t model_ctx = inst->model->config().ServableContext();
@@ -352,7 +352,13 @@ absl::Status ModelRegistry::LoadImpl(const std::string& name, const std::string&
     e.path = path;
     e.error.clear();
   }
-  if (options_.metrics != nullptr) options_.metrics->RecordModelLoad(name, seconds);
+  if (options_.metrics != nullptr) {
+    options_.metrics->RecordModelLoad(name, seconds);
+    std::shared_ptr<ModelInstance> now = Get(name).value_or(nullptr);
+    if (now != nullptr) {
+      options_.metrics->RecordServing(name, now->version, now->quant_method, now->quant_bits, now->quant_group_size);
+    }
+  }
   LCD_LOG(INFO) << "model " << name << ": READY (version " << ver << ", " << seconds << " s)";
   Notify(name, true);
   if (old != nullptr) {
@@ -371,10 +377,15 @@ absl::StatusOr<std::string> ModelRegistry::ResolveClientPath(const std::string& 
   return ResolveUnderRoots(options_.model_roots, path, PathKind::kDirectory, "model path", "model roots");
 }
 
-void ModelRegistry::Retire(std::shared_ptr<ModelInstance> instance, absl::Duration drain) {
+void ModelRegistry::Retire(std::shared_ptr<ModelInstance> instance, absl::Duration drain) const {
   // Requests still pinning the instance keep its memory alive, but their
   // engine has delivered a final event to each of them by now.
   instance->engine->Shutdown(drain);
+  if (options_.metrics == nullptr) return;
+  // A reload of the same version may already serve under these labels.
+  absl::StatusOr<std::shared_ptr<ModelInstance>> now = Get(instance->name);
+  if (now.ok() && *now != instance && (*now)->version == instance->version) return;
+  options_.metrics->ForgetVersion(instance->name, instance->version);
 }
 
 absl::Status ModelRegistry::Unload(const std::string& name, absl::Duration drain) {
@@ -528,7 +539,7 @@ void ModelRegistry::Shutdown(absl::Duration drain) {
   // Drain in parallel so the total wait is one drain timeout, not one per model.
   std::vector<std::thread> drains;
   for (auto& [name, inst] : live) {
-    drains.emplace_back([inst = inst, drain] { Retire(inst, drain); });
+    drains.emplace_back([this, inst = inst, drain] { Retire(inst, drain); });
   }
   for (auto& t : drains) t.join();
   {
@@ -545,15 +556,12 @@ void ModelRegistry::Shutdown(absl::Duration drain) {
 
 void ModelRegistry::SampleStats() const {
   if (options_.metrics == nullptr) return;
-  std::vector<std::pair<std::string, std::shared_ptr<ModelInstance>>> live;
-  {
-    absl::ReaderMutexLock lock(&mu_);
-    for (const auto& [name, e] : entries_) {
-      if (e.current != nullptr) live.emplace_back(name, e.current);
-    }
-  }
-  for (const auto& [name, inst] : live) {
-    options_.metrics->RecordEngineStats(name, inst->engine->Stats());
+  // Under the lock: a version swapped out after this sample is retired (and
+  // its gauges removed, ForgetVersion) only after the swap, so a sample never
+  // brings a retired version's gauges back.
+  absl::ReaderMutexLock lock(&mu_);
+  for (const auto& [name, e] : entries_) {
+    if (e.current != nullptr) options_.metrics->RecordEngineStats(name, e.current->version, e.current->engine->Stats());
   }
 }
 

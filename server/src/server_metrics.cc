@@ -6,6 +6,8 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <map>
+#include <string>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -42,22 +44,26 @@ prometheus::Family<prometheus::Histogram>& Histogram(prometheus::Registry& r, co
   return prometheus::BuildHistogram().Name(name).Help(help).Register(r);
 }
 
+std::map<std::string, std::string> Labels(const std::string& model, const std::string& version) {
+  return {{"model", model}, {"version", version}};
+}
+
 }  // namespace
 
 // The engine's hooks; children are resolved once, so the engine thread then
 // only touches atomics.
 class MetricsObserver final : public runtime::EngineObserver {
  public:
-  MetricsObserver(ServerMetrics* m, const std::string& model)
-      : batch_size_(m->batch_size_.Add({{"model", model}}, BatchSizeBuckets())),
-        iteration_tokens_(m->iteration_tokens_.Add({{"model", model}}, PowersOfTwo(13))),
-        ttft_(m->ttft_.Add({{"model", model}}, LatencyBuckets())),
-        itl_(m->itl_.Add({{"model", model}}, LatencyBuckets())),
-        e2e_(m->request_duration_.Add({{"model", model}}, LatencyBuckets())),
-        queue_(m->queue_time_.Add({{"model", model}}, LatencyBuckets())),
-        prompt_tokens_(m->prompt_tokens_.Add({{"model", model}})),
-        generation_tokens_(m->generation_tokens_.Add({{"model", model}})),
-        preemptions_(m->preemptions_.Add({{"model", model}})) {}
+  MetricsObserver(ServerMetrics* m, const std::string& model, const std::string& version)
+      : batch_size_(m->batch_size_.Add(Labels(model, version), BatchSizeBuckets())),
+        iteration_tokens_(m->iteration_tokens_.Add(Labels(model, version), PowersOfTwo(13))),
+        ttft_(m->ttft_.Add(Labels(model, version), LatencyBuckets())),
+        itl_(m->itl_.Add(Labels(model, version), LatencyBuckets())),
+        e2e_(m->request_duration_.Add(Labels(model, version), LatencyBuckets())),
+        queue_(m->queue_time_.Add(Labels(model, version), LatencyBuckets())),
+        prompt_tokens_(m->prompt_tokens_.Add(Labels(model, version))),
+        generation_tokens_(m->generation_tokens_.Add(Labels(model, version))),
+        preemptions_(m->preemptions_.Add(Labels(model, version))) {}
 
   static prometheus::Histogram::BucketBoundaries BatchSizeBuckets() {
     return {1, 2, 4, 8, 16, 32, 64, 128, 256};
@@ -106,6 +112,7 @@ ServerMetrics::ServerMetrics(prometheus::Registry& r)
       running_(Gauge(r, "lcd_requests_running", "Requests in the running batch.")),
       waiting_(Gauge(r, "lcd_requests_waiting", "Requests waiting to be scheduled.")),
       kv_usage_(Gauge(r, "lcd_kv_cache_usage_ratio", "Fraction of KV cache blocks in use.")),
+      model_info_(Gauge(r, "lcd_model_info", "1 for each model version serving, with its quantization.")),
       batch_size_(Histogram(r, "lcd_batch_size", "Sequences per engine iteration.")),
       iteration_tokens_(Histogram(r, "lcd_iteration_tokens", "Tokens per engine iteration.")),
       model_load_(Histogram(r, "lcd_model_load_seconds", "Time to load a model.")),
@@ -114,12 +121,13 @@ ServerMetrics::ServerMetrics(prometheus::Registry& r)
       versions_refused_(Counter(r, "lcd_model_versions_refused_total",
                                 "New artifact versions that failed to load; the old one kept serving.")) {}
 
-std::unique_ptr<runtime::EngineObserver> ServerMetrics::NewObserver(const std::string& model) {
-  return std::make_unique<MetricsObserver>(this, model);
+std::unique_ptr<runtime::EngineObserver> ServerMetrics::NewObserver(const std::string& model,
+                                                                     const std::string& version) {
+  return std::make_unique<MetricsObserver>(this, model, version);
 }
 
-void ServerMetrics::RecordRequest(const std::string& model, const std::string& status) {
-  requests_total_.Add({{"model", model}, {"status", status}}).Increment();
+void ServerMetrics::RecordRequest(const std::string& model, const std::string& version, const std::string& status) {
+  requests_total_.Add({{"model", model}, {"version", version}, {"status", status}}).Increment();
 }
 
 void ServerMetrics::RecordModelLoad(const std::string& model, double seconds) {
@@ -133,12 +141,37 @@ void ServerMetrics::RecordVersionRefused(const std::string& model) {
   versions_refused_.Add({{"model", model}}).Increment();
 }
 
-void ServerMetrics::RecordEngineStats(const std::string& model, const runtime::EngineStats& s) {
-  running_.Add({{"model", model}}).Set(static_cast<double>(s.running));
-  waiting_.Add({{"model", model}}).Set(static_cast<double>(s.waiting));
-  kv_usage_.Add({{"model", model}})
+void ServerMetrics::RecordEngineStats(const std::string& model, const std::string& version,
+                                      const runtime::EngineStats& s) {
+  running_.Add(Labels(model, version)).Set(static_cast<double>(s.running));
+  waiting_.Add(Labels(model, version)).Set(static_cast<double>(s.waiting));
+  kv_usage_.Add(Labels(model, version))
       .Set(s.kv_blocks_total > 0 ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks_total
                                  : 0.0);
+}
+
+void ServerMetrics::RecordServing(const std::string& model, const std::string& version, const std::string& method,
+                                  int bits, int group_size) {
+  prometheus::Gauge& g = model_info_.Add({{"model", model},
+                                          {"version", version},
+                                          {"method", method},
+                                          {"bits", std::to_string(bits)},
+                                          {"group_size", std::to_string(group_size)}});
+  g.Set(1);
+  absl::MutexLock lock(&info_mu_);
+  info_[{model, version}] = &g;
+}
+
+void ServerMetrics::ForgetVersion(const std::string& model, const std::string& version) {
+  for (GaugeFamily* f : {&running_, &waiting_, &kv_usage_}) {
+    if (f->Has(Labels(model, version))) f->Remove(&f->Add(Labels(model, version)));
+  }
+  absl::MutexLock lock(&info_mu_);
+  auto it = info_.find({model, version});
+  if (it != info_.end()) {
+    model_info_.Remove(it->second);
+    info_.erase(it);
+  }
 }
 
 }  // namespace lcd::server

@@ -134,6 +134,24 @@ def test_jobs_publish_and_server_switches_under_load(root):
         for s in seen:
             assert s == sorted(s), "a client saw an older version after a newer one"
         assert {done.version + 3} <= set(sum(seen, [])), "the last version never served"
+        # Metrics carry the version: every version that answered counted its requests under its
+        # own label, and only the serving version still has an info series and engine gauges.
+        text = server.metrics()
+        per_version = {v: h.metric_value(text, "lcd_requests_total", {"model": "tiny", "version": str(v),
+                                                                      "status": "ok"}) or 0
+                       for v in range(done.version, done.version + 4)}
+        served = {}
+        for client in seen:
+            for v in client:
+                served[v] = served.get(v, 0) + 1
+        for v, n in served.items():
+            assert per_version.get(v, 0) >= n, (v, n, per_version)
+        live = done.version + 3
+        assert h.metric_value(text, "lcd_model_info", {"model": "tiny", "version": str(live)}) == 1
+        for old in range(done.version, live):
+            assert h.metric_value(text, "lcd_model_info", {"model": "tiny", "version": str(old)}) is None, old
+            assert h.metric_value(text, "lcd_requests_running", {"model": "tiny", "version": str(old)}) is None
+        print(f"requests_total by version: {per_version}")
 
         # A corrupted version is refused; the current one keeps serving.
         newest = done.version + 3

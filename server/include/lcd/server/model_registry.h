@@ -186,7 +186,8 @@ class ModelRegistry {
   void Enqueue(std::function<void()> job, const std::function<void(absl::Status)>& refuse);
   void WorkerLoop();
   void JoinWorkers();
-  static void Retire(std::shared_ptr<ModelInstance> instance, absl::Duration drain);
+  // Drains and shuts down the instance's engine, then drops its gauges.
+  void Retire(std::shared_ptr<ModelInstance> instance, absl::Duration drain) const;
   ModelStatusInfo InfoLocked(const std::string& name, const Entry& e) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void Notify(const std::string& name, bool serving) const;
