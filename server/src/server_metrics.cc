@@ -158,6 +158,9 @@ void ServerMetrics::RecordServing(const std::string& model, const std::string& v
                                           {"bits", std::to_string(bits)},
                                           {"group_size", std::to_string(group_size)}});
   g.Set(1);
+  // The refusal counter exists (at 0) from the first version on, so that
+  // rate()/increase() see the first refusal.
+  versions_refused_.Add({{"model", model}});
   absl::MutexLock lock(&info_mu_);
   info_[{model, version}] = &g;
 }

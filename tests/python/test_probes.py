@@ -1,5 +1,6 @@
 """The Kubernetes probes of deploy/k8s and of the Helm chart, asked of a real
-lcd-server: the gRPC health service names are read from the YAML files (so
+lcd-server (and the chart's lcd-jobs probes of a real lcd-jobs), and the
+Grafana dashboard's queries against the metrics both daemons really export: the gRPC health service names are read from the YAML files (so
 the manifests and the server cannot drift apart again) and checked for the
 meaning each probe needs:
 
@@ -33,6 +34,8 @@ _, _, m, mg = h.stubs()
 K8S_DEPLOYMENT = os.path.join(h.SOURCE_DIR, "deploy", "k8s", "30-deployment.yaml")
 HELM_VALUES = os.path.join(h.SOURCE_DIR, "helm", "lcdserve", "values.yaml")
 HELM_DEPLOYMENT = os.path.join(h.SOURCE_DIR, "helm", "lcdserve", "templates", "deployment.yaml")
+HELM_JOBS_DEPLOYMENT = os.path.join(h.SOURCE_DIR, "helm", "lcdserve", "templates", "jobs-deployment.yaml")
+DASHBOARD = os.path.join(h.SOURCE_DIR, "deploy", "grafana", "lcdserve-dashboard.json")
 PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 
 
@@ -48,14 +51,14 @@ def k8s_probes():
         return container_probes(yaml.safe_load(f))
 
 
-def helm_probes():
+def helm_probes(template=HELM_DEPLOYMENT):
     """The chart's probes as `helm template` renders them with the default
     values. Without a helm binary here, the probe lines of the template are
     rendered by substituting their `{{ .Values.a.b }}` references (the only
     template syntax those lines may use; anything else fails the test)."""
     with open(HELM_VALUES) as f:
         values = yaml.safe_load(f)
-    with open(HELM_DEPLOYMENT) as f:
+    with open(template) as f:
         lines = f.read().splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip() == "startupProbe:")
     indent = len(lines[start]) - len(lines[start].lstrip())
@@ -153,3 +156,76 @@ def test_probes_follow_process_and_model_state(server, source):
         for service in (startup, liveness):
             assert check(hs, service) == "SERVING", \
                 f"{source}: liveness '{service}' after the last model was unloaded (the pod would restart)"
+
+
+def test_helm_jobs_probes_follow_lcd_jobs(tmp_path):
+    """The chart's lcd-jobs probes: the port is the chart's jobs gRPC port; startup and liveness
+    ask "" and readiness lcd.v1.JobService, both SERVING on a running lcd-jobs (NOT_FOUND would
+    keep the pod from ever becoming Ready)."""
+    from test_jobs_e2e import JobsProcess
+    with open(HELM_VALUES) as f:
+        values = yaml.safe_load(f)
+    probes = helm_probes(HELM_JOBS_DEPLOYMENT)
+    for name, probe in probes.items():
+        assert probe["grpc"]["port"] == values["jobs"]["grpcPort"], name
+    startup, liveness, readiness = (service_name(probes[p]) for p in PROBES)
+    assert readiness == "lcd.v1.JobService"
+    root = str(tmp_path)
+    os.makedirs(os.path.join(root, "data"))
+    (tmp_path / "token").write_text("probe-test-jobs-token\n")
+    d = JobsProcess(root)
+    try:
+        with grpc.insecure_channel(d.address) as ch:
+            hs = health_grpc.HealthStub(ch)
+            for service in (startup, liveness, readiness):
+                assert wait_for(lambda: check(hs, service), "SERVING") == "SERVING", service
+    finally:
+        assert d.stop() == 0
+
+
+def test_grafana_dashboard_queries_exported_metrics(server, tmp_path):
+    """Every lcd_* metric the dashboard queries is one lcd-server or lcd-jobs exports (read from
+    their /metrics), with the labels the query groups or filters by."""
+    from test_jobs_e2e import JobsProcess
+    import json
+    with open(DASHBOARD) as f:
+        dash = json.load(f)
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    exprs += [v["query"] for v in dash["templating"]["list"] if v["type"] == "query"]
+    assert len(exprs) >= 12
+    root = str(tmp_path)
+    os.makedirs(os.path.join(root, "data"))
+    (tmp_path / "token").write_text("probe-test-jobs-token\n")
+    d = JobsProcess(root)
+    try:
+        # A model serving and one request, so the per-model families have samples.
+        with grpc.insecure_channel(server.address) as ch:
+            ms = mg.ModelServiceStub(ch)
+            ms.LoadModel(m.LoadModelRequest(name="dash", path=h.TINY_SHAKESPEARE), metadata=AUTH, timeout=60)
+            g, gg, _, _ = h.stubs()
+            gg.GenerationServiceStub(ch).Generate(g.GenerateRequest(
+                model="dash", text="x", sampling=g.SamplingParams(max_new_tokens=2, ignore_eos=True)), timeout=60)
+        # And one finished job, so the job families have samples too.
+        pb2, pb2_grpc = h.jobs_stubs()
+        with grpc.insecure_channel(d.address) as ch:
+            stub = pb2_grpc.JobServiceStub(ch)
+            job = stub.SubmitJob(pb2.SubmitJobRequest(source_model="tiny-shakespeare", target_model="tiny",
+                                                      method="rtn", bits=4, group_size=32),
+                                 metadata=(("authorization", "Bearer probe-test-jobs-token"),), timeout=30)
+            deadline = time.time() + 120
+            while stub.GetJob(pb2.GetJobRequest(id=job.id)).state != pb2.JOB_STATE_SUCCEEDED:
+                assert time.time() < deadline, d.log_text()
+                time.sleep(0.1)
+        exported = server.metrics() + d.metrics()
+    finally:
+        assert d.stop() == 0
+    types = dict(re.findall(r"^# TYPE (lcd_\w+) (\w+)$", exported, re.M))
+    for expr in exprs:
+        for name in re.findall(r"\b(lcd_[a-z_]+)", expr):
+            base = re.sub(r"_(bucket|count|sum)$", "", name)
+            assert base in types, f"{expr}: {name} is not exported"
+            if name != base:
+                assert types[base] == "histogram", name
+            samples = [l for l in exported.splitlines() if l.startswith(name + "{")]
+            for label in re.findall(r"\b(model|version|status|state|method|bits|group_size|le)\b", expr):
+                assert any(f'{label}="' in l for l in samples), f"{expr}: no {name} sample has label {label}"

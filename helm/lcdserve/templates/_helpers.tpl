@@ -37,3 +37,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "lcdserve.claimName" -}}
 {{- default (printf "%s-artifacts" (include "lcdserve.fullname" .)) .Values.persistence.existingClaim }}
 {{- end }}
+
+{{- define "lcdserve.jobs.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lcdserve.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: jobs
+{{- end }}
+
+{{- define "lcdserve.jobs.labels" -}}
+helm.sh/chart: {{ include "lcdserve.chart" . }}
+{{ include "lcdserve.jobs.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "lcdserve.jobs.tokenSecret" -}}
+{{- default (printf "%s-jobs-token" (include "lcdserve.fullname" .)) .Values.jobs.token.existingSecret }}
+{{- end }}
+
+{{- define "lcdserve.jobs.claimName" -}}
+{{- default (printf "%s-jobs-store" (include "lcdserve.fullname" .)) .Values.jobs.persistence.existingClaim }}
+{{- end }}
