@@ -37,6 +37,7 @@ ModelMethod FindModelMethod(std::string_view name);
 
 // The methods (one per file).
 absl::StatusOr<ModelMethodResult> RunLcd(const QuantizeModelOptions& o, const std::vector<std::string>& weights);
+absl::StatusOr<ModelMethodResult> RunGlvq(const QuantizeModelOptions& o, const std::vector<std::string>& weights);
 
 }  // namespace lcd::quantizer::internal
 

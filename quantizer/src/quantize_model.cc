@@ -56,6 +56,19 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
           "lcd: steps, block steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, temperature > 0");
     }
   }
+  if (o.method == "glvq") {
+    if (o.lm_head_bits != 0) return absl::InvalidArgumentError("glvq keeps lm_head dense; --quantize-lm-head is for rtn/kmeans");
+    if (o.calib_path.empty()) {
+      return absl::InvalidArgumentError("glvq needs --calib: a text file whose activations give H = E[x x^T] of each layer");
+    }
+    if (o.glvq_dim < 1 || o.glvq_dim > 32 || o.group_size % o.glvq_dim != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("glvq: --glvq-dim ", o.glvq_dim,
+                                                     " must be in 1..32 and divide the group size ", o.group_size));
+    }
+    if (o.glvq_steps < 0 || o.glvq_reround_every < 0 || !(o.glvq_lr >= 0.0) || !(o.glvq_lambda >= 0.0)) {
+      return absl::InvalidArgumentError("glvq: steps and reround-every must be >= 0, lr and lambda >= 0");
+    }
+  }
   if (o.bits < 2 || o.bits > 4) {
     return absl::InvalidArgumentError(absl::StrCat("bits must be 2, 3 or 4, got ", o.bits));
   }
@@ -69,7 +82,7 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
   }
   if (o.kmeans_iters < 0) return absl::InvalidArgumentError("k-means iterations must be >= 0");
   if (!o.calib_path.empty() && o.method == "rtn") {
-    return absl::InvalidArgumentError("calibration data is only used by --method kmeans and lcd; rtn takes none");
+    return absl::InvalidArgumentError("calibration data is only used by --method kmeans, lcd and glvq; rtn takes none");
   }
   if (o.calib_tokens < 0) return absl::InvalidArgumentError("calibration tokens must be >= 0");
   if (o.model_dir.empty() || o.out_dir.empty()) return absl::InvalidArgumentError("model and out dirs are required");
@@ -296,6 +309,7 @@ namespace internal {
 ModelMethod FindModelMethod(std::string_view name) {
   static constexpr std::pair<std::string_view, ModelMethod> kModelMethods[] = {
       {"lcd", &RunLcd},
+      {"glvq", &RunGlvq},
   };
   for (const auto& [n, run] : kModelMethods) {
     if (n == name) return run;

@@ -26,7 +26,7 @@ int RunQuantize(int argc, char** argv) {
       ("bits", "Bits per weight of the decoder linears: 2, 3 or 4", cxxopts::value<int>())
       ("group-size", "Columns per (row, group)", cxxopts::value<int64_t>()->default_value("128"))
       ("calib", "Calibration text file (kmeans: importance = E[x^2] of each input column; lcd: distillation "
-       "sequences, default teacher-generated)",
+       "sequences, default teacher-generated; glvq: required, H = E[x x^T] of each layer input)",
        cxxopts::value<std::string>())
       ("calib-tokens", "Calibration tokens taken from the start of --calib (0 = all)",
        cxxopts::value<int64_t>()->default_value("16384"))
@@ -52,6 +52,13 @@ int RunQuantize(int argc, char** argv) {
       ("seed", "lcd: seed of generation and batch order", cxxopts::value<uint64_t>()->default_value("0"))
       ("block-steps", "lcd: progressive block-wise steps per block before the end-to-end KD (0 = none)",
        cxxopts::value<int64_t>()->default_value("0"))
+      ("glvq-dim", "glvq: lattice dimension d (8; 16 and 32 selectable; must divide --group-size)",
+       cxxopts::value<int>()->default_value("8"))
+      ("glvq-steps", "glvq: Adam steps on generator and mu per column group", cxxopts::value<int>()->default_value("50"))
+      ("glvq-reround-every", "glvq: steps between Babai re-roundings", cxxopts::value<int>()->default_value("10"))
+      ("glvq-lr", "glvq: Adam step size (relative to the generator's scale)", cxxopts::value<double>()->default_value("0.01"))
+      ("glvq-lambda", "glvq: weight of ||G - G0||^2 / ||G0||^2", cxxopts::value<double>()->default_value("0.01"))
+      ("glvq-no-alloc", "glvq: same width for every column group (no salience N-1/N/N+1 allocation)")
       ("speculative", "lcd: keep a code re-assignment only if the KD loss on judging sequences does not rise")
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
       ("json", "Print the written manifest's quality figures as one JSON object on stdout")
@@ -97,6 +104,12 @@ int RunQuantize(int argc, char** argv) {
     o.kd_seed = flags["seed"].as<uint64_t>();
     o.kd_speculative = flags.count("speculative") > 0;
     o.kd_block_steps = flags["block-steps"].as<int64_t>();
+    o.glvq_dim = flags["glvq-dim"].as<int>();
+    o.glvq_steps = flags["glvq-steps"].as<int>();
+    o.glvq_reround_every = flags["glvq-reround-every"].as<int>();
+    o.glvq_lr = flags["glvq-lr"].as<double>();
+    o.glvq_lambda = flags["glvq-lambda"].as<double>();
+    o.glvq_allocate_bits = flags.count("glvq-no-alloc") == 0;
     json = flags.count("json") > 0;
     if (flags.count("progress-fd")) progress_fd = flags["progress-fd"].as<int>();
   } catch (const std::exception& e) {

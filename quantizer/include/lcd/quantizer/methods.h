@@ -19,6 +19,7 @@ inline constexpr std::array kMethods = {
     MethodInfo{"rtn", "round-to-nearest affine per group; no data, seconds; the floor every method must beat"},
     MethodInfo{"kmeans", "importance-weighted k-means codebook per (row, group); no training, optional calibration"},
     MethodInfo{"lcd", "k-means init + knowledge distillation of centroids and latent weights; best at 2-3 bits"},
+    MethodInfo{"glvq", "grouped lattice VQ (learned generator + mu-law per column group, salience bit allocation); needs --calib"},
 };
 
 inline bool IsKnownMethod(std::string_view name) {

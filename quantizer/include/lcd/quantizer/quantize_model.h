@@ -46,6 +46,16 @@
 // sequences after the k-means init and after training), codes_reassigned,
 // lcd_seconds. lm_head stays dense (lm_head_bits must be 0).
 //
+// GLVQ (method "glvq", lcd/quantizer/glvq.h): calib_path is required; the
+// text (calib_tokens, calib_window as for k-means) is run through the
+// full-precision model once for H = E[x x^T] of every decoder linear's input,
+// then each weight is quantized by QuantizeGlvq with glvq_dim, glvq_steps,
+// glvq_reround_every, glvq_lr, glvq_lambda, glvq_allocate_bits into the
+// lattice format (docs/ARTIFACT.md). lm_head stays dense (lm_head_bits must
+// be 0). Quality figures added: glvq_output_error_init / _final (mean over
+// weights of the mean per column group of GroupLoss's output-error term),
+// glvq_groups, glvq_groups_up / _down (widths N+1 / N-1), glvq_seconds.
+//
 // Provenance stamped in the manifest: source path as given; source_sha256 as
 // docs/ARTIFACT.md defines it (sha256 of the concatenated hex sha256 of the
 // source's *.safetensors files in file-name order); tool "lcd <version>";
@@ -62,7 +72,7 @@
 // rewritten atomically.
 //
 // Errors (absl::Status; nothing is thrown): InvalidArgument for an unknown
-// method, lcd with lm_head_bits, lcd options out of range, bits outside 2..4, lm_head_bits outside the method's range
+// method, lcd or glvq with lm_head_bits, glvq without calib_path or with glvq options out of range, lcd options out of range, bits outside 2..4, lm_head_bits outside the method's range
 // (rtn 2..8, kmeans 2..4), group_size < 1, --calib with rtn, an out_dir that
 // exists and is not empty (left untouched), a checkpoint lacking a decoder
 // linear weight or holding one that is not a 2-D float tensor; the
@@ -112,6 +122,14 @@ struct QuantizeModelOptions {
   uint64_t kd_seed = 0;
   bool kd_speculative = false;      // Keep a re-assignment only when it does not raise the KD loss.
   int64_t kd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).
+
+  // GLVQ (method "glvq"), see "GLVQ" above and lcd/quantizer/glvq.h.
+  int glvq_dim = 8;                 // Lattice dimension d (8; 16 and 32 selectable).
+  int glvq_steps = 50;              // Adam steps on (G, mu) per column group.
+  int glvq_reround_every = 10;      // Steps between Babai re-roundings.
+  double glvq_lr = 1e-2;
+  double glvq_lambda = 1e-2;        // Weight of ||G - G0||^2 / ||G0||^2.
+  bool glvq_allocate_bits = true;   // Salience-based N-1/N/N+1 widths over column groups.
 
   int threads = 0;  // 0 = all hardware threads.
   // Receives one human-readable progress line at a time (no newline); may be
