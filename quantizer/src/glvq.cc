@@ -292,9 +292,24 @@ struct GroupResult {
   absl::Status status;
 };
 
-// Babai codes of every sub-vector for (g, mu).
-absl::Status RoundAll(const std::vector<double>& x, int64_t rows, int64_t len, int d, int bits,
-                      const std::vector<double>& g, double mu, std::vector<int>* z) {
+// The scale of a row group whose largest |w| is m, shrunk by `ratio`: fp16,
+// and for ratio 1 never below m (so |w/s| <= 1); 1 for an all-zero group.
+double ScaleFor(double m, double ratio) {
+  if (!(m > 0)) return 1.0;
+  double s = Fp16Round(m * ratio);
+  if (ratio >= 1.0 && s < m) s = Fp16Round(m * (1.0 + 1e-3));
+  return s;
+}
+
+constexpr int kScaleRatios = 9;  // 1, 0.95, ..., 0.6
+
+// Codes of every row for (g, mu) with the rows' scales; with `search`, each
+// row's scale is also chosen among kScaleRatios shrinkings of its max |w|
+// (the one with the lowest row output error e H e^T; clipped weights then
+// saturate at the outermost code).
+absl::Status RoundRows(const float* w, int64_t stride, int64_t rows, int64_t len, int d, int bits,
+                       const std::vector<double>& g, double mu, const double* h, const std::vector<double>& absmax,
+                       bool search, std::vector<double>* scales, std::vector<int>* z) {
   LCD_ASSIGN_OR_RETURN(std::vector<double> inv_full, glvq::InverseLeading(g, d, std::min<int64_t>(d, len)));
   std::vector<double> inv_short;
   const int tail = static_cast<int>(len % d);
@@ -302,13 +317,44 @@ absl::Status RoundAll(const std::vector<double>& x, int64_t rows, int64_t len, i
     LCD_ASSIGN_OR_RETURN(inv_short, glvq::InverseLeading(g, d, tail));
   }
   z->resize(static_cast<size_t>(rows * len));
+  std::vector<int> zr(static_cast<size_t>(len));
+  std::vector<double> e(static_cast<size_t>(len));
   double u[32];
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t t = 0; t < len; t += d) {
-      const int n = static_cast<int>(std::min<int64_t>(d, len - t));
-      for (int j = 0; j < n; ++j) u[j] = glvq::Compand(x[r * len + t + j], mu);
-      const std::vector<double>& inv = (n == std::min<int64_t>(d, len)) ? inv_full : inv_short;
-      glvq::BabaiRound(inv.data(), n, u, bits, z->data() + r * len + t);
+    const float* wr = w + r * stride;
+    double best = INFINITY;
+    for (int a = 0; a < (search ? kScaleRatios : 1); ++a) {
+      const double s = search ? ScaleFor(absmax[r], 1.0 - 0.05 * a) : (*scales)[r];
+      for (int64_t t = 0; t < len; t += d) {
+        const int n = static_cast<int>(std::min<int64_t>(d, len - t));
+        for (int j = 0; j < n; ++j) u[j] = glvq::Compand(wr[t + j] / s, mu);
+        const std::vector<double>& inv = (n == std::min<int64_t>(d, len)) ? inv_full : inv_short;
+        glvq::BabaiRound(inv.data(), n, u, bits, zr.data() + t);
+      }
+      if (search) {
+        for (int64_t t = 0; t < len; t += d) {
+          const int n = static_cast<int>(std::min<int64_t>(d, len - t));
+          for (int i = 0; i < n; ++i) {
+            double y = 0;
+            for (int j = 0; j < n; ++j) y += g[i * d + j] * (zr[t + j] + 0.5);
+            e[t + i] = wr[t + i] - s * glvq::Expand(y, mu);
+          }
+        }
+        double err = 0;
+        for (int64_t i = 0; i < len; ++i) {
+          if (h == nullptr) {
+            err += e[i] * e[i];
+          } else {
+            double acc = 0;
+            for (int64_t j = 0; j < len; ++j) acc += h[i * len + j] * e[j];
+            err += e[i] * acc;
+          }
+        }
+        if (!(err < best)) continue;
+        best = err;
+        (*scales)[r] = s;
+      }
+      std::copy(zr.begin(), zr.end(), z->begin() + r * len);
     }
   }
   return absl::OkStatus();
@@ -329,13 +375,14 @@ GroupResult OptimizeGroup(const float* w, int64_t rows, int64_t len, int64_t str
   GroupResult res;
   const int d = o.dim;
   res.scales.resize(static_cast<size_t>(rows));
+  std::vector<double> absmax(static_cast<size_t>(rows));
   std::vector<double> x(static_cast<size_t>(rows * len));
   std::vector<float> xf(x.size());
   for (int64_t r = 0; r < rows; ++r) {
     double m = 0;
     for (int64_t j = 0; j < len; ++j) m = std::max(m, std::fabs(static_cast<double>(w[r * stride + j])));
-    double s = m > 0 ? Fp16Round(m) : 1.0;
-    if (s < m) s = Fp16Round(m * (1.0 + 1e-3));  // Keep |w/s| <= 1 after rounding.
+    absmax[r] = m;
+    const double s = ScaleFor(m, 1.0);
     res.scales[r] = s;
     for (int64_t j = 0; j < len; ++j) {
       x[r * len + j] = w[r * stride + j] / s;
@@ -393,7 +440,9 @@ GroupResult OptimizeGroup(const float* w, int64_t rows, int64_t len, int64_t str
     for (double& v : g) v = Fp16Round(v * kGaussStep[bits] * t);
     const double mu = Fp16Round(mu0);
     if (!DecodeBounded(g, d, bits, mu)) continue;
-    if (absl::Status s = RoundAll(x, rows, len, d, bits, g, mu, &z); !s.ok()) continue;
+    if (absl::Status s = RoundRows(w, stride, rows, len, d, bits, g, mu, h, absmax, false, &res.scales, &z); !s.ok()) {
+      continue;
+    }
     p.z = z.data();
     p.g0 = g.data();
     double data = 0;
@@ -408,13 +457,15 @@ GroupResult OptimizeGroup(const float* w, int64_t rows, int64_t len, int64_t str
   g0 = best_g;
   res.g = g0;
   res.mu = Fp16Round(mu0);
-  res.data_init = best;
-  res.data_final = best;
-  absl::Status rs = RoundAll(x, rows, len, d, bits, g0, res.mu, &res.z);
+  absl::Status rs = RoundRows(w, stride, rows, len, d, bits, g0, res.mu, h, absmax, o.search_scales, &res.scales, &res.z);
   if (!rs.ok()) {
     res.status = rs;
     return res;
   }
+  p.z = res.z.data();
+  p.g0 = g0.data();
+  glvq::GroupLoss(p, g0.data(), res.mu, nullptr, nullptr, &res.data_init);
+  res.data_final = res.data_init;
   if (o.steps <= 0) return res;
 
   const std::vector<double> sv0 = glvq::SingularValues(g0.data(), d);
@@ -425,6 +476,8 @@ GroupResult OptimizeGroup(const float* w, int64_t rows, int64_t len, int64_t str
   std::vector<double> g = g0, grad(g.size()), m1(g.size(), 0.0), m2(g.size(), 0.0);
   double theta = std::log(res.mu), mt1 = 0, mt2 = 0;
   z = res.z;
+  std::vector<double> scales = res.scales;
+  p.scales = scales.data();
   p.g0 = g0.data();
   const double b1 = 0.9, b2 = 0.999, eps = 1e-12;
   for (int step = 1; step <= o.steps; ++step) {
@@ -445,7 +498,9 @@ GroupResult OptimizeGroup(const float* w, int64_t rows, int64_t len, int64_t str
     glvq::ClampSingularValues(g.data(), d, sig_lo, sig_hi);
     if ((o.reround_every > 0 && step % o.reround_every == 0) || step == o.steps) {
       std::vector<int> nz;
-      if (RoundAll(x, rows, len, d, bits, g, std::exp(theta), &nz).ok()) z.swap(nz);
+      if (RoundRows(w, stride, rows, len, d, bits, g, std::exp(theta), h, absmax, o.search_scales, &scales, &nz).ok()) {
+        z.swap(nz);
+      }
     }
   }
   // The stored state: fp16 G and mu, codes re-rounded with them.
@@ -453,14 +508,17 @@ GroupResult OptimizeGroup(const float* w, int64_t rows, int64_t len, int64_t str
   for (double& v : gr) v = Fp16Round(v);
   const double mur = Fp16Round(std::exp(theta));
   std::vector<int> zr;
-  if (DecodeBounded(gr, d, bits, mur) && RoundAll(x, rows, len, d, bits, gr, mur, &zr).ok()) {
+  if (DecodeBounded(gr, d, bits, mur) &&
+      RoundRows(w, stride, rows, len, d, bits, gr, mur, h, absmax, o.search_scales, &scales, &zr).ok()) {
     p.z = zr.data();
+    p.scales = scales.data();
     double data = 0;
     glvq::GroupLoss(p, gr.data(), mur, nullptr, nullptr, &data);
     if (data < res.data_init) {
       res.g = gr;
       res.mu = mur;
       res.z = std::move(zr);
+      res.scales = scales;
       res.data_final = data;
     }
   }

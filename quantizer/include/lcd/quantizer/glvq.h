@@ -17,7 +17,11 @@
 //     short last group keeps N (moving it would change the mean). N-1 < 1
 //     or N+1 > 8 disables the allocation. Off with allocate_bits = false.
 //  2. Per column group (independently; groups run in parallel):
-//     s_r = fp16(max_j |W_rj|) (1 for an all-zero row group);
+//     s_r = fp16(max_j |W_rj|) (1 for an all-zero row group) for the init
+//       statistics below; with search_scales, every rounding (after G0 is
+//       chosen, every re-rounding, the final one) also picks each row's s
+//       among fp16(max|w| * {1, 0.95, ..., 0.6}) by that row's output error
+//       e H e^T (weights beyond s saturate at the outermost code);
 //     mu0 = InitialMu(W/s): clamp(100 tanh(kappa/10), 10, 255), kappa the
 //       Pearson (non-excess) kurtosis of the group's normalised weights;
 //     u = F_mu(W/s), F(x) = sign(x) ln(1 + mu|x|)/ln(1 + mu), in [-1, 1];
@@ -74,6 +78,7 @@ struct GlvqOptions {
   double sigma_lo = 0.5;
   double sigma_hi = 2.0;
   bool allocate_bits = true;
+  bool search_scales = true;  // Per-row scale search at every rounding (header comment).
 };
 
 struct GlvqReport {
