@@ -15,17 +15,24 @@
 #include "lcd/kernels/quant_linear.h"
 
 namespace lcd::quantizer {
-namespace glvq {
+namespace {
 
-double Compand(double x, double mu) {
-  const double v = std::log1p(mu * std::fabs(x)) / std::log1p(mu);
+// F and F^-1 with ln1p = log1p(mu) computed once by the caller.
+inline double CompandL(double x, double mu, double ln1p) {
+  const double v = std::log1p(mu * std::fabs(x)) / ln1p;
   return x < 0 ? -v : v;
 }
-
-double Expand(double y, double mu) {
-  const double v = std::expm1(std::fabs(y) * std::log1p(mu)) / mu;
+inline double ExpandL(double y, double mu, double ln1p) {
+  const double v = std::expm1(std::fabs(y) * ln1p) / mu;
   return y < 0 ? -v : v;
 }
+
+}  // namespace
+
+namespace glvq {
+
+double Compand(double x, double mu) { return CompandL(x, mu, std::log1p(mu)); }
+double Expand(double y, double mu) { return ExpandL(y, mu, std::log1p(mu)); }
 
 absl::StatusOr<std::vector<double>> Cholesky(const std::vector<double>& a, int d) {
   std::vector<double> l(static_cast<size_t>(d) * d, 0.0);
@@ -211,7 +218,7 @@ double GroupLoss(const GroupProblem& p, const double* g, double mu, double* grad
         double acc = 0;
         for (int j = 0; j < n; ++j) acc += g[i * d + j] * c[r * len + t + j];
         y[r * len + t + i] = acc;
-        const double what = p.scales[r] * Expand(acc, mu);
+        const double what = p.scales[r] * ExpandL(acc, mu, ln1p);
         wh[r * len + t + i] = what;
         e[r * len + t + i] = static_cast<double>(wr[t + i]) - what;
       }
@@ -221,25 +228,33 @@ double GroupLoss(const GroupProblem& p, const double* g, double mu, double* grad
   std::vector<double> eh(static_cast<size_t>(rows * len));
   double num = 0, den = 0;
   std::vector<double> wrow(static_cast<size_t>(len));
+  std::vector<double> whrow(static_cast<size_t>(len));
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t j = 0; j < len; ++j) wrow[j] = p.w[r * p.stride + j];
-    for (int64_t j = 0; j < len; ++j) {
-      double ae = 0, aw = 0;
-      if (p.h == nullptr) {
-        ae = e[r * len + j];
-        aw = wrow[j];
-      } else {
-        const double* hj = p.h + j * len;  // H symmetric: column j = row j.
-        for (int64_t k = 0; k < len; ++k) {
-          ae += e[r * len + k] * hj[k];
-          aw += wrow[k] * hj[k];
+    double* ehr = eh.data() + r * len;
+    const double* er = e.data() + r * len;
+    if (p.h == nullptr) {
+      std::copy(er, er + len, ehr);
+      std::copy(wrow.begin(), wrow.end(), whrow.begin());
+    } else {
+      // Row times H as a sum of H's rows (axpy form: vectorises without reassociation).
+      std::fill(ehr, ehr + len, 0.0);
+      std::fill(whrow.begin(), whrow.end(), 0.0);
+      for (int64_t k = 0; k < len; ++k) {
+        const double* hk = p.h + k * len;
+        const double ek = er[k], wk = wrow[k];
+        for (int64_t j = 0; j < len; ++j) ehr[j] += ek * hk[j];
+        if (!(p.den > 0)) {
+          for (int64_t j = 0; j < len; ++j) whrow[j] += wk * hk[j];
         }
       }
-      eh[r * len + j] = ae;
-      num += e[r * len + j] * ae;
-      den += wrow[j] * aw;
+    }
+    for (int64_t j = 0; j < len; ++j) {
+      num += er[j] * ehr[j];
+      den += wrow[j] * whrow[j];
     }
   }
+  if (p.den > 0) den = p.den;
   const double data = den > 0 ? num / den : 0.0;
   if (data_term != nullptr) *data_term = data;
   double g0n = 0, reg = 0;
@@ -318,7 +333,8 @@ absl::Status RoundRows(const float* w, int64_t stride, int64_t rows, int64_t len
   }
   z->resize(static_cast<size_t>(rows * len));
   std::vector<int> zr(static_cast<size_t>(len));
-  std::vector<double> e(static_cast<size_t>(len));
+  std::vector<double> e(static_cast<size_t>(len)), he(static_cast<size_t>(len));
+  const double ln1p = std::log1p(mu);
   double u[32];
   for (int64_t r = 0; r < rows; ++r) {
     const float* wr = w + r * stride;
@@ -327,7 +343,7 @@ absl::Status RoundRows(const float* w, int64_t stride, int64_t rows, int64_t len
       const double s = search ? ScaleFor(absmax[r], 1.0 - 0.05 * a) : (*scales)[r];
       for (int64_t t = 0; t < len; t += d) {
         const int n = static_cast<int>(std::min<int64_t>(d, len - t));
-        for (int j = 0; j < n; ++j) u[j] = glvq::Compand(wr[t + j] / s, mu);
+        for (int j = 0; j < n; ++j) u[j] = CompandL(wr[t + j] / s, mu, ln1p);
         const std::vector<double>& inv = (n == std::min<int64_t>(d, len)) ? inv_full : inv_short;
         glvq::BabaiRound(inv.data(), n, u, bits, zr.data() + t);
       }
@@ -337,18 +353,20 @@ absl::Status RoundRows(const float* w, int64_t stride, int64_t rows, int64_t len
           for (int i = 0; i < n; ++i) {
             double y = 0;
             for (int j = 0; j < n; ++j) y += g[i * d + j] * (zr[t + j] + 0.5);
-            e[t + i] = wr[t + i] - s * glvq::Expand(y, mu);
+            e[t + i] = wr[t + i] - s * ExpandL(y, mu, ln1p);
           }
         }
         double err = 0;
-        for (int64_t i = 0; i < len; ++i) {
-          if (h == nullptr) {
-            err += e[i] * e[i];
-          } else {
-            double acc = 0;
-            for (int64_t j = 0; j < len; ++j) acc += h[i * len + j] * e[j];
-            err += e[i] * acc;
+        if (h == nullptr) {
+          for (int64_t i = 0; i < len; ++i) err += e[i] * e[i];
+        } else {
+          std::fill(he.begin(), he.end(), 0.0);
+          for (int64_t k = 0; k < len; ++k) {
+            const double* hk = h + k * len;
+            const double ek = e[k];
+            for (int64_t j = 0; j < len; ++j) he[j] += ek * hk[j];
           }
+          for (int64_t i = 0; i < len; ++i) err += e[i] * he[i];
         }
         if (!(err < best)) continue;
         best = err;
@@ -429,6 +447,23 @@ GroupResult OptimizeGroup(const float* w, int64_t rows, int64_t len, int64_t str
   p.h = h;
   p.scales = res.scales.data();
   p.lambda = o.lambda;
+  {
+    // tr(W H W^T) once (GroupLoss would recompute it every call).
+    double den = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* wr = w + r * stride;
+      for (int64_t i = 0; i < len; ++i) {
+        double acc = 0;
+        if (h == nullptr) {
+          acc = wr[i];
+        } else {
+          for (int64_t j = 0; j < len; ++j) acc += h[i * len + j] * wr[j];
+        }
+        den += wr[i] * acc;
+      }
+    }
+    p.den = den;
+  }
 
   // Initial scale of the generator: the best multiple of the Gaussian step.
   std::vector<int> z;

@@ -142,6 +142,7 @@ struct GroupProblem {
   const int* z = nullptr;
   const double* g0 = nullptr;
   double lambda = 0.0;
+  double den = 0.0;  // tr(W H W^T) when known (> 0); computed otherwise.
 };
 // GroupLoss (header comment) at (g, mu); with grad_g (d x d) and grad_mu
 // non-null, their gradients (exact, double). *data_term (optional) receives
