@@ -197,6 +197,11 @@ TEST(QuantLatticeTest, KernelsMatchFloat64DecoderOnOddShapes) {
   CheckKernels(rng, MakeLattice(rng, Lattice(3, 9, 576, 128, 8, RandomBits(rng, 5, 2, 4))), &pool);
   CheckKernels(rng, MakeLattice(rng, Lattice(3, 6, 172, 64, 16, RandomBits(rng, 3, 2, 4))), &pool);
   CheckKernels(rng, MakeLattice(rng, Lattice(2, 5, 80, 64, 32, RandomBits(rng, 2, 1, 8))), nullptr);
+  // d = 16 with full blocks of eight sub-vectors (the lane-per-sub-vector
+  // path) next to a short group (44 = 16 + 16 + 12) and widths up to 5 (b > 4
+  // takes the per-sub-vector path).
+  CheckKernels(rng, MakeLattice(rng, Lattice(2, 7, 300, 128, 16, RandomBits(rng, 3, 1, 5))), &pool);
+  CheckKernels(rng, MakeLattice(rng, Lattice(3, 11, 256, 128, 8, RandomBits(rng, 2, 3, 4))), &pool);
   CheckKernels(rng, MakeLattice(rng, Lattice(4, 3, 40, 64, 8)), nullptr);
   CheckKernels(rng, MakeLattice(rng, Lattice(2, 4, 21, 6, 3, RandomBits(rng, 4, 1, 3))), nullptr);
 }

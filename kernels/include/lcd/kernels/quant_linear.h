@@ -165,9 +165,12 @@ void DequantizeRows(const QuantMatrixView& w, int64_t row_begin, int64_t row_end
 // error; the runtime needing exact results packs with kCentroidTable.
 //   kLatticeDecode kLattice only, decode-then-multiply: each row is decoded
 //                  to fp32 once per call into a per-thread scratch row (AVX2:
-//                  G z by 8-row FMA blocks, the inverse mu-law with a vector
-//                  exp) and dotted with every input row, so m > 1 decodes
-//                  once. Needs d % 8 == 0 (short sub-vectors whose n is not
+//                  for d = 8, 16 and b_k <= 4 eight sub-vectors at a time,
+//                  one per lane: codes gathered, G z as d*d FMAs with
+//                  broadcast G entries, a transpose on store; otherwise G z by
+//                  8-row FMA blocks per sub-vector; the inverse mu-law with a
+//                  vector exp) and dotted with every input row, so m > 1
+//                  decodes once. Needs d % 8 == 0 (short sub-vectors whose n is not
 //                  a multiple of 8 are decoded by the scalar twin's code).
 //                  Exact up to fp32 rounding and the vector exp (~2 ulp).
 //                  kReference runs the same scheme with DecodeLatticeSubvector.
