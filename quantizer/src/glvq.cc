@@ -468,7 +468,7 @@ GroupResult OptimizeGroup(const float* w, int64_t rows, int64_t len, int64_t str
   // Initial scale of the generator: the best multiple of the Gaussian step.
   std::vector<int> z;
   std::vector<double> g0, best_g;
-  double best = INFINITY, best_t = 1.0;
+  double best = INFINITY;
   for (int ti = 0; ti <= 11; ++ti) {
     const double t = 0.5 + 0.1 * ti;
     std::vector<double> g(*chol);
@@ -482,13 +482,15 @@ GroupResult OptimizeGroup(const float* w, int64_t rows, int64_t len, int64_t str
     p.g0 = g.data();
     double data = 0;
     glvq::GroupLoss(p, g.data(), mu, nullptr, nullptr, &data);
-    if (data < best) best = data, best_g = g, best_t = t;
+    if (data < best) {
+      best = data;
+      best_g = g;
+    }
   }
   if (best_g.empty()) {
     res.status = absl::InternalError("no initial generator scale decodes within fp32 range");
     return res;
   }
-  (void)best_t;
   g0 = best_g;
   res.g = g0;
   res.mu = Fp16Round(mu0);
