@@ -97,7 +97,7 @@ namespace lcd::quantizer {
 struct QuantizeModelOptions {
   std::string model_dir;  // Hugging Face folder (config.json, safetensors, tokenizer).
   std::string out_dir;    // Must not exist or be empty.
-  std::string method;     // "rtn", "kmeans" or "lcd".
+  std::string method;     // "rtn", "kmeans", "lcd" or "glvq".
   int bits = 4;
   int64_t group_size = 128;
   int lm_head_bits = 0;   // 0 = lm_head stays dense.
