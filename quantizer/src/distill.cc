@@ -9,6 +9,7 @@
 #include <numeric>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -21,6 +22,9 @@
 #include "lcd/runtime/generator.h"
 #include "lcd/runtime/model.h"
 #include "lcd/runtime/tokenizer.h"
+#include "nlohmann/json.hpp"
+#include "src/distill_checkpoint.h"
+#include "src/provenance.h"
 
 namespace lcd::quantizer::internal {
 namespace {
@@ -132,15 +136,49 @@ absl::StatusOr<KdEval> Evaluate(tr::TrainModel& student, tr::TrainModel& teacher
   return e;
 }
 
-// Both stages' schedule: 5% warmup, then cosine down to a tenth.
-tr::LrSchedule Schedule(double lr, int64_t steps) {
+// Both stages' schedule: 5% warmup, then cosine down to a tenth; or
+// "constant": lr throughout, no warmup.
+tr::LrSchedule Schedule(double lr, int64_t steps, const std::string& kind = "cosine") {
   tr::LrSchedule s;
+  if (kind == "constant") {
+    s.kind = tr::LrSchedule::Kind::kConstant;
+    s.max_lr = s.min_lr = lr;
+    s.warmup_steps = 0;
+    s.total_steps = std::max<int64_t>(1, steps);
+    return s;
+  }
   s.kind = tr::LrSchedule::Kind::kCosine;
   s.max_lr = lr;
   s.min_lr = 0.1 * lr;
   s.warmup_steps = std::max<int64_t>(1, steps / 20);
   s.total_steps = steps;
   return s;
+}
+
+// The settings a checkpoint must share with the run that resumes it.
+absl::StatusOr<std::string> Fingerprint(const QuantizeModelOptions& o, const std::vector<std::string>& weights,
+                                        const DistillPlan& plan) {
+  nlohmann::json f;
+  LCD_ASSIGN_OR_RETURN(std::string source, SourceWeightsSha256(o.model_dir));
+  f["source_sha256"] = source;
+  f["method"] = plan.tag;
+  f["method_settings"] = plan.settings;
+  f["bits"] = o.bits;
+  f["group_size"] = o.group_size;
+  f["kmeans_iters"] = o.kmeans_iters;
+  f["weights"] = weights;
+  if (!o.calib_path.empty()) {
+    LCD_ASSIGN_OR_RETURN(std::string calib, runtime::Sha256File(o.calib_path));
+    f["calib_sha256"] = calib;
+    f["calib_tokens"] = o.calib_tokens;
+  }
+  f["kd"] = {{"steps", o.kd_steps},     {"lr", o.kd_lr},
+             {"seq_len", o.kd_seq_len}, {"batch", o.kd_batch},
+             {"reassign_every", o.kd_reassign_every}, {"samples", o.kd_samples},
+             {"temperature", o.kd_temperature},       {"seed", o.kd_seed},
+             {"speculative", o.kd_speculative},       {"block_steps", o.kd_block_steps},
+             {"lr_schedule", o.kd_lr_schedule.empty() ? plan.lr_schedule : o.kd_lr_schedule}};
+  return f.dump();
 }
 
 }  // namespace
@@ -152,6 +190,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
     if (o.log) o.log(absl::StrCat("[", tag, "] ", line));
   };
   const Clock::time_point start = Clock::now();
+  const std::string schedule = o.kd_lr_schedule.empty() ? plan.lr_schedule : o.kd_lr_schedule;
   ModelMethodResult res;
   LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Tokenizer> tokenizer, runtime::LoadTokenizer(o.model_dir));
   runtime::ModelOptions mopts;
@@ -163,9 +202,31 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
                                                    config.max_position_embeddings, "], got ", o.kd_seq_len));
   }
 
+  // A checkpoint to resume from, when asked for and present.
+  std::string fingerprint;
+  std::optional<DistillCheckpoint> resume;
+  if (!o.resume_dir.empty()) {
+    LCD_ASSIGN_OR_RETURN(fingerprint, Fingerprint(o, weights, plan));
+    LCD_ASSIGN_OR_RETURN(resume, LoadDistillCheckpoint(o.resume_dir, fingerprint));
+    if (resume) {
+      log(absl::StrFormat("resuming from %s: stage %s, %s %d", o.resume_dir, resume->state.stage,
+                          resume->state.stage == "kd" ? "step" : "block",
+                          resume->state.stage == "kd" ? resume->state.step : resume->state.next_block));
+    }
+  }
+
   // Step 1: calibration sequences.
   Sequences seqs;
-  if (o.calib_path.empty()) {
+  if (resume) {
+    seqs.tokens = std::move(resume->tokens);
+    seqs.count = resume->seq_count;
+    seqs.length = resume->seq_length;
+    res.calibration = resume->state.calibration;
+    if (seqs.length != o.kd_seq_len) return absl::DataLossError("checkpoint: sequence length differs from its settings");
+    for (int32_t t : seqs.tokens) {
+      if (t < 0 || t >= config.vocab_size) return absl::DataLossError("checkpoint: a sequence token is outside the vocabulary");
+    }
+  } else if (o.calib_path.empty()) {
     std::optional<int32_t> bos = tokenizer->bos_id();
     const int32_t first = bos ? *bos : 0;  // No BOS: start every sample from token 0.
     LCD_ASSIGN_OR_RETURN(seqs, TeacherGenerated(o, *fp_model, *tokenizer, first, tag, log));
@@ -234,14 +295,22 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
 
   // Step 5: gamma = mean teacher top-1 probability over the training sequences.
   const int64_t L = seqs.length, V = config.vocab_size, B = std::min(o.kd_batch, train_n);
-  double top = 0.0;
-  for (int64_t i = 0; i < train_n; i += B) {
-    const int64_t b = std::min(B, train_n - i);
-    LCD_RETURN_IF_ERROR(teacher->Forward(seqs.at(i), b, L));
-    top += tr::MeanTopProbability(teacher->logits(), b * L, V) * static_cast<double>(b * L);
+  double gamma = 0.0;
+  KdEval init;
+  if (resume) {
+    gamma = resume->state.gamma;
+    init.cakld = resume->state.init_cakld;
+    init.kl = resume->state.init_kl;
+  } else {
+    double top = 0.0;
+    for (int64_t i = 0; i < train_n; i += B) {
+      const int64_t b = std::min(B, train_n - i);
+      LCD_RETURN_IF_ERROR(teacher->Forward(seqs.at(i), b, L));
+      top += tr::MeanTopProbability(teacher->logits(), b * L, V) * static_cast<double>(b * L);
+    }
+    gamma = top / static_cast<double>(train_n * L);
+    LCD_ASSIGN_OR_RETURN(init, Evaluate(*student, *teacher, seqs, spec_end, seqs.count, B, gamma));
   }
-  const double gamma = top / static_cast<double>(train_n * L);
-  LCD_ASSIGN_OR_RETURN(KdEval init, Evaluate(*student, *teacher, seqs, spec_end, seqs.count, B, gamma));
   log(absl::StrFormat("gamma %.4f; held-out (%d seqs) after init: cakld %.5f, kl %.5f", gamma, held,
                       init.cakld, init.kl));
 
@@ -263,17 +332,109 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
       ++next;
     }
   };
-  if (o.kd_block_steps > 0) {
+
+  // Checkpoints (with o.resume_dir): where the run stands and everything
+  // that trains. `opt` is the end-to-end optimiser (nullptr in the
+  // block-wise stage, whose per-block optimisers start fresh each block).
+  DistillState st;
+  st.gamma = gamma;
+  st.init_cakld = init.cakld;
+  st.init_kl = init.kl;
+  st.calibration = res.calibration;
+  const std::vector<tr::ParamTensor> trainable = student->TrainableTensors();
+  auto save = [&](tr::AdamW* opt) -> absl::Status {
+    if (o.resume_dir.empty()) return absl::OkStatus();
+    std::ostringstream rng_state;
+    rng_state << rng;
+    st.rng = rng_state.str();
+    st.order = order;
+    st.next = static_cast<int64_t>(next);
+    st.adam_steps = opt != nullptr ? opt->steps_taken() : 0;
+    DistillPayloadView p;
+    p.tokens = &seqs.tokens;
+    p.seq_count = seqs.count;
+    p.seq_length = seqs.length;
+    for (const tr::ParamTensor& t : trainable) {
+      p.tensors.push_back({t.name, {student->params() + t.offset, t.size}});
+      p.tensor_offsets.push_back(t.offset);
+    }
+    if (opt != nullptr) {
+      p.adam_m = opt->m();
+      p.adam_v = opt->v();
+    }
+    for (const std::string& w : weights) {
+      LCD_ASSIGN_OR_RETURN(tr::LoopQuantizer * q, student->quantizer(w));
+      p.codes.push_back({w, &q->codes()});
+    }
+    const Clock::time_point t0 = Clock::now();
+    LCD_RETURN_IF_ERROR(SaveDistillCheckpoint(o.resume_dir, fingerprint, st, p));
+    log(absl::StrFormat("checkpoint saved to %s (stage %s, %s %d) in %.1fs", o.resume_dir, st.stage,
+                        st.stage == "kd" ? "step" : "block", st.stage == "kd" ? st.step : st.next_block,
+                        Seconds(t0)));
+    return absl::OkStatus();
+  };
+  // Restores what trains, the batch order and (kd stage) the optimiser.
+  auto restore = [&](const DistillCheckpoint& cp, tr::AdamW* opt) -> absl::Status {
+    if (cp.tensors.size() != trainable.size() || cp.codes.size() != weights.size()) {
+      return absl::DataLossError("checkpoint: its tensors are not the student's");
+    }
+    for (size_t i = 0; i < trainable.size(); ++i) {
+      const tr::ParamTensor& t = trainable[i];
+      if (cp.tensors[i].first != t.name || static_cast<int64_t>(cp.tensors[i].second.size()) != t.size) {
+        return absl::DataLossError(absl::StrCat("checkpoint: tensor ", i, " is ", cp.tensors[i].first, ", not ", t.name));
+      }
+      std::copy(cp.tensors[i].second.begin(), cp.tensors[i].second.end(), student->params() + t.offset);
+      if (opt != nullptr && !cp.adam_m.empty()) {
+        std::copy(cp.adam_m[i].begin(), cp.adam_m[i].end(), opt->m() + t.offset);
+        std::copy(cp.adam_v[i].begin(), cp.adam_v[i].end(), opt->v() + t.offset);
+      }
+    }
+    for (size_t i = 0; i < weights.size(); ++i) {
+      LCD_ASSIGN_OR_RETURN(tr::LoopQuantizer * q, student->quantizer(weights[i]));
+      if (cp.codes[i].first != weights[i] || cp.codes[i].second.size() != q->codes().size()) {
+        return absl::DataLossError(absl::StrCat("checkpoint: codes ", i, " are not those of ", weights[i]));
+      }
+      for (uint8_t c : cp.codes[i].second) {
+        if (c > q->max_code()) return absl::DataLossError(absl::StrCat("checkpoint: a code of ", weights[i], " is out of range"));
+      }
+      q->codes() = cp.codes[i].second;
+    }
+    std::istringstream rng_state(cp.state.rng);
+    rng_state >> rng;
+    if (!rng_state || cp.state.order.size() != order.size() || cp.state.next > static_cast<int64_t>(order.size())) {
+      return absl::DataLossError("checkpoint: batch order state is corrupt");
+    }
+    std::vector<int64_t> sorted = cp.state.order;
+    std::sort(sorted.begin(), sorted.end());
+    for (size_t i = 0; i < sorted.size(); ++i) {
+      if (sorted[i] != static_cast<int64_t>(i)) return absl::DataLossError("checkpoint: batch order is not a permutation");
+    }
+    order = cp.state.order;
+    next = static_cast<size_t>(cp.state.next);
+    if (opt != nullptr) opt->set_steps_taken(cp.state.adam_steps);
+    st = cp.state;
+    return absl::OkStatus();
+  };
+  const bool resume_kd = resume && resume->state.stage == "kd";
+  int64_t first_block = 0;
+  if (resume && !resume_kd) {
+    LCD_RETURN_IF_ERROR(restore(*resume, nullptr));
+    first_block = resume->state.next_block;
+  } else if (!resume) {
+    st.stage = o.kd_block_steps > 0 ? "blockwise" : "kd";
+    LCD_RETURN_IF_ERROR(save(nullptr));  // The init and the sequences: a retry repeats no generation.
+  }
+  if (o.kd_block_steps > 0 && !resume_kd) {
     const int64_t C = config.hidden_size, n = B * L * C;
     std::vector<float> dout(static_cast<size_t>(n));
-    for (int64_t l = 0; l < config.num_layers; ++l) {
+    for (int64_t l = first_block; l < config.num_layers; ++l) {
       const std::string prefix = absl::StrCat("model.layers.", l, ".");
       std::vector<tr::ParamTensor> block;
       for (const tr::ParamTensor& t : student->TrainableTensors()) {
         if (t.name.starts_with(prefix)) block.push_back(t);
       }
       tr::AdamW bopt(student->num_params(), tr::AdamWOptions{});
-      const tr::LrSchedule bs = Schedule(o.kd_lr, o.kd_block_steps);
+      const tr::LrSchedule bs = Schedule(o.kd_lr, o.kd_block_steps, schedule);
       double first = 0.0, last = 0.0;
       for (int64_t step = 0; step < o.kd_block_steps; ++step) {
         if (o.kd_reassign_every > 0 && step > 0 && step % o.kd_reassign_every == 0) student->ReassignCodes();
@@ -298,23 +459,36 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
       }
       log(absl::StrFormat("block %d/%d tuned: relative output error %.5f -> %.5f, elapsed %.1fs", l + 1,
                           config.num_layers, first, last, Seconds(start)));
+      st.next_block = l + 1;
+      if (l + 1 < config.num_layers) LCD_RETURN_IF_ERROR(save(nullptr));
     }
     student->ReassignCodes();
     LCD_ASSIGN_OR_RETURN(KdEval after_blocks, Evaluate(*student, *teacher, seqs, spec_end, seqs.count, B, gamma));
     log(absl::StrFormat("held-out after block-wise tuning: cakld %.5f, kl %.5f", after_blocks.cakld,
                         after_blocks.kl));
-    res.quality["heldout_kl_teacher_blockwise"] = after_blocks.kl;
+    st.blockwise_kl = after_blocks.kl;
+    st.stage = "kd";
+    st.step = 0;
+    LCD_RETURN_IF_ERROR(save(nullptr));
   }
 
   // End-to-end distillation: AdamW on latent weights and quantizer parameters.
-  const std::vector<tr::ParamTensor> trainable = student->TrainableTensors();
   tr::AdamW opt(student->num_params(), tr::AdamWOptions{});
-  const tr::LrSchedule sched = Schedule(o.kd_lr, o.kd_steps);
-  double first_loss = 0.0, last_loss = 0.0, loss_sum = 0.0;
-  int64_t loss_n = 0, changed_total = 0, proposals = 0, accepted = 0;
+  if (resume_kd) LCD_RETURN_IF_ERROR(restore(*resume, &opt));
+  resume.reset();
+  if (st.blockwise_kl) res.quality["heldout_kl_teacher_blockwise"] = *st.blockwise_kl;
+  const tr::LrSchedule sched = Schedule(o.kd_lr, o.kd_steps, schedule);
+  double& first_loss = st.first_loss;
+  double& last_loss = st.last_loss;
+  int64_t& changed_total = st.changed_total;
+  int64_t& proposals = st.proposals;
+  int64_t& accepted = st.accepted;
+  double loss_sum = 0.0;
+  int64_t loss_n = 0;
   std::vector<std::vector<uint8_t>> saved_codes(weights.size());
   const Clock::time_point train_start = Clock::now();
-  for (int64_t step = 0; step < o.kd_steps; ++step) {
+  const int64_t first_step = st.step;
+  for (int64_t step = first_step; step < o.kd_steps; ++step) {
     if (o.kd_reassign_every > 0 && step > 0 && step % o.kd_reassign_every == 0) {
       if (!o.kd_speculative) {
         changed_total += student->ReassignCodes();
@@ -361,11 +535,15 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
       const std::string line =
           absl::StrFormat("[%s] step %d/%d cakld %.5f (mean of last %d: %.5f) lr %.2e, elapsed %.1fs, ETA %.1fs",
                           tag, step + 1, o.kd_steps, loss, loss_n, loss_sum / loss_n, sched.At(step), el,
-                          el / (step + 1) * (o.kd_steps - step - 1));
+                          el / (step + 1 - first_step) * (o.kd_steps - step - 1));
       if (o.log) o.log(line);
       if (o.progress) o.progress("distill", 0.1 + 0.7 * (step + 1) / o.kd_steps, line);
       loss_sum = 0.0;
       loss_n = 0;
+    }
+    st.step = step + 1;
+    if (!o.resume_dir.empty() && st.step % o.kd_checkpoint_every == 0 && st.step < o.kd_steps) {
+      LCD_RETURN_IF_ERROR(save(&opt));
     }
   }
 
@@ -391,7 +569,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
 
   res.params["steps"] = std::to_string(o.kd_steps);
   res.params["lr"] = absl::StrFormat("%g", o.kd_lr);
-  res.params["schedule"] = "cosine to 0.1x, warmup 5%";
+  res.params["schedule"] = schedule == "constant" ? "constant" : "cosine to 0.1x, warmup 5%";
   res.params["batch"] = std::to_string(B);
   res.params["seq_len"] = std::to_string(L);
   res.params["reassign_every"] = std::to_string(o.kd_reassign_every);

@@ -21,13 +21,22 @@
 //  4. gamma = mean teacher top-1 probability on the training sequences.
 //  5. kd_block_steps > 0: blocks front to back fit the teacher's block
 //     output (MSE), then codes are re-assigned.
-//  6. kd_steps AdamW steps (cosine to 0.1 x kd_lr after 5% warmup, clip 1)
+//  6. kd_steps AdamW steps (cosine to 0.1 x kd_lr after 5% warmup, or constant
+//     kd_lr: o.kd_lr_schedule, else plan.lr_schedule; clip 1)
 //     on CAKLD; codes re-assigned every kd_reassign_every steps (kept only
 //     when the judging CAKLD does not rise, with kd_speculative).
 //  7. plan.finalize (e.g. rounding to fp16), then held-out figures, then
 //     plan.pack per weight.
 // Progress: phase "calibrate" up to 0.1, "distill" up to
 // kModelMethodProgressEnd; log lines start with "[<tag>]".
+//
+// Resuming (o.resume_dir non-empty; distill_checkpoint.h): a checkpoint is
+// written after the init's figures, after every block of the block-wise
+// stage and every kd_checkpoint_every end-to-end steps; a run that finds one
+// with its own settings continues from it and produces the same artifact
+// as an uninterrupted run (the driver is deterministic); "<tag>_seconds"
+// then counts this run only. The directory is left in place (its owner, the
+// caller or lcd-jobs, removes it).
 #ifndef LCD_QUANTIZER_SRC_DISTILL_H_
 #define LCD_QUANTIZER_SRC_DISTILL_H_
 
@@ -52,6 +61,11 @@ struct DistillPlan {
   std::string tag;        // Log prefix, error prefix, "<tag>_seconds" figure: "lcd", "r2q", ...
   std::string init_name;  // First entry of method.params["stages"], e.g. "kmeans-init".
   std::string trained;    // method.params["trained"], e.g. "centroids, latent weights".
+  // The method's own options that change the result ("refit=2"), part of
+  // the checkpoint fingerprint; the shared options are added by the driver.
+  std::string settings;
+  // The lr schedule when o.kd_lr_schedule is empty: "cosine" or "constant".
+  std::string lr_schedule = "cosine";
   // The weights whose input second-moment matrix the init needs (empty: none).
   std::function<bool(std::string_view weight)> gram_for;
   // A quantizer of the weight's shape.

@@ -26,6 +26,9 @@ absl::StatusOr<double> WeightedSquaredError(const float* w, int64_t rows, int64_
     case kernels::QuantFormat::kCodebook:
       p = int64_t{1} << l.bits;
       break;
+    case kernels::QuantFormat::kBinaryCoded:
+      p = l.bits + 1;
+      break;
     case kernels::QuantFormat::kLattice: {
       // Not per code: decoded through the format's one definition.
       if (absl::Status s = kernels::ValidateQuantLayout(l); !s.ok()) return s;
@@ -46,7 +49,7 @@ absl::StatusOr<double> WeightedSquaredError(const float* w, int64_t rows, int64_
       return total;
     }
     default:
-      return absl::UnimplementedError("error metric: only affine, codebook and lattice formats are decoded here");
+      return absl::UnimplementedError("error metric: only affine, codebook, binary-coded and lattice formats are decoded here");
   }
   if (l.bits < 1 || l.bits > 8 || l.group_size < 1 ||
       q.codes.size() != static_cast<size_t>(l.CodeBytes()) ||
@@ -64,9 +67,15 @@ absl::StatusOr<double> WeightedSquaredError(const float* w, int64_t rows, int64_
       const int64_t end = std::min(cols, (g + 1) * l.group_size);
       for (int64_t c = g * l.group_size; c < end; ++c) {
         const uint32_t code = internal::GetCode(q.codes.data() + r * row_bytes, c, l.bits);
-        const float decoded = l.format == kernels::QuantFormat::kAffine
-                                  ? gp[0] * (static_cast<float>(code) - gp[1])
-                                  : gp[code];
+        float decoded = 0.0f;
+        if (l.format == kernels::QuantFormat::kAffine) {
+          decoded = gp[0] * (static_cast<float>(code) - gp[1]);
+        } else if (l.format == kernels::QuantFormat::kCodebook) {
+          decoded = gp[code];
+        } else {  // kBinaryCoded: sum_i p[i] * (2 bit_i - 1) + p[b].
+          for (int i = 0; i < l.bits; ++i) decoded += gp[i] * static_cast<float>(2 * static_cast<int>((code >> i) & 1u) - 1);
+          decoded += gp[l.bits];
+        }
         const double d = static_cast<double>(w[r * cols + c]) - decoded;
         total += (importance ? importance[c] : 1.0) * d * d;
       }

@@ -37,6 +37,10 @@ ModelMethod FindModelMethod(std::string_view name);
 
 // The methods (one per file).
 absl::StatusOr<ModelMethodResult> RunLcd(const QuantizeModelOptions& o, const std::vector<std::string>& weights);
+absl::StatusOr<ModelMethodResult> RunR2q(const QuantizeModelOptions& o, const std::vector<std::string>& weights);
+absl::StatusOr<ModelMethodResult> RunBitDistiller(const QuantizeModelOptions& o,
+                                                  const std::vector<std::string>& weights);
+absl::StatusOr<ModelMethodResult> RunGptq(const QuantizeModelOptions& o, const std::vector<std::string>& weights);
 absl::StatusOr<ModelMethodResult> RunGlvq(const QuantizeModelOptions& o, const std::vector<std::string>& weights);
 
 }  // namespace lcd::quantizer::internal

@@ -39,9 +39,7 @@ QuantizedMatrix AllocateQuantized(kernels::QuantFormat format, int bits, int64_t
   q.layout.rows = rows;
   q.layout.cols = cols;
   q.layout.group_size = group_size;
-  // ParamsPerGroup() lives in the kernels library, which another engineer is
-  // writing; the two formats made here have fixed P.
-  const int64_t p = format == kernels::QuantFormat::kAffine ? 2 : (int64_t{1} << bits);
+  const int64_t p = q.layout.ParamsPerGroup();
   q.codes.assign(static_cast<size_t>(q.layout.CodeBytes()), 0);
   q.params.assign(static_cast<size_t>(rows * q.layout.groups() * p), 0);
   return q;

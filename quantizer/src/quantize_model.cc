@@ -48,13 +48,31 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
   if (!IsKnownMethod(o.method)) {
     return absl::InvalidArgumentError(absl::StrCat("unknown method '", o.method, "' (", MethodNames(", "), ")"));
   }
-  if (o.method == "lcd") {
-    if (o.lm_head_bits != 0) return absl::InvalidArgumentError("lcd keeps lm_head dense; --quantize-lm-head is for rtn/kmeans");
+  // The methods that train through the distillation driver (distill.h).
+  const bool distills = o.method == "lcd" || o.method == "r2q" || o.method == "bitdistiller";
+  if (distills) {
+    if (o.lm_head_bits != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(o.method, " keeps lm_head dense; --quantize-lm-head is for rtn/kmeans"));
+    }
     if (o.kd_steps < 0 || o.kd_block_steps < 0 || o.kd_batch < 1 || o.kd_reassign_every < 0 || o.kd_samples < 2 ||
         !(o.kd_lr >= 0.0) || !(o.kd_temperature > 0.0)) {
-      return absl::InvalidArgumentError(
-          "lcd: steps, block steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, temperature > 0");
+      return absl::InvalidArgumentError(absl::StrCat(
+          o.method,
+          ": steps, block steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, temperature > 0"));
     }
+  }
+  if (o.method == "r2q") {
+    if (o.bits != 2) return absl::InvalidArgumentError(absl::StrCat("r2q is 2 bits (two 1-bit planes), got --bits ", o.bits));
+    if (o.r2q_refit < 0) return absl::InvalidArgumentError(absl::StrCat("r2q: refit rounds must be >= 0, got ", o.r2q_refit));
+  }
+  if (o.method == "bitdistiller" && o.kd_speculative) {
+    return absl::InvalidArgumentError(
+        "bitdistiller: --speculative judges code re-assignments; bitdistiller's codes always follow the weights");
+  }
+  if (!o.kd_lr_schedule.empty() && o.kd_lr_schedule != "cosine" && o.kd_lr_schedule != "constant") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("lr schedule must be cosine or constant, got '", o.kd_lr_schedule, "'"));
   }
   if (o.method == "glvq") {
     if (o.lm_head_bits != 0) return absl::InvalidArgumentError("glvq keeps lm_head dense; --quantize-lm-head is for rtn/kmeans");
@@ -72,7 +90,7 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
   if (o.bits < 2 || o.bits > 4) {
     return absl::InvalidArgumentError(absl::StrCat("bits must be 2, 3 or 4, got ", o.bits));
   }
-  const int head_max = o.method == "rtn" ? kRtnMaxBits : kKmeansMaxBits;
+  const int head_max = o.method == "rtn" || o.method == "gptq" ? kRtnMaxBits : kKmeansMaxBits;
   if (o.lm_head_bits != 0 && (o.lm_head_bits < 2 || o.lm_head_bits > head_max)) {
     return absl::InvalidArgumentError(absl::StrCat("lm_head bits for ", o.method, " must be in [2, ", head_max,
                                                    "] (or 0 to keep it dense), got ", o.lm_head_bits));
@@ -82,9 +100,18 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
   }
   if (o.kmeans_iters < 0) return absl::InvalidArgumentError("k-means iterations must be >= 0");
   if (!o.calib_path.empty() && o.method == "rtn") {
-    return absl::InvalidArgumentError("calibration data is only used by --method kmeans, lcd and glvq; rtn takes none");
+    return absl::InvalidArgumentError("calibration data is used by --method kmeans, lcd, r2q, bitdistiller, gptq and glvq; rtn takes none");
+  }
+  if (o.method == "gptq") {
+    if (o.calib_path.empty()) {
+      return absl::InvalidArgumentError("gptq needs calibration text: pass --calib FILE (e.g. a WikiText-2 train split)");
+    }
+    if (!(o.gptq_percdamp >= 0.0 && o.gptq_percdamp <= 1.0) || o.gptq_block_size < 1) {
+      return absl::InvalidArgumentError("gptq: dampening must be in [0, 1] and block size >= 1");
+    }
   }
   if (o.calib_tokens < 0) return absl::InvalidArgumentError("calibration tokens must be >= 0");
+  if (o.kd_checkpoint_every < 1) return absl::InvalidArgumentError("checkpoint-every must be >= 1");
   if (o.model_dir.empty() || o.out_dir.empty()) return absl::InvalidArgumentError("model and out dirs are required");
   return absl::OkStatus();
 }
@@ -309,6 +336,9 @@ namespace internal {
 ModelMethod FindModelMethod(std::string_view name) {
   static constexpr std::pair<std::string_view, ModelMethod> kModelMethods[] = {
       {"lcd", &RunLcd},
+      {"r2q", &RunR2q},
+      {"bitdistiller", &RunBitDistiller},
+      {"gptq", &RunGptq},
       {"glvq", &RunGlvq},
   };
   for (const auto& [n, run] : kModelMethods) {

@@ -1,6 +1,6 @@
-// GenerationService's cheap unary RPCs: Tokenize, Detokenize, GetModelInfo.
-// They run inline on the gRPC thread (tokenization of one request is short
-// CPU work and never waits on the engine).
+// GenerationService's unary RPCs besides Generate: Tokenize and Detokenize
+// run on the call queue (a prompt of kMaxPromptBytes takes a while to
+// tokenize; a gRPC reactor thread must not), GetModelInfo inline.
 #include "absl/strings/str_cat.h"
 #include "lcd/base/status_macros.h"
 #include "lcd/server/generation_service.h"
@@ -11,18 +11,13 @@
 namespace lcd::server {
 namespace {
 
-constexpr size_t kMaxTokenizeBytes = 1 << 20;
 constexpr int kMaxDetokenizeIds = 1 << 18;
 
 absl::Status DoTokenize(ModelRegistry* registry, const lcd::v1::TokenizeRequest& r,
                         lcd::v1::TokenizeResponse* out) {
   if (r.model().empty()) return absl::InvalidArgumentError("model: must name a loaded model");
   LCD_RETURN_IF_ERROR(ValidateModelName(r.model(), "model"));
-  if (r.text().size() > kMaxTokenizeBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("text: longer than ", kMaxTokenizeBytes, " bytes"));
-  }
-  LCD_RETURN_IF_ERROR(ValidateUtf8(r.text(), "text"));
+  LCD_RETURN_IF_ERROR(ValidatePromptBytes(r.text(), "text"));
   LCD_ASSIGN_OR_RETURN(auto model, registry->Get(r.model()));
   LCD_ASSIGN_OR_RETURN(std::vector<int32_t> ids, model->tokenizer->Encode(r.text(), r.add_bos()));
   for (int32_t id : ids) {
@@ -72,7 +67,11 @@ grpc::ServerUnaryReactor* GenerationServiceImpl::Tokenize(grpc::CallbackServerCo
                                                           const lcd::v1::TokenizeRequest* request,
                                                           lcd::v1::TokenizeResponse* response) {
   auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(DoTokenize(registry_, *request, response)));
+  if (!calls().Post([this, reactor, request, response] {
+        reactor->Finish(ToGrpcStatus(DoTokenize(registry_, *request, response)));
+      })) {
+    reactor->Finish(ToGrpcStatus(absl::UnavailableError("the server is shutting down")));
+  }
   return reactor;
 }
 
@@ -80,7 +79,11 @@ grpc::ServerUnaryReactor* GenerationServiceImpl::Detokenize(
     grpc::CallbackServerContext* ctx, const lcd::v1::DetokenizeRequest* request,
     lcd::v1::DetokenizeResponse* response) {
   auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(DoDetokenize(registry_, *request, response)));
+  if (!calls().Post([this, reactor, request, response] {
+        reactor->Finish(ToGrpcStatus(DoDetokenize(registry_, *request, response)));
+      })) {
+    reactor->Finish(ToGrpcStatus(absl::UnavailableError("the server is shutting down")));
+  }
   return reactor;
 }
 

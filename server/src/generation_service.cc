@@ -1,6 +1,10 @@
 #include "lcd/server/generation_service.h"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -8,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "lcd/base/cpu_limit.h"
 #include "lcd/base/logging.h"
 #include "lcd/base/status_macros.h"
 #include "lcd/server/request_validation.h"
@@ -36,8 +41,23 @@ struct CallCore {
   absl::Time start;
   absl::Mutex mu;
   bool finished ABSL_GUARDED_BY(mu) = false;
-  bool writing ABSL_GUARDED_BY(mu) = false;  // Streaming: a write is in flight.
+  bool writing ABSL_GUARDED_BY(mu) = false;    // Streaming: a write is in flight.
+  bool cancelled ABSL_GUARDED_BY(mu) = false;  // The client cancelled (perhaps before admission ended).
+  std::atomic<bool> delivery_queued{false};    // A Drain/Pump task is posted and has not started.
 };
+
+// Runs `deliver` (Drain or Pump) on the service's call queue, at most one
+// pending at a time per call: the engine thread's notify and gRPC's write
+// completions only post, and events that arrive meanwhile are taken by the
+// task already queued.
+void ScheduleDelivery(const std::shared_ptr<CallCore>& core, std::function<void()> deliver) {
+  if (core->delivery_queued.exchange(true)) return;
+  auto task = [core, deliver] {
+    core->delivery_queued = false;  // Before delivering: a later notify queues another run.
+    deliver();
+  };
+  if (!core->service->calls().Post(task)) task();  // The queue is stopping: deliver inline.
+}
 
 // The final gRPC status for a request that ended with `ev`.
 grpc::Status FinalStatus(const GenerationEvent& ev, grpc::CallbackServerContext* ctx) {
@@ -96,6 +116,45 @@ bool AppendEvent(const GenerationEvent& ev, absl::Time start, Message* msg) {
 // Ends a call that was refused before reaching the engine (unary or
 // streaming reactor alike): logs it, counts it, and finishes with its status.
 template <typename Reactor>
+void Reject(Reactor* reactor, CallCore& core, const std::string& model, const absl::Status& st);
+
+// Admission, on the call queue (never on a gRPC reactor thread): validation,
+// tokenization and Engine::Submit; then events flow through `deliver`.
+// Returns false when the call was refused (and finished).
+template <typename Reactor>
+bool AdmitCall(const std::shared_ptr<CallCore>& core, Reactor* self, const lcd::v1::GenerateRequest* request,
+               std::function<void()> deliver) {
+  auto admitted = core->service->Admit(*request, ContextDeadline(core->ctx));
+  if (!admitted.ok()) {
+    Reject(self, *core, request->model(), admitted.status());
+    return false;
+  }
+  std::shared_ptr<RequestHandle> handle = admitted->handle;
+  bool cancelled;
+  {
+    absl::MutexLock lock(&core->mu);
+    core->model = std::move(admitted->model);
+    core->request_id = std::move(admitted->request_id);
+    core->handle = handle;
+    cancelled = core->cancelled;
+  }
+  if (cancelled) handle->Cancel();
+  handle->SetNotify([core, deliver = std::move(deliver)] { ScheduleDelivery(core, deliver); });
+  return true;
+}
+
+// Client cancellation, possibly before admission has produced a handle.
+void CancelCall(CallCore& core) {
+  std::shared_ptr<RequestHandle> handle;
+  {
+    absl::MutexLock lock(&core.mu);
+    core.cancelled = true;
+    handle = core.handle;
+  }
+  if (handle != nullptr) handle->Cancel();
+}
+
+template <typename Reactor>
 void Reject(Reactor* reactor, CallCore& core, const std::string& model, const absl::Status& st) {
   LCD_LOG(INFO) << "request rejected model=" << model << " status=" << st;
   if (core.service->metrics() != nullptr) {
@@ -119,23 +178,17 @@ class UnaryGenerate final : public grpc::ServerUnaryReactor {
     core_->service = service;
     core_->ctx = ctx;
     core_->start = absl::Now();
-    auto admitted = service->Admit(*request, ContextDeadline(ctx));
-    if (!admitted.ok()) {
-      Reject(this, *core_, request->model(), admitted.status());
-      return;
+    // The constructor returns at once; admission runs on the call queue and
+    // from there the engine drives the call.
+    auto admit = [core = core_, self = this, request] {
+      AdmitCall(core, self, request, [core, self] { Drain(core, self); });
+    };
+    if (!service->calls().Post(admit)) {
+      Reject(this, *core_, request->model(), absl::UnavailableError("the server is shutting down"));
     }
-    core_->model = std::move(admitted->model);
-    core_->request_id = std::move(admitted->request_id);
-    core_->handle = std::move(admitted->handle);
-    response_->set_request_id(core_->request_id);
-    response_->set_model_version(core_->model->version);
-    // From here the engine drives the call; the constructor returns at once.
-    core_->handle->SetNotify([core = core_, self = this] { Drain(core, self); });
   }
 
-  void OnCancel() override {
-    if (core_->handle != nullptr) core_->handle->Cancel();
-  }
+  void OnCancel() override { CancelCall(*core_); }
   void OnDone() override { delete this; }
 
  private:
@@ -150,6 +203,8 @@ class UnaryGenerate final : public grpc::ServerUnaryReactor {
       if (core->finished) return;
       while (core->handle->TryNext(&ev)) {
         if (AppendEvent(ev, core->start, self->response_)) {
+          self->response_->set_request_id(core->request_id);
+          self->response_->set_model_version(core->model->version);
           last = std::move(ev);
           done = true;
           core->finished = true;
@@ -177,15 +232,12 @@ class StreamGenerate final : public grpc::ServerWriteReactor<lcd::v1::GenerateSt
     core_->service = service;
     core_->ctx = ctx;
     core_->start = absl::Now();
-    auto admitted = service->Admit(*request, ContextDeadline(ctx));
-    if (!admitted.ok()) {
-      Reject(this, *core_, request->model(), admitted.status());
-      return;
+    auto admit = [core = core_, self = this, request] {
+      AdmitCall(core, self, request, [core, self] { Pump(core, self); });
+    };
+    if (!service->calls().Post(admit)) {
+      Reject(this, *core_, request->model(), absl::UnavailableError("the server is shutting down"));
     }
-    core_->model = std::move(admitted->model);
-    core_->request_id = std::move(admitted->request_id);
-    core_->handle = std::move(admitted->handle);
-    core_->handle->SetNotify([core = core_, self = this] { Pump(core, self); });
   }
 
   void OnWriteDone(bool ok) override {
@@ -196,11 +248,9 @@ class StreamGenerate final : public grpc::ServerWriteReactor<lcd::v1::GenerateSt
     // A failed write means the client is gone; the engine then ends the
     // request with kCancelled and Pump finishes the call.
     if (!ok) core_->handle->Cancel();
-    Pump(core_, this);
+    ScheduleDelivery(core_, [core = core_, self = this] { Pump(core, self); });
   }
-  void OnCancel() override {
-    if (core_->handle != nullptr) core_->handle->Cancel();
-  }
+  void OnCancel() override { CancelCall(*core_); }
   void OnDone() override { delete this; }
 
  private:
@@ -249,8 +299,13 @@ class StreamGenerate final : public grpc::ServerWriteReactor<lcd::v1::GenerateSt
 
 }  // namespace
 
-GenerationServiceImpl::GenerationServiceImpl(ModelRegistry* registry, ServerMetrics* metrics)
-    : registry_(registry), metrics_(metrics) {}
+GenerationServiceImpl::GenerationServiceImpl(ModelRegistry* registry, ServerMetrics* metrics, int call_threads)
+    : registry_(registry),
+      metrics_(metrics),
+      calls_(std::make_unique<TaskQueue>(call_threads > 0 ? call_threads : std::clamp(AvailableCpus(), 2, 4),
+                                         "calls")) {}
+
+GenerationServiceImpl::~GenerationServiceImpl() = default;
 
 absl::StatusOr<GenerationServiceImpl::Prepared> GenerationServiceImpl::Prepare(
     const lcd::v1::GenerateRequest& r, absl::Time deadline) {

@@ -7,6 +7,7 @@
 
 #include <exception>
 #include <map>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -49,34 +50,59 @@ MetricsEndpoint* Find(const mg_context* ctx) {
   return it == Endpoints().end() ? nullptr : it->second;
 }
 
-// Serves /healthz, and 405 for methods the two paths do not take, ahead of
-// civetweb's routing; a GET /metrics goes on to the Exposer's handler, any
-// other path to civetweb's 404. The endpoint outlives every request: Stop
-// joins civetweb's workers before unregistering.
+// One complete response, written with mg_write from a heap string. Never
+// mg_printf, and never civetweb's own error pages: Debian's civetweb runs its
+// workers on a ~100 KB stack, and its error-page path (mg_send_http_error ->
+// mg_printf under the request handler's large frames) overflows it: a GET of
+// an unknown path crashed the whole daemon.
+void Respond(mg_connection* conn, std::string_view status, std::string_view extra_headers, std::string_view body,
+             bool with_body) {
+  std::string out = absl::StrCat("HTTP/1.1 ", std::string(status),
+                                 "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ", body.size(),
+                                 "\r\nCache-Control: no-store\r\nConnection: close\r\n",
+                                 std::string(extra_headers), "\r\n");
+  if (with_body) out.append(body);
+  mg_write(conn, out.data(), out.size());
+}
+
+// Serves /healthz, 405 for methods the two paths do not take and 404 for
+// every other path, ahead of civetweb's routing; only a GET /metrics goes on
+// to the Exposer's handler. The endpoint outlives every request: Stop joins
+// civetweb's workers before unregistering.
 int BeginRequest(mg_connection* conn) {
   const mg_request_info* req = mg_get_request_info(conn);
-  if (req == nullptr || req->local_uri == nullptr) return 0;
+  if (req == nullptr || req->local_uri == nullptr) {
+    Respond(conn, "400 Bad Request", "", "bad request\n", true);
+    return 400;
+  }
   const std::string_view path = req->local_uri;
   const std::string_view method = req->request_method != nullptr ? req->request_method : "";
   const bool healthz = path == "/healthz";
-  if (!healthz && path != "/metrics") return 0;
+  if (!healthz && path != "/metrics") {
+    Respond(conn, "404 Not Found", "", "not found: the paths are /metrics and /healthz\n", method != "HEAD");
+    return 404;
+  }
   if (method != "GET" && !(healthz && method == "HEAD")) {
-    mg_printf(conn,
-              "HTTP/1.1 405 Method Not Allowed\r\nAllow: %s\r\nContent-Length: 0\r\n"
-              "Connection: close\r\n\r\n",
-              healthz ? "GET, HEAD" : "GET");
+    Respond(conn, "405 Method Not Allowed", healthz ? "Allow: GET, HEAD\r\n" : "Allow: GET\r\n", "", false);
     return 405;
   }
   if (!healthz) return 0;
   const MetricsEndpoint* endpoint = Find(mg_get_context(conn));
   const bool ok = endpoint != nullptr && endpoint->Ready();
-  const std::string_view body = ok ? "ok\n" : "not ready\n";
-  mg_printf(conn,
-            "HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n"
-            "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-            ok ? "200 OK" : "503 Service Unavailable", body.size());
-  if (method == "GET") mg_write(conn, body.data(), body.size());
+  Respond(conn, ok ? "200 OK" : "503 Service Unavailable", "", ok ? "ok\n" : "not ready\n", method == "GET");
   return ok ? 200 : 503;
+}
+
+// Errors civetweb finds itself (a request too large or not HTTP): our own
+// minimal response instead of its error page (see Respond).
+int HttpError(mg_connection* conn, int status, const char* /*errmsg*/) {
+  const std::string line = absl::StrCat(status, status == 431   ? " Request Header Fields Too Large"
+                                                : status == 413 ? " Payload Too Large"
+                                                : status == 408 ? " Request Timeout"
+                                                : status >= 500 ? " Internal Server Error"
+                                                                : " Bad Request");
+  Respond(conn, line, "", absl::StrCat(line, "\n"), true);
+  return 0;  // Handled: civetweb sends nothing more.
 }
 
 }  // namespace
@@ -100,6 +126,7 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   };
   CivetCallbacks callbacks{};
   callbacks.begin_request = BeginRequest;
+  callbacks.http_error = HttpError;
   callbacks.init_context = InitContext;
   t_constructing = endpoint.get();
   t_constructed = nullptr;

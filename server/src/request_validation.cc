@@ -150,17 +150,24 @@ absl::Status ValidateGetModelStatusRequest(const lcd::v1::GetModelStatusRequest&
   return ValidateModelName(r.name(), "name");
 }
 
+absl::Status ValidatePromptBytes(absl::string_view text, absl::string_view field) {
+  if (text.size() > kMaxPromptBytes) {
+    return Bad(field, absl::StrCat("is ", text.size(), " bytes; prompts are at most ", kMaxPromptBytes, " bytes"));
+  }
+  return ValidateUtf8(text, field);
+}
+
 absl::Status ValidateGenerateRequest(const lcd::v1::GenerateRequest& r) {
   if (r.model().empty()) return Bad("model", "must name a loaded model");
   LCD_RETURN_IF_ERROR(ValidateModelName(r.model(), "model"));
   switch (r.prompt_case()) {
     case lcd::v1::GenerateRequest::kText:
       if (r.text().empty()) return Bad("text", "prompt is empty");
-      LCD_RETURN_IF_ERROR(ValidateUtf8(r.text(), "text"));
+      LCD_RETURN_IF_ERROR(ValidatePromptBytes(r.text(), "text"));
       break;
     case lcd::v1::GenerateRequest::kTextBytes:
       if (r.text_bytes().empty()) return Bad("text_bytes", "prompt is empty");
-      LCD_RETURN_IF_ERROR(ValidateUtf8(r.text_bytes(), "text_bytes"));
+      LCD_RETURN_IF_ERROR(ValidatePromptBytes(r.text_bytes(), "text_bytes"));
       break;
     case lcd::v1::GenerateRequest::kTokenIds:
       if (r.token_ids().ids().empty()) return Bad("token_ids", "prompt is empty");

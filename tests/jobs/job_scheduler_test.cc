@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -139,6 +140,70 @@ TEST_F(JobSchedulerTest, WorkerKilledMidJobIsRetriedAndSucceeds) {
   EXPECT_TRUE(saw_kill);
   EXPECT_EQ(*artifacts_->Versions("tiny"), (std::vector<int64_t>{2}));
   ExpectNoPartials();
+}
+
+// A distillation job whose worker is SIGKILLed after its first checkpoint:
+// the retry gets the same --resume directory, continues from the checkpoint
+// (its log says so) and succeeds; the checkpoint directory is removed when
+// the job ends, and teacher-generated samples reach the worker.
+TEST_F(JobSchedulerTest, RetriedWorkerResumesFromItsCheckpoint) {
+  const std::string marker = (dir_ / "killed-once").string();
+  // Short distillation settings the job spec does not carry; attempt 1 runs
+  // the real lcd in the background and kills it (and itself) once the
+  // checkpoint after the init is on disk.
+  const std::string extra = " --steps 12 --seq-len 32 --batch 2 --checkpoint-every 4";
+  SchedulerOptions o = Options(Script(
+      "R=''; prev=''; for a in \"$@\"; do [ \"$prev\" = --resume ] && R=\"$a\"; prev=\"$a\"; done\n"
+      "case \" $* \" in *' --samples 6 '*) ;; *) echo 'no --samples 6' >&2; exit 9;; esac\n"
+      "if [ ! -e " + marker + " ]; then touch " + marker + "\n"
+      "  " + LcdBinary() + " \"$@\"" + extra + " & pid=$!\n"
+      "  while kill -0 $pid 2>/dev/null && [ ! -e \"$R/checkpoint.json\" ]; do sleep 0.02; done\n"
+      "  kill -9 $pid; kill -9 $$\n"
+      "fi\n"
+      "exec " + LcdBinary() + " \"$@\"" + extra));
+  o.checkpoint_dir = (dir_ / "checkpoints").string();
+  scheduler_ = std::make_unique<JobScheduler>(store_.get(), artifacts_.get(), o);
+  ASSERT_TRUE(scheduler_->Start().ok());
+  JobSpec spec = testing::TinySpec();
+  spec.method = "lcd";
+  spec.bits = 2;
+  spec.calibration_samples = 6;
+  bool created;
+  auto submitted = store_->Create(spec, absl::ToUnixMillis(absl::Now()), &created);
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  scheduler_->Notify();
+  const JobRecord j = WaitTerminal(submitted->id, absl::Seconds(300));
+  ASSERT_EQ(j.state, JobState::kSucceeded) << j.reason;
+  EXPECT_EQ(j.attempts, 2);
+  std::ifstream log(dir_ / "logs" / (j.id + ".log"));
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(text, HasSubstr("[lcd] resuming from " + (dir_ / "checkpoints" / j.id).string()));
+  EXPECT_FALSE(fs::exists(dir_ / "checkpoints" / j.id)) << "the checkpoint outlived its job";
+  EXPECT_TRUE(runtime::Artifact::Open((dir_ / "artifacts" / "tiny" / "2").string()).ok());
+  ExpectNoPartials();
+}
+
+// Start-up removes checkpoints of jobs that have ended or that the store
+// does not know, and keeps those of queued jobs.
+TEST_F(JobSchedulerTest, StartDropsCheckpointsOfEndedJobs) {
+  bool created;
+  const std::string queued = store_->Create(testing::TinySpec(), 1, &created)->id;
+  JobSpec other = testing::TinySpec();
+  other.target_model = "other";
+  const std::string ended = store_->Create(other, 1, &created)->id;
+  ASSERT_TRUE(store_->Transition(ended, JobState::kQueued, JobState::kCancelled, "test", 2).ok());
+  for (const std::string& d : {queued, ended, std::string("job-unknown")}) {
+    fs::create_directories(dir_ / "checkpoints" / d);
+    std::ofstream(dir_ / "checkpoints" / d / "checkpoint.json") << "{}";
+  }
+  SchedulerOptions o = Options(Script("sleep 60"));
+  o.checkpoint_dir = (dir_ / "checkpoints").string();
+  o.max_workers = 0;  // Nothing runs: only the start-up clean-up is observed.
+  scheduler_ = std::make_unique<JobScheduler>(store_.get(), artifacts_.get(), o);
+  ASSERT_TRUE(scheduler_->Start().ok());
+  EXPECT_TRUE(fs::exists(dir_ / "checkpoints" / queued));
+  EXPECT_FALSE(fs::exists(dir_ / "checkpoints" / ended));
+  EXPECT_FALSE(fs::exists(dir_ / "checkpoints" / "job-unknown"));
 }
 
 TEST_F(JobSchedulerTest, FailsWithTheCauseAfterMaxAttempts) {

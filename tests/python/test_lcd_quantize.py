@@ -16,14 +16,18 @@ A 2-bit, g = 64 LCD job with teacher-generated calibration (16 sequences of
   * serve: lcd eval-ppl loads it and gives a finite perplexity.
 --speculative judges each re-assignment and reports the acceptance rate; --block-steps
 runs the progressive block-wise stage first.
+--resume DIR: a run killed after a checkpoint and started again writes the uninterrupted run's
+artifact byte for byte (both stages); other settings and damaged checkpoints are refused.
 Errors: a calibration text too short for two sequences is refused by name.
 Needs ../shared/data/models/stories260K: skipped without it, failed under CI=true.
 """
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -173,3 +177,95 @@ def test_progressive_blockwise_stage(model_dir, tmp_path):
     with open(os.path.join(out, "manifest.json")) as f:
         p = json.load(f)["method"]["params"]
     assert p["stages"] == "kmeans-init, blockwise, e2e-kd" and p["block_steps"] == "10"
+
+
+def _kill_after_checkpoint(cmd, resume_dir, stage, at_least):
+    """Starts cmd, SIGKILLs it once resume_dir/checkpoint.json records `stage` with step (kd) or
+    next_block (blockwise) >= at_least; returns what it recorded then."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    header = os.path.join(resume_dir, "checkpoint.json")
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"finished before the checkpoint: {proc.stderr.read()}"
+            try:
+                with open(header) as f:
+                    state = json.load(f)["state"]
+            except (OSError, ValueError):
+                state = None
+            key = "step" if stage == "kd" else "next_block"
+            if state is not None and state["stage"] == stage and state[key] >= at_least:
+                proc.kill()
+                proc.wait()
+                return state
+            time.sleep(0.02)
+        pytest.fail("no checkpoint in time")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("extra,stage,at_least", [([], "kd", 10), (["--block-steps", "4"], "blockwise", 2)],
+                         ids=["kd-stage", "blockwise-stage"])
+def test_resume_after_kill_gives_the_uninterrupted_artifact(job, model_dir, tmp_path, extra, stage, at_least):
+    """--resume DIR: a run killed with SIGKILL after a checkpoint (end-to-end stage at step >= 10 of
+    30, checkpoints every 5 steps; or block-wise stage after block 2 of 5) and started again with the
+    same command continues from the checkpoint (the log says where) and writes byte for byte the
+    model.safetensors of an uninterrupted run."""
+    resume = str(tmp_path / "resume")
+    out = str(tmp_path / "out")
+    cmd = [_lcd(), "quantize", "--model", model_dir, "--out", out, *ARGS, *extra, "--resume", resume,
+           "--checkpoint-every", "5"]
+    state = _kill_after_checkpoint(cmd, resume, stage, at_least)
+    shutil.rmtree(out, ignore_errors=True)  # What a supervisor does with the killed run's output.
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    where = f"step {state['step']}" if stage == "kd" else f"block {state['next_block']}"
+    assert f"[lcd] resuming from {resume}: stage {stage}, {where}" in res.stderr, res.stderr
+    if extra:
+        reference = str(tmp_path / "reference")
+        ref = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", reference, *ARGS, *extra],
+                             capture_output=True, text=True, timeout=600)
+        assert ref.returncode == 0, ref.stderr
+    else:
+        reference = job[0]
+    a = open(os.path.join(reference, "model.safetensors"), "rb").read()
+    b = open(os.path.join(out, "model.safetensors"), "rb").read()
+    assert a == b
+    # Only the newest payload is kept.
+    assert sorted(os.listdir(resume))[-1] == "checkpoint.json"
+    assert len([n for n in os.listdir(resume) if n.endswith(".bin")]) == 1
+
+
+def test_resume_refuses_other_settings_and_corrupt_checkpoints(model_dir, tmp_path):
+    """A checkpoint is never used by a run with other settings (FailedPrecondition naming the
+    directory), and a damaged payload is a clear data-loss error; neither run deletes it."""
+    resume = str(tmp_path / "resume")
+    short = [a if a != "30" else "10" for a in ARGS]  # 10 steps
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "a"), *short,
+                          "--resume", resume, "--checkpoint-every", "5"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    other = [a if a != "7" else "8" for a in short]  # another seed
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "b"), *other,
+                          "--resume", resume], capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0
+    assert f"the checkpoint in {resume} was made with other settings" in res.stderr, res.stderr
+    assert not os.path.exists(tmp_path / "b")
+    payload = [n for n in os.listdir(resume) if n.endswith(".bin")][0]
+    with open(os.path.join(resume, payload), "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0x40]))
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "c"), *short,
+                          "--resume", resume], capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0
+    assert "sha256 does not match the header" in res.stderr and payload in res.stderr, res.stderr
+    with open(os.path.join(resume, payload), "r+b") as f:
+        f.truncate(50)
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "d"), *short,
+                          "--resume", resume], capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0
+    assert "holds 50 bytes" in res.stderr, res.stderr
+    assert os.path.exists(os.path.join(resume, payload))

@@ -378,6 +378,32 @@ def test_batching_proof(server, stub):
         assert out[p] == single[p], p
 
 
+def test_prompt_byte_cap(model_dir):
+    """One prompt cap (1 MiB) for Generate (text and text_bytes) and Tokenize, below the default
+    4 MiB message limit, so the answer names it; a prompt of exactly 1 MiB is tokenized (on the
+    call queue) and the server keeps serving."""
+    s = h.ServerProcess({MODEL: model_dir}, [])
+    try:
+        s.wait_serving()
+        INV = grpc.StatusCode.INVALID_ARGUMENT
+        over = "y" * (1024 * 1024 + 1)
+        with grpc.insecure_channel(s.address, options=[("grpc.max_receive_message_length", 8 << 20),
+                                                       ("grpc.max_send_message_length", 8 << 20)]) as ch:
+            st = gg.GenerationServiceStub(ch)
+            GR = g.GenerateRequest
+            expect_code(lambda: st.Generate(GR(model=MODEL, text=over), timeout=60), INV,
+                        "text: is 1048577 bytes; prompts are at most 1048576 bytes")
+            expect_code(lambda: st.Generate(GR(model=MODEL, text_bytes=over.encode()), timeout=60), INV,
+                        "prompts are at most 1048576")
+            expect_code(lambda: st.Tokenize(g.TokenizeRequest(model=MODEL, text=over), timeout=60), INV,
+                        "prompts are at most 1048576")
+            assert len(st.Tokenize(g.TokenizeRequest(model=MODEL, text=over[:-1]), timeout=120).token_ids) > 0
+            assert st.Generate(GR(model=MODEL, text="still", sampling=greedy(3)),
+                               timeout=60).finish_reason == g.FINISH_REASON_LENGTH
+    finally:
+        assert s.terminate() == 0
+
+
 def test_queue_full(model_dir):
     s = h.ServerProcess({MODEL: model_dir}, ["--max-num-seqs", "1", "--max-waiting", "1"])
     try:
@@ -405,6 +431,14 @@ def test_queue_full(model_dir):
         assert grpc.StatusCode.OK in codes, codes
         assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
         assert h.metric_value(s.metrics(), "lcd_requests_total", {"status": "rejected"}) >= 1
+        # It recovers: once the burst is over the queue is empty and requests are served again.
+        with grpc.insecure_channel(s.address) as ch:
+            st = gg.GenerationServiceStub(ch)
+            for _ in range(3):
+                assert st.Generate(g.GenerateRequest(model=MODEL, text="after", sampling=greedy(4)),
+                                   timeout=60).finish_reason == g.FINISH_REASON_LENGTH
+        print(f"overload: {codes.count(grpc.StatusCode.OK)} served, "
+              f"{codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)} refused of {len(codes)}; recovered")
     finally:
         assert s.terminate() == 0
 

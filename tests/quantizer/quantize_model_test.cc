@@ -250,7 +250,8 @@ TEST_F(QuantizeModelTest, RejectsBadOptionsAndLeavesNothingBehind) {
   expect_invalid(Options("rtn", 5, 64), "bits");
   expect_invalid(Options("rtn", 1, 64), "bits");
   expect_invalid(Options("kmeans", 4, 0), "group size");
-  expect_invalid(Options("gptq", 4, 64), "unknown method");
+  expect_invalid(Options("no-such-method", 4, 64), "unknown method");
+  expect_invalid(Options("gptq", 4, 64), "gptq needs calibration text");  // No calib_path.
   QuantizeModelOptions o = Options("rtn", 4, 64);
   o.calib_path = model_ + "/val.txt";
   expect_invalid(o, "kmeans");

@@ -60,6 +60,23 @@ TEST(RequestValidation, BadRequests) {
   ExpectInvalid(ValidateGenerateRequest(r), "UTF-8");
 }
 
+// One prompt cap for every RPC that tokenizes (Tokenize uses
+// ValidatePromptBytes too): exactly kMaxPromptBytes passes, one more byte
+// is refused with the limit in the message, for text and text_bytes.
+TEST(RequestValidation, PromptByteCap) {
+  auto r = Good();
+  r.set_text(std::string(kMaxPromptBytes, 'x'));
+  EXPECT_TRUE(ValidateGenerateRequest(r).ok());
+  r.set_text(std::string(kMaxPromptBytes + 1, 'x'));
+  ExpectInvalid(ValidateGenerateRequest(r), "text: is 1048577 bytes; prompts are at most 1048576 bytes");
+  r.set_text_bytes(std::string(kMaxPromptBytes + 1, 'x'));
+  ExpectInvalid(ValidateGenerateRequest(r), "text_bytes: is 1048577 bytes");
+  r.set_text_bytes(std::string(kMaxPromptBytes, 'x'));
+  EXPECT_TRUE(ValidateGenerateRequest(r).ok());
+  EXPECT_TRUE(ValidatePromptBytes(std::string(kMaxPromptBytes, 'y'), "text").ok());
+  ExpectInvalid(ValidatePromptBytes(std::string(kMaxPromptBytes + 1, 'y'), "text"), "text: is 1048577 bytes");
+}
+
 TEST(RequestValidation, Utf8) {
   EXPECT_TRUE(ValidateUtf8("plain ascii", "f").ok());
   EXPECT_TRUE(ValidateUtf8("\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80", "f").ok());  // é € 😀

@@ -1,6 +1,6 @@
 // `lcd quantize`: a Hugging Face checkpoint to a quantized artifact v1
-// directory (RTN, importance-weighted k-means, or LCD: k-means init plus
-// knowledge distillation), optionally calibrated on a
+// directory (RTN, importance-weighted k-means, LCD: k-means init plus
+// knowledge distillation, or GPTQ), optionally calibrated on a
 // text file and stamped with perplexity figures. The work is done by
 // lcd::quantizer::QuantizeModel (lcd/quantizer/quantize_model.h); this file
 // only parses flags and prints.
@@ -26,14 +26,14 @@ int RunQuantize(int argc, char** argv) {
       ("bits", "Bits per weight of the decoder linears: 2, 3 or 4", cxxopts::value<int>())
       ("group-size", "Columns per (row, group)", cxxopts::value<int64_t>()->default_value("128"))
       ("calib", "Calibration text file (kmeans: importance = E[x^2] of each input column; lcd: distillation "
-       "sequences, default teacher-generated; glvq: required, H = E[x x^T] of each layer input)",
+       "sequences, default teacher-generated; gptq and glvq: required, E[x x^T] of each input)",
        cxxopts::value<std::string>())
       ("calib-tokens", "Calibration tokens taken from the start of --calib (0 = all)",
        cxxopts::value<int64_t>()->default_value("16384"))
       ("calib-window", "Tokens per calibration window (0 = min(512, context))",
        cxxopts::value<int64_t>()->default_value("0"))
       ("kmeans-iters", "Lloyd iterations per group", cxxopts::value<int>()->default_value("20"))
-      ("quantize-lm-head", "Also quantize lm_head at this many bits (rtn 2-8, kmeans 2-4); default dense",
+      ("quantize-lm-head", "Also quantize lm_head at this many bits (rtn and gptq 2-8, kmeans 2-4); default dense",
        cxxopts::value<int>()->default_value("0"))
       ("eval-text", "After writing, measure perplexity of the artifact and the source on this text",
        cxxopts::value<std::string>())
@@ -60,6 +60,22 @@ int RunQuantize(int argc, char** argv) {
       ("glvq-lambda", "glvq: weight of ||G - G0||^2 / ||G0||^2", cxxopts::value<double>()->default_value("0.01"))
       ("glvq-no-alloc", "glvq: same width for every column group (no salience N-1/N/N+1 allocation)")
       ("speculative", "lcd: keep a code re-assignment only if the KD loss on judging sequences does not rise")
+      ("gptq-damp", "gptq: dampening, fraction of mean diag(H) added to the diagonal",
+       cxxopts::value<double>()->default_value("0.01"))
+      ("gptq-act-order", "gptq: quantize columns by descending H_jj (group grids fixed up front: static groups)")
+      ("gptq-block-size", "gptq: columns per lazy batch update", cxxopts::value<int64_t>()->default_value("128"))
+      ("gptq-sequential", "gptq: collect each layer's Hessian through the already quantized layers (L+1 passes)")
+      ("resume", "Checkpoint directory of the distillation: continue from its checkpoint when it holds one of "
+       "the same settings, else start and checkpoint there (methods without a training loop start over)",
+       cxxopts::value<std::string>())
+      ("checkpoint-every", "With --resume: distillation steps between checkpoints",
+       cxxopts::value<int64_t>()->default_value("50"))
+      ("r2q-refit", "r2q: rounds of least-squares refit of (alpha1, alpha2) and re-assignment after the closed form",
+       cxxopts::value<int>()->default_value("0"))
+      ("lr-schedule", "Distillation lr schedule: cosine (5% warmup, to 0.1x) | constant (no warmup); "
+       "default the method's (lcd cosine, bitdistiller constant)", cxxopts::value<std::string>())
+      ("bitdistiller-no-clip", "bitdistiller: skip the asymmetric clipping search (a = b = 0)")
+      ("bitdistiller-no-range-grad", "bitdistiller: straight-through only, no gradient through each group's min/max")
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
       ("json", "Print the written manifest's quality figures as one JSON object on stdout")
       ("progress-fd", "Also write progress as JSON lines {phase, progress, message} to this file descriptor",
@@ -104,6 +120,16 @@ int RunQuantize(int argc, char** argv) {
     o.kd_seed = flags["seed"].as<uint64_t>();
     o.kd_speculative = flags.count("speculative") > 0;
     o.kd_block_steps = flags["block-steps"].as<int64_t>();
+    o.gptq_percdamp = flags["gptq-damp"].as<double>();
+    o.gptq_act_order = flags.count("gptq-act-order") > 0;
+    o.gptq_block_size = flags["gptq-block-size"].as<int64_t>();
+    o.gptq_sequential = flags.count("gptq-sequential") > 0;
+    if (flags.count("resume")) o.resume_dir = flags["resume"].as<std::string>();
+    o.kd_checkpoint_every = flags["checkpoint-every"].as<int64_t>();
+    o.r2q_refit = flags["r2q-refit"].as<int>();
+    if (flags.count("lr-schedule")) o.kd_lr_schedule = flags["lr-schedule"].as<std::string>();
+    o.bitdistiller_clip = flags.count("bitdistiller-no-clip") == 0;
+    o.bitdistiller_range_grad = flags.count("bitdistiller-no-range-grad") == 0;
     o.glvq_dim = flags["glvq-dim"].as<int>();
     o.glvq_steps = flags["glvq-steps"].as<int>();
     o.glvq_reround_every = flags["glvq-reround-every"].as<int>();

@@ -41,10 +41,22 @@ absl::Status JobScheduler::Start() {
     const bool spent = j.attempts >= options_.max_attempts;
     const std::string reason =
         absl::StrCat("lcd-jobs stopped during attempt ", j.attempts,
-                     spent ? "; no attempts left" : "; resumed (the attempt starts over)");
+                     spent ? "; no attempts left" : "; queued again (resumes from its last checkpoint, if any)");
     Changed(store_->Transition(j.id, JobState::kRunning, spent ? JobState::kFailed : JobState::kQueued, reason,
                                NowMs()));
     LCD_LOG(WARNING) << "jobs: " << j.id << ": " << reason;
+  }
+  if (!options_.checkpoint_dir.empty()) {
+    std::filesystem::create_directories(options_.checkpoint_dir, ec);
+    if (ec) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot create checkpoint dir ", options_.checkpoint_dir, ": ", ec.message()));
+    }
+    // Checkpoints of jobs that ended (or are unknown) are of no further use.
+    for (const std::filesystem::directory_entry& e : std::filesystem::directory_iterator(options_.checkpoint_dir, ec)) {
+      absl::StatusOr<JobRecord> j = store_->Get(e.path().filename().string());
+      if (!j.ok() || IsTerminal(j->state)) DropCheckpoint(e.path().filename().string());
+    }
   }
   absl::MutexLock lock(&mu_);
   if (started_) return absl::FailedPreconditionError("scheduler already started");
@@ -144,6 +156,7 @@ void JobScheduler::ScheduleOnce() {
   }
   for (const JobRecord& j : *queued) {
     if (j.cancel_requested) {
+      DropCheckpoint(j.id);  // Before the state says the job ended.
       Changed(store_->Transition(j.id, JobState::kQueued, JobState::kCancelled, "cancelled by client", NowMs()));
       continue;
     }
@@ -188,6 +201,13 @@ void JobScheduler::RunJob(JobRecord job) {
     if (!calib.empty()) {
       ws.argv.push_back("--calib");
       ws.argv.push_back(calib);
+    } else if (spec.calibration_samples > 0) {
+      ws.argv.push_back("--samples");
+      ws.argv.push_back(std::to_string(spec.calibration_samples));
+    }
+    if (!options_.checkpoint_dir.empty()) {
+      ws.argv.push_back("--resume");
+      ws.argv.push_back(CheckpointDir(job.id));
     }
     if (options_.worker_threads > 0) {
       ws.argv.push_back("--threads");
@@ -222,6 +242,19 @@ void JobScheduler::RunJob(JobRecord job) {
   wake_.Signal();
 }
 
+std::string JobScheduler::CheckpointDir(const std::string& id) const {
+  return (std::filesystem::path(options_.checkpoint_dir) / id).string();
+}
+
+void JobScheduler::DropCheckpoint(const std::string& id) const {
+  if (options_.checkpoint_dir.empty() || id.empty() || id.find('/') != std::string::npos || id == "." || id == "..") {
+    return;
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(CheckpointDir(id), ec);
+  if (ec) LCD_LOG(WARNING) << "jobs: cannot remove checkpoint " << CheckpointDir(id) << ": " << ec.message();
+}
+
 void JobScheduler::Finish(const JobRecord& job, int64_t version, const WorkerExit& exit,
                           const absl::Status& setup_error) {
   const std::string& model = job.spec.target_model;
@@ -232,6 +265,7 @@ void JobScheduler::Finish(const JobRecord& job, int64_t version, const WorkerExi
   };
   if (!setup_error.ok()) {
     discard();
+    DropCheckpoint(job.id);  // Before the state says the job ended.
     Changed(store_->Transition(job.id, JobState::kRunning, JobState::kFailed,
                                absl::StrCat("cannot start the worker: ", setup_error.message()), NowMs()));
     return;
@@ -240,8 +274,10 @@ void JobScheduler::Finish(const JobRecord& job, int64_t version, const WorkerExi
     absl::StatusOr<std::string> published = artifacts_->Publish(model, version);
     if (published.ok()) {
       LCD_LOG(INFO) << "jobs: " << job.id << " published " << *published;
+      DropCheckpoint(job.id);  // Before the state says the job ended.
       Changed(store_->Succeed(job.id, version, NowMs()));
     } else {
+      DropCheckpoint(job.id);  // Before the state says the job ended.
       Changed(store_->Transition(job.id, JobState::kRunning, JobState::kFailed,
                                  absl::StrCat("the worker's artifact was refused: ", published.status().message()),
                                  NowMs()));
@@ -257,6 +293,7 @@ void JobScheduler::Finish(const JobRecord& job, int64_t version, const WorkerExi
     stopping = stopping_;
   }
   if (cancel_requested) {
+    DropCheckpoint(job.id);  // Before the state says the job ended.
     Changed(store_->Transition(job.id, JobState::kRunning, JobState::kCancelled, "cancelled by client", NowMs()));
     return;
   }
@@ -285,6 +322,7 @@ void JobScheduler::Finish(const JobRecord& job, int64_t version, const WorkerExi
     Changed(store_->Transition(job.id, JobState::kRunning, JobState::kQueued, reason, NowMs()));
   } else {
     LCD_LOG(WARNING) << "jobs: " << job.id << " failed: " << reason;
+    DropCheckpoint(job.id);  // Before the state says the job ended.
     Changed(store_->Transition(job.id, JobState::kRunning, JobState::kFailed, reason, NowMs()));
   }
 }

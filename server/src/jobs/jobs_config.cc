@@ -39,6 +39,9 @@ const std::vector<S>& Settings() {
       settings::StringSetting<JobsConfig>("worker_binary", "the lcd executable (default: beside lcd-jobs)",
                                           &JobsConfig::worker_binary),
       settings::StringSetting<JobsConfig>("log_dir", "worker logs (default: beside the store)", &JobsConfig::log_dir),
+      settings::StringSetting<JobsConfig>("checkpoint_dir",
+                                          "worker checkpoints, to resume a retried job (default: beside the store)",
+                                          &JobsConfig::checkpoint_dir),
       settings::StringSetting<JobsConfig>("log_level", "debug|info|warning|error", &JobsConfig::log_level),
   };
   return *s;

@@ -111,6 +111,9 @@ class JobsDaemonImpl final : public JobsDaemon {
     so.log_dir = config_.log_dir.empty()
                      ? (fs::absolute(config_.store).parent_path() / "worker-logs").string()
                      : config_.log_dir;
+    so.checkpoint_dir = config_.checkpoint_dir.empty()
+                            ? (fs::absolute(config_.store).parent_path() / "worker-checkpoints").string()
+                            : config_.checkpoint_dir;
     so.max_workers = config_.max_workers;
     so.max_attempts = config_.max_attempts;
     so.worker_threads = config_.worker_threads;

@@ -19,6 +19,10 @@ inline constexpr std::array kMethods = {
     MethodInfo{"rtn", "round-to-nearest affine per group; no data, seconds; the floor every method must beat"},
     MethodInfo{"kmeans", "importance-weighted k-means codebook per (row, group); no training, optional calibration"},
     MethodInfo{"lcd", "k-means init + knowledge distillation of centroids and latent weights; best at 2-3 bits"},
+    MethodInfo{"r2q", "2-bit only: two residual 1-bit planes per group (binary-coded, LUT kernels); --steps 0 = closed form"},
+    MethodInfo{"bitdistiller",
+               "clipping search + self-distillation QAT (INT2 affine / NF3 codebook); the QAT peer to compare with"},
+    MethodInfo{"gptq", "Hessian-based rounding with error feedback (affine, needs --calib); minutes, the standard PTQ baseline"},
     MethodInfo{"glvq", "grouped lattice VQ (learned generator + mu-law per column group, salience bit allocation); needs --calib"},
 };
 

@@ -84,10 +84,10 @@ absl::StatusOr<QuantizedMatrix> QuantizeKmeans(const float* w, int64_t rows, int
                                                int max_iters = 20, kernels::ThreadPool* pool = nullptr);
 
 // sum_{r,c} importance[c] * (w[r][c] - decode(q)[r][c])^2 in double, with
-// importance nullptr meaning 1 everywhere. Decodes kAffine and kCodebook from
-// the documented formulas (fp16 params widened to fp32, arithmetic in fp32).
-// InvalidArgument when q's layout is not [rows][cols] or its arrays are the
-// wrong size; Unimplemented for kBinaryCoded.
+// importance nullptr meaning 1 everywhere. Decodes kAffine, kCodebook and
+// kBinaryCoded from the documented formulas (fp16 params widened to fp32,
+// arithmetic in fp32). InvalidArgument when q's layout is not [rows][cols] or
+// its arrays are the wrong size; Unimplemented for any other format.
 absl::StatusOr<double> WeightedSquaredError(const float* w, int64_t rows, int64_t cols,
                                             const QuantizedMatrix& q, const float* importance = nullptr);
 

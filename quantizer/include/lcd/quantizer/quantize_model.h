@@ -46,6 +46,37 @@
 // sequences after the k-means init and after training), codes_reassigned,
 // lcd_seconds. lm_head stays dense (lm_head_bits must be 0).
 //
+// R2Q (method "r2q", LCD.md "R2Q"; bits must be 2, lm_head stays dense):
+// the same distillation as lcd (every kd_* option above, teacher-generated
+// or --calib sequences, held-out figures, "r2q_seconds"), with the
+// kBinaryCoded format instead of the codebook: per (row, group) the closed
+// form alpha1 = mean|W|, B1 = sign W, alpha2 = mean|R|, B2 = sign R of
+// lcd/quantizer/r2q.h, refined by r2q_refit rounds of E[x_j^2]-weighted
+// least-squares refit of (alpha1, alpha2) and nearest-level re-assignment;
+// then kd_steps of CAKLD on the alphas and the latent weights
+// (straight-through signs; codes re-assigned to the nearest of the four
+// levels every kd_reassign_every steps; R2qLoopQuantizer). kd_steps = 0 is
+// post-training R2Q. Stored: fp16 (alpha1, alpha2, 0) per group, 2-bit codes
+// (bit 0 = B1, bit 1 = B2). InvalidArgument for bits != 2, lm_head_bits,
+// r2q_refit < 0 and the kd ranges lcd checks.
+// GPTQ (method "gptq"; lcd/quantizer/gptq.h has the per-matrix algorithm):
+// calibration text is required (calib_path; InvalidArgument without it). It
+// is tokenized, cut to calib_tokens and run through the FULL-PRECISION model
+// in windows of calib_window tokens as for k-means; E[x x^T] of every
+// quantized weight's input is its Hessian: by default from one pass over the
+// full-precision model (a decision); with gptq_sequential as the reference
+// code does, one decoder layer at a time (then lm_head) from the model whose
+// earlier layers are already quantized (a temporary fp32 copy of the model
+// with those layers decoded, under the system temp directory, removed
+// afterwards; L+1 calibration passes). Every quantized weight, lm_head included
+// when lm_head_bits > 0 (affine, 2..8 bits; a tied head uses the embedding
+// matrix and lm_head's observed input), is quantized by QuantizeGptq with
+// gptq_percdamp, gptq_act_order (static groups) and gptq_block_size, into
+// the affine format with group_size. Quality figures added:
+// output_error_rel_gptq and output_error_rel_rtn (mean over the quantized
+// weights of tr(E H E^T) / tr(W H W^T), E the quantization error of GPTQ and
+// of RTN on the same groups), gptq_calibration_seconds, gptq_quantize_seconds,
+// gptq_seconds.
 // GLVQ (method "glvq", lcd/quantizer/glvq.h): calib_path is required; the
 // text (calib_tokens, calib_window as for k-means) is run through the
 // full-precision model once for H = E[x x^T] of every decoder linear's input,
@@ -72,8 +103,15 @@
 // rewritten atomically.
 //
 // Errors (absl::Status; nothing is thrown): InvalidArgument for an unknown
-// method, lcd or glvq with lm_head_bits, glvq without calib_path or with glvq options out of range, lcd options out of range, bits outside 2..4, lm_head_bits outside the method's range
-// (rtn 2..8, kmeans 2..4), group_size < 1, --calib with rtn, an out_dir that
+// method, glvq without calib_path, with lm_head_bits or with glvq_* options
+// out of range, a distilling method (lcd, r2q, bitdistiller) with lm_head_bits or
+// with kd_* options out of range, r2q at bits other than 2 or with
+// r2q_refit < 0, bitdistiller with kd_speculative (its codes follow the
+// weights: nothing to judge), a kd_lr_schedule other than "", cosine or
+// constant, kd_checkpoint_every < 1, bits outside 2..4, lm_head_bits outside
+// the method's range (rtn and gptq 2..8, kmeans 2..4), group_size < 1,
+// --calib with rtn, gptq without calibration or with gptq_percdamp outside
+// [0, 1] or gptq_block_size < 1, an out_dir that
 // exists and is not empty (left untouched), a checkpoint lacking a decoder
 // linear weight or holding one that is not a 2-D float tensor; the
 // loaders' errors (NotFound, Unimplemented for an unsupported architecture)
@@ -97,7 +135,7 @@ namespace lcd::quantizer {
 struct QuantizeModelOptions {
   std::string model_dir;  // Hugging Face folder (config.json, safetensors, tokenizer).
   std::string out_dir;    // Must not exist or be empty.
-  std::string method;     // "rtn", "kmeans", "lcd" or "glvq".
+  std::string method;     // One of lcd/quantizer/methods.h: rtn, kmeans, lcd, r2q, bitdistiller, gptq, glvq
   int bits = 4;
   int64_t group_size = 128;
   int lm_head_bits = 0;   // 0 = lm_head stays dense.
@@ -121,7 +159,36 @@ struct QuantizeModelOptions {
   double kd_temperature = 0.8;      // Of the teacher's sampling.
   uint64_t kd_seed = 0;
   bool kd_speculative = false;      // Keep a re-assignment only when it does not raise the KD loss.
+  // Checkpoint directory of the distillation (empty: none): resumed from
+  // when it holds a checkpoint of the same settings (quantizer/src/distill.h).
+  std::string resume_dir;
+  int64_t kd_checkpoint_every = 50;  // End-to-end steps between checkpoints (with resume_dir; >= 1).
   int64_t kd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).
+  // Learning-rate schedule of the distillation: "cosine" (5% warmup, cosine
+  // to 0.1 x kd_lr), "constant" (kd_lr throughout, no warmup), or "" = the
+  // method's own (lcd: cosine; bitdistiller: constant, as its reference).
+  std::string kd_lr_schedule;
+
+  // BitDistiller (method "bitdistiller"; LCD.md "BitDistiller"): INT2
+  // asymmetric (kAffine) at 2 bits, NF3 (kCodebook) at 3, INT4 asymmetric at
+  // 4 (our choice); per-(row, group) asymmetric clipping search on E[x x^T]
+  // of the training sequences (q_proj/k_proj skipped), then the distillation
+  // driver with the STE quantizer of lcd/quantizer/train/bitdistiller_loop.h
+  // (range recomputed from the latent weights every forward); lm_head stays
+  // dense. Figures: clip_err_reduction (1 - searched / unclipped output
+  // error, summed over the searched groups), clip_mean_a, clip_mean_b,
+  // and the driver's. kd_steps = 0: the clipping search alone (PTQ).
+  bool bitdistiller_clip = true;        // false: no clipping search (a = b = 0 everywhere).
+  bool bitdistiller_range_grad = true;  // Gradient through each group's min/max (the reference's autograd).
+
+  // R2Q (method "r2q"), see "R2Q" above; the kd_* options drive its QAT.
+  int r2q_refit = 0;                // Least-squares refit + re-assignment rounds after the closed form.
+
+  // GPTQ (method "gptq"), see "GPTQ" above and lcd/quantizer/gptq.h.
+  double gptq_percdamp = 0.01;      // Dampening: this fraction of mean diag(H) is added to the diagonal.
+  bool gptq_act_order = false;      // Columns by descending H_jj, group grids fixed up front (static groups).
+  int64_t gptq_block_size = 128;    // Columns per lazy batch update.
+  bool gptq_sequential = false;     // Hessians through the already quantized layers, layer by layer.
 
   // GLVQ (method "glvq"), see "GLVQ" above and lcd/quantizer/glvq.h.
   int glvq_dim = 8;                 // Lattice dimension d (8; 16 and 32 selectable).

@@ -1,11 +1,16 @@
 // lcd.v1.GenerationService on the gRPC callback API.
 //
+// Threads: the gRPC reactor threads only accept calls and post work; the
+// engine thread only steps the model and posts. Everything else runs on the
+// service's call queue (calls(), a TaskQueue of call_threads workers):
 // Generate and GenerateStream validate the request (request_validation.h),
-// tokenize, and Submit to the model's engine; from then on nothing blocks:
-// the engine thread pushes events into the request's handle, whose notify
-// callback moves them into the response (unary) or into the next stream
-// write (streaming; one write in flight at a time, and events that arrive
-// meanwhile are coalesced into the next message). Client cancellation and
+// tokenize it and Submit it to the model's engine there; the engine pushes
+// events into the request's handle, whose notify posts one delivery task
+// per call (coalesced while one is pending) that moves them into the
+// response (unary) or into the next stream write (streaming; one write in
+// flight at a time, and events that arrive meanwhile are coalesced into the
+// next message). Tokenize and Detokenize also run there. Prompts (text or
+// text_bytes of Generate, text of Tokenize) are capped at kMaxPromptBytes. Client cancellation and
 // deadlines cancel the engine request (its KV blocks are freed at the next
 // iteration). Each finished request logs one INFO line:
 //   request id=.. model=.. version=.. prompt_tokens=.. completion_tokens=..
@@ -26,6 +31,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "lcd/base/task_queue.h"
 #include "lcd/server/model_registry.h"
 #include "lcd/server/server_metrics.h"
 #include "lcd/v1/generate.grpc.pb.h"
@@ -35,7 +41,12 @@ namespace lcd::server {
 class GenerationServiceImpl final : public lcd::v1::GenerationService::CallbackService {
  public:
   // Neither is owned; both must outlive the service. `metrics` may be null.
-  GenerationServiceImpl(ModelRegistry* registry, ServerMetrics* metrics);
+  // call_threads: workers of the call queue (<= 0: AvailableCpus() clamped
+  // to [2, 4]).
+  GenerationServiceImpl(ModelRegistry* registry, ServerMetrics* metrics, int call_threads = 0);
+  // Runs the call tasks still queued (the gRPC server must have been shut
+  // down first, so no call is left waiting on them).
+  ~GenerationServiceImpl() override;
 
   grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx,
                                      const lcd::v1::GenerateRequest* request,
@@ -72,11 +83,13 @@ class GenerationServiceImpl final : public lcd::v1::GenerationService::CallbackS
 
   ModelRegistry* registry() const { return registry_; }
   ServerMetrics* metrics() const { return metrics_; }
+  TaskQueue& calls() const { return *calls_; }
 
  private:
   ModelRegistry* const registry_;
   ServerMetrics* const metrics_;
   std::atomic<uint64_t> next_id_{1};
+  std::unique_ptr<TaskQueue> calls_;
 };
 
 }  // namespace lcd::server

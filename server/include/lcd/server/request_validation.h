@@ -30,6 +30,10 @@ inline constexpr size_t kMaxModelPathBytes = 4096;     // PATH_MAX
 inline constexpr size_t kMaxPathComponentBytes = 255;  // NAME_MAX
 // Client text quoted in an error message is cut to this many bytes.
 inline constexpr size_t kMaxEchoBytes = 64;
+// The largest prompt text (Generate's text / text_bytes, Tokenize's text):
+// one cap for every RPC that tokenizes, below the gRPC message limit so the
+// answer is a clear INVALID_ARGUMENT. 1 MiB is ~250k tokens of English.
+inline constexpr size_t kMaxPromptBytes = 1 << 20;
 
 // OK when `text` is well-formed UTF-8 (no overlongs, no surrogates, nothing
 // above U+10FFFF); otherwise InvalidArgument with the byte offset.
@@ -42,6 +46,10 @@ absl::Status ValidateUtf8(absl::string_view text, absl::string_view field);
 // through here (ToProto, ToGrpcStatus, the registry's stored errors).
 std::string SanitizeUtf8(absl::string_view text,
                          size_t max_bytes = std::numeric_limits<size_t>::max());
+// A prompt text: at most kMaxPromptBytes, valid UTF-8. InvalidArgument
+// naming `field` otherwise.
+absl::Status ValidatePromptBytes(absl::string_view text, absl::string_view field);
+
 // Client text for quoting in an error message: SanitizeUtf8(text, kMaxEchoBytes).
 std::string Echo(absl::string_view text);
 

@@ -54,6 +54,8 @@ class LoopQuantizer {
                         kernels::ThreadPool* pool) const = 0;
   // codes [rows][cols] = the codes the latent weight w maps to under params.
   virtual void Assign(const float* w, const float* params, uint8_t* codes, kernels::ThreadPool* pool) const = 0;
+  // The largest valid code (codes restored from a checkpoint are checked).
+  virtual int max_code() const { return 255; }
 
  private:
   int64_t rows_, cols_;
@@ -75,6 +77,7 @@ class CodebookLoopQuantizer final : public LoopQuantizer {
   void Backward(const float* w, const float* params, const float* dw_hat, float* dw, float* dparams,
                 kernels::ThreadPool* pool) const override;
   void Assign(const float* w, const float* params, uint8_t* codes, kernels::ThreadPool* pool) const override;
+  int max_code() const override { return static_cast<int>(shape_.k) - 1; }
 
  private:
   CodebookShape shape_;

@@ -41,6 +41,11 @@ class AdamW {
   void Step(float* params, const float* grads, const std::vector<ParamTensor>& tensors, double lr,
             kernels::ThreadPool* pool);
   int64_t steps_taken() const { return t_; }
+  // The moment estimates (indexed like the flat parameters) and the step
+  // count, for checkpoints: saved, then restored into a fresh AdamW.
+  float* m() { return m_.data(); }
+  float* v() { return v_.data(); }
+  void set_steps_taken(int64_t t) { t_ = t; }
 
  private:
   AdamWOptions opt_;

@@ -9,6 +9,14 @@
 // and the last log line; a cancelled job is stopped and CANCELLED. Nothing
 // but a published directory is ever left for lcd-server to load.
 //
+// Resuming: with checkpoint_dir set, every attempt of a job runs with
+// `--resume <checkpoint_dir>/<job id>`, so an attempt after a worker that
+// died (or after lcd-jobs itself was killed) continues the distillation
+// from its last checkpoint instead of starting over (methods without a
+// training loop start over). The directory is removed when the job ends
+// (SUCCEEDED, FAILED, CANCELLED); at start, directories of jobs that are
+// neither QUEUED nor RUNNING are removed.
+//
 // Start-up recovery: jobs a previous lcd-jobs left RUNNING (it was killed)
 // go back to QUEUED with the reason recorded, or FAILED when their attempts
 // are spent; partial directories are removed.
@@ -37,6 +45,7 @@ namespace lcd::server::jobs {
 struct SchedulerOptions {
   std::string worker_binary;  // the `lcd` executable
   std::string log_dir;        // worker logs: <log_dir>/<job id>.log
+  std::string checkpoint_dir; // worker checkpoints: <checkpoint_dir>/<job id> (empty: none)
   int max_workers = 1;
   int max_attempts = 3;
   int worker_threads = 0;     // --threads of each worker (0: its default)
@@ -77,8 +86,11 @@ class JobScheduler {
   void Loop();
   void ScheduleOnce();
   void RunJob(JobRecord job);
-  // Moves a finished attempt to its next state.
+  // Moves a finished attempt to its next state; a terminal one drops the
+  // job's checkpoint first.
   void Finish(const JobRecord& job, int64_t version, const WorkerExit& exit, const absl::Status& setup_error);
+  std::string CheckpointDir(const std::string& id) const;
+  void DropCheckpoint(const std::string& id) const;
   // A job changed state: on_change (metrics), then wakes the watchers.
   void Changed(const absl::StatusOr<JobRecord>& job);
   // A progress event was stored: wakes the watchers only (the state is

@@ -21,6 +21,7 @@
 //   retry_backoff_seconds     --retry-backoff-seconds     LCD_RETRY_BACKOFF_SECONDS
 //   worker_binary             --worker-binary             LCD_WORKER_BINARY
 //   log_dir                   --log-dir                   LCD_LOG_DIR
+//   checkpoint_dir            --checkpoint-dir            LCD_CHECKPOINT_DIR
 //   log_level                 --log-level                 LCD_LOG_LEVEL
 #ifndef LCD_SERVER_JOBS_JOBS_CONFIG_H_
 #define LCD_SERVER_JOBS_JOBS_CONFIG_H_
@@ -53,6 +54,7 @@ struct JobsConfig {
   double retry_backoff_seconds = 5;
   std::string worker_binary;               // default: `lcd` beside lcd-jobs
   std::string log_dir;                     // default: <dir of store>/worker-logs
+  std::string checkpoint_dir;              // default: <dir of store>/worker-checkpoints
   std::string log_level = "info";
 
   bool help_requested = false;
