@@ -16,6 +16,9 @@ quality), which must:
   * be served by lcd-server: greedy tokens over gRPC equal lcd's in-process
     greedy tokens on the artifact (logits_dump), and differ from the fp model's
     somewhere.
+Resumable: with --resume DIR every finished weight is kept in DIR; a rerun
+reuses the matching ones (one file deleted and one with a foreign fingerprint
+are recomputed) and writes the same weights byte for byte.
 Errors: glvq without --calib, and a lattice dim that does not divide the
 group size, are refused by name.
 """
@@ -40,12 +43,36 @@ ARGS = ["--method", "glvq", "--bits", "2", "--group-size", "64", "--glvq-dim", "
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
+def resume_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("glvq_resume"))
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory, resume_dir):
     out = str(tmp_path_factory.mktemp("glvq") / "art")
-    res = subprocess.run([lcd_paths.lcd_tool(), "quantize", "--model", h.TINY_SHAKESPEARE, "--out", out, *ARGS],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run([lcd_paths.lcd_tool(), "quantize", "--model", h.TINY_SHAKESPEARE, "--out", out, *ARGS,
+                          "--resume", resume_dir], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
+    assert "0 of 28 weights already quantized" in res.stderr
     return out, res.stderr
+
+
+def test_resume_reuses_finished_weights(artifact, resume_dir, tmp_path):
+    out, _ = artifact
+    files = sorted(os.listdir(resume_dir))
+    assert len(files) == 28
+    os.remove(os.path.join(resume_dir, "glvq-3.bin"))
+    foreign = os.path.join(resume_dir, "glvq-5.bin")
+    data = open(foreign, "rb").read().split(b"\n", 2)
+    open(foreign, "wb").write(data[0] + b"\n" + data[1].replace(b"steps 4", b"steps 5") + b"\n" + data[2])
+    out2 = str(tmp_path / "again")
+    res = subprocess.run([lcd_paths.lcd_tool(), "quantize", "--model", h.TINY_SHAKESPEARE, "--out", out2, *ARGS,
+                          "--resume", resume_dir], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "26 of 28 weights already quantized" in res.stderr
+    assert res.stderr.count("(resumed)") == 26
+    with open(os.path.join(out, "model.safetensors"), "rb") as a, open(os.path.join(out2, "model.safetensors"), "rb") as b:
+        assert a.read() == b.read()
 
 
 def test_progress_and_manifest(artifact):

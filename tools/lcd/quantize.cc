@@ -65,7 +65,7 @@ int RunQuantize(int argc, char** argv) {
       ("gptq-act-order", "gptq: quantize columns by descending H_jj (group grids fixed up front: static groups)")
       ("gptq-block-size", "gptq: columns per lazy batch update", cxxopts::value<int64_t>()->default_value("128"))
       ("gptq-sequential", "gptq: collect each layer's Hessian through the already quantized layers (L+1 passes)")
-      ("resume", "Checkpoint directory of the distillation: continue from its checkpoint when it holds one of "
+      ("resume", "Checkpoint directory of the distillation (glvq: of finished weights): continue from its checkpoint when it holds one of "
        "the same settings, else start and checkpoint there (methods without a training loop start over)",
        cxxopts::value<std::string>())
       ("checkpoint-every", "With --resume: distillation steps between checkpoints",

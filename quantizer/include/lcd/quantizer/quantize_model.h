@@ -86,6 +86,7 @@
 // be 0). Quality figures added: glvq_output_error_init / _final (mean over
 // weights of the mean per column group of GroupLoss's output-error term),
 // glvq_groups, glvq_groups_up / _down (widths N+1 / N-1), glvq_seconds.
+// With resume_dir, finished weights are kept there and reused (see resume_dir).
 //
 // Provenance stamped in the manifest: source path as given; source_sha256 as
 // docs/ARTIFACT.md defines it (sha256 of the concatenated hex sha256 of the
@@ -161,6 +162,9 @@ struct QuantizeModelOptions {
   bool kd_speculative = false;      // Keep a re-assignment only when it does not raise the KD loss.
   // Checkpoint directory of the distillation (empty: none): resumed from
   // when it holds a checkpoint of the same settings (quantizer/src/distill.h).
+  // glvq: one file per finished weight (glvq-<i>.bin), reused when the
+  // source weights, calibration file and tokens/window and every glvq_*
+  // setting match; calibration is skipped when every weight is reused.
   std::string resume_dir;
   int64_t kd_checkpoint_every = 50;  // End-to-end steps between checkpoints (with resume_dir; >= 1).
   int64_t kd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).
