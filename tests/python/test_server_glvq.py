@@ -18,7 +18,8 @@ quality), which must:
     somewhere.
 Resumable: with --resume DIR every finished weight is kept in DIR; a rerun
 reuses the matching ones (one file deleted and one with a foreign fingerprint
-are recomputed) and writes the same weights byte for byte.
+are recomputed) and writes the same weights byte for byte, reporting JSON
+progress lines on --progress-fd (monotonic, ending at 1).
 Errors: glvq without --calib, and a lattice dim that does not divide the
 group size, are refused by name.
 """
@@ -66,9 +67,24 @@ def test_resume_reuses_finished_weights(artifact, resume_dir, tmp_path):
     data = open(foreign, "rb").read().split(b"\n", 2)
     open(foreign, "wb").write(data[0] + b"\n" + data[1].replace(b"steps 4", b"steps 5") + b"\n" + data[2])
     out2 = str(tmp_path / "again")
-    res = subprocess.run([lcd_paths.lcd_tool(), "quantize", "--model", h.TINY_SHAKESPEARE, "--out", out2, *ARGS,
-                          "--resume", resume_dir], capture_output=True, text=True, timeout=600)
+    r, w = os.pipe()
+    try:
+        res = subprocess.run([lcd_paths.lcd_tool(), "quantize", "--model", h.TINY_SHAKESPEARE, "--out", out2, *ARGS,
+                              "--resume", resume_dir, "--progress-fd", str(w)],
+                             capture_output=True, text=True, timeout=600, pass_fds=(w,))
+        os.close(w)
+        w = None
+        with os.fdopen(r) as f:
+            lines = [json.loads(x) for x in f.read().splitlines()]
+    finally:
+        if w is not None:
+            os.close(w)
     assert res.returncode == 0, res.stderr
+    # JSON progress lines: every phase, monotonic fractions ending at 1.
+    assert {"calibrate", "quantize", "write"} <= {x["phase"] for x in lines}
+    assert any(x["message"].startswith("[glvq] tensor 28/28") for x in lines)
+    fractions = [x["progress"] for x in lines]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0, fractions
     assert "26 of 28 weights already quantized" in res.stderr
     assert res.stderr.count("(resumed)") == 26
     with open(os.path.join(out, "model.safetensors"), "rb") as a, open(os.path.join(out2, "model.safetensors"), "rb") as b:
