@@ -52,7 +52,7 @@
 //
 // Errors: InvalidArgument for a null or non-finite w, bad shapes, bits
 // outside 1..8, dim outside 1..32 or not dividing group_size, a non-finite H
-// or one of the wrong size, options out of range. Determinism: a pure
+// (h must hold cols x cols values: not checkable here), options out of range. Determinism: a pure
 // function of the inputs (no randomness; independent of the pool).
 #ifndef LCD_QUANTIZER_GLVQ_H_
 #define LCD_QUANTIZER_GLVQ_H_
