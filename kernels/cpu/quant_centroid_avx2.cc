@@ -258,6 +258,8 @@ void CentroidLinear(const CentroidPackedView& w, const float* x, int64_t m, cons
       return ByBits<QuantFormat::kAffine>(w, x, m, bias, y, pool);
     case QuantFormat::kBinaryCoded:
       return ByBits<QuantFormat::kBinaryCoded>(w, x, m, bias, y, pool);
+    case QuantFormat::kLattice:  // Never packed for this design (QuantCentroidSupports).
+      return;
   }
 }
 

@@ -59,7 +59,32 @@ struct CentroidPackedView {
   const uint16_t* params = nullptr;
 };
 
+// kLatticeDecode: one lattice part as the packer keeps it (src/quant_lattice.cc).
+// Per column group k: code width bits[k], the stream offset of its first
+// code bit_offset[k], the generator row-major gen[k*d*d..] and transposed
+// gen_t[k*d*d..] (column j of G contiguous), mu[k] and log1p(mu[k]).
+struct LatticePackedView {
+  int d = 0;
+  int64_t cols = 0;
+  int64_t group_size = 0;
+  int64_t groups = 0;
+  const uint8_t* bits = nullptr;
+  const int64_t* bit_offset = nullptr;
+  const float* gen = nullptr;
+  const float* gen_t = nullptr;
+  const float* mu = nullptr;
+  const float* ln1p_mu = nullptr;
+};
+
 namespace avx2 {
+
+// One row of a lattice part into out[cols]: code_row is the row's canonical
+// code stream followed by at least 8 readable bytes, scales its [groups]
+// scales. Requires d % 8 == 0.
+void DecodeLatticeRow(const LatticePackedView& v, const uint8_t* code_row, const float* scales,
+                      float* out);
+// out[t * out_stride] = sum_c x[t * cols + c] * w[c] for t < m.
+void DotRows(const float* w, const float* x, int64_t m, int64_t cols, float* out, int64_t out_stride);
 
 // Tables of x [m][cols] into lut [m][blocks32 * 8][16], scale and sum
 // [m][blocks32] (quant_linear.h, "LUT quantization").

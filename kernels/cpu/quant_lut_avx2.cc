@@ -255,6 +255,8 @@ void LutLinear(const LutPackedView& w, const LutTablesView& t, int64_t m, const 
     case QuantFormat::kBinaryCoded:
       if (w.bits == 1) return LutLinearTyped<QuantFormat::kBinaryCoded, 1>(w, t, m, bias, y, pool);
       return LutLinearTyped<QuantFormat::kBinaryCoded, 2>(w, t, m, bias, y, pool);
+    case QuantFormat::kLattice:  // Never packed for this design (QuantLutSupports).
+      return;
   }
 }
 

@@ -21,6 +21,8 @@ std::string_view QuantFormatName(QuantFormat f) {
       return "affine";
     case QuantFormat::kBinaryCoded:
       return "binary_coded";
+    case QuantFormat::kLattice:
+      return "lattice";
   }
   return "unknown";
 }
@@ -35,6 +37,8 @@ std::string_view QuantKernelName(QuantKernel k) {
       return "centroid_table";
     case QuantKernel::kActivationLut:
       return "activation_lut";
+    case QuantKernel::kLatticeDecode:
+      return "lattice_decode";
   }
   return "unknown";
 }
@@ -47,8 +51,27 @@ int64_t QuantLayout::ParamsPerGroup() const {
       return 2;
     case QuantFormat::kBinaryCoded:
       return bits + 1;
+    case QuantFormat::kLattice:
+      return 1;
   }
   return 0;
+}
+
+int64_t QuantLayout::CodeRowBits() const {
+  if (group_bits.empty()) return cols * bits;
+  int64_t total = 0;
+  for (int64_t g = 0; g < groups(); ++g) {
+    total += (std::min(cols, (g + 1) * group_size) - g * group_size) * group_bits[g];
+  }
+  return total;
+}
+
+int64_t QuantLayout::CodeBitOffset(int64_t col) const {
+  if (group_bits.empty()) return col * bits;
+  const int64_t k = col / group_size;
+  int64_t off = 0;
+  for (int64_t g = 0; g < k; ++g) off += group_size * group_bits[g];
+  return off + (col - k * group_size) * group_bits[k];
 }
 
 absl::Status ValidateQuantLayout(const QuantLayout& layout) {
@@ -59,6 +82,7 @@ absl::Status ValidateQuantLayout(const QuantLayout& layout) {
       max_bits = 4;
       break;
     case QuantFormat::kAffine:
+    case QuantFormat::kLattice:
       max_bits = 8;
       break;
     default:
@@ -75,6 +99,26 @@ absl::Status ValidateQuantLayout(const QuantLayout& layout) {
                                                    ", group_size ", layout.group_size,
                                                    ": all must be positive"));
   }
+  if (layout.format == QuantFormat::kLattice) {
+    if (layout.lattice_dim < 1 || layout.lattice_dim > 32 || layout.group_size % layout.lattice_dim != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("lattice_dim ", layout.lattice_dim,
+                                                     " must be in 1..32 and divide group_size ", layout.group_size));
+    }
+    if (!layout.group_bits.empty()) {
+      if (static_cast<int64_t>(layout.group_bits.size()) != layout.groups()) {
+        return absl::InvalidArgumentError(absl::StrCat("group_bits has ", layout.group_bits.size(),
+                                                       " entries; the matrix has ", layout.groups(), " groups"));
+      }
+      for (size_t g = 0; g < layout.group_bits.size(); ++g) {
+        if (layout.group_bits[g] < 1 || layout.group_bits[g] > 8) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("group_bits[", g, "] = ", layout.group_bits[g], " outside 1..8"));
+        }
+      }
+    }
+  } else if (layout.lattice_dim != 0 || !layout.group_bits.empty()) {
+    return absl::InvalidArgumentError("lattice_dim and group_bits are for the lattice format only");
+  }
   // Offsets are int64 byte/bit counts; refuse sizes whose bit count overflows.
   if (layout.cols > (int64_t{1} << 40) / layout.bits || layout.rows > (int64_t{1} << 40)) {
     return absl::InvalidArgumentError("quantized matrix too large");
@@ -84,12 +128,12 @@ absl::Status ValidateQuantLayout(const QuantLayout& layout) {
 
 int CanonicalCode(const QuantMatrixView& w, int64_t row, int64_t col) {
   const uint8_t* r = w.codes + row * w.layout.CodeRowBytes();
-  return ReadCodeBits(r, col * w.layout.bits, w.layout.bits);
+  return ReadCodeBits(r, w.layout.CodeBitOffset(col), w.layout.GroupBits(col / w.layout.group_size));
 }
 
 absl::Status CheckCodePadding(const QuantMatrixView& w) {
   const QuantLayout& l = w.layout;
-  const int64_t used_bits = l.cols * l.bits;
+  const int64_t used_bits = l.CodeRowBits();
   if (used_bits % 8 == 0) return absl::OkStatus();
   const uint8_t mask = static_cast<uint8_t>(0xFF << (used_bits % 8));
   for (int64_t r = 0; r < l.rows; ++r) {
@@ -111,12 +155,62 @@ float DecodeCode(QuantFormat format, int bits, const float* p, int code) {
       for (int i = 0; i < bits; ++i) acc += ((code >> i) & 1) ? p[i] : -p[i];
       return acc + p[bits];
     }
+    case QuantFormat::kLattice:  // Not per code: DecodeLatticeSubvector.
+      break;
   }
   return 0.0f;
 }
 
+void DecodeLatticeSubvector(const float* g, int d, float mu, float ln1p_mu, float s, int bits,
+                            const int* q, int n, float* out) {
+  float c[32];
+  const float offset = static_cast<float>(1 << (bits - 1)) - 0.5f;
+  for (int j = 0; j < n; ++j) c[j] = static_cast<float>(q[j]) - offset;
+  for (int i = 0; i < n; ++i) {
+    float y = 0.0f;
+    for (int j = 0; j < n; ++j) y += g[i * d + j] * c[j];
+    const float mag = std::expm1(std::fabs(y) * ln1p_mu) / mu;
+    out[i] = s * (y < 0.0f ? -mag : mag);
+  }
+}
+
+absl::Status CheckLatticeParams(const QuantMatrixView& w) {
+  const QuantLayout& l = w.layout;
+  const int d = l.lattice_dim;
+  const int64_t P = l.LatticeParamsPerGroup();
+  for (int64_t k = 0; k < l.groups(); ++k) {
+    const uint16_t* p = w.lattice + k * P;
+    const float mu = Fp16ToFloat(p[P - 1]);
+    if (!std::isfinite(mu) || !(mu > 0.0f)) {
+      return absl::InvalidArgumentError(absl::StrCat("lattice group ", k, ": mu ", mu, " is not a finite positive number"));
+    }
+    double worst = 0.0;
+    for (int i = 0; i < d; ++i) {
+      double row = 0.0;
+      for (int j = 0; j < d; ++j) {
+        const float v = Fp16ToFloat(p[i * d + j]);
+        if (!std::isfinite(v)) {
+          return absl::InvalidArgumentError(absl::StrCat("lattice group ", k, ": generator element (", i, ", ", j, ") is not finite"));
+        }
+        row += std::fabs(v);
+      }
+      worst = std::max(worst, row);
+    }
+    const double bound = worst * static_cast<double>(1 << (l.GroupBits(k) - 1)) * std::log1p(static_cast<double>(mu));
+    if (bound > 80.0) {
+      return absl::InvalidArgumentError(absl::StrCat("lattice group ", k, ": generator and mu let decoded values reach e^",
+                                                     bound, " (limit e^80)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 void DequantizeRows(const QuantMatrixView& w, int64_t row_begin, int64_t row_end, float* out) {
   const QuantLayout& l = w.layout;
+  if (l.format == QuantFormat::kLattice) {
+    for (int64_t r = row_begin; r < row_end; ++r) DecodeLatticeRow(w, r, out + (r - row_begin) * l.cols);
+    return;
+  }
   const int64_t P = l.ParamsPerGroup();
   std::vector<float> params(static_cast<size_t>(P));
   for (int64_t r = row_begin; r < row_end; ++r) {
@@ -144,6 +238,10 @@ absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackedQuantMatrix::Pack(const
     return absl::InvalidArgumentError("quantized matrix without codes or params");
   }
   const bool avx2 = static_cast<int>(ActiveIsa()) >= static_cast<int>(Isa::kAvx2);
+  if (w.layout.format == QuantFormat::kLattice) return PackLattice({w}, kernel);
+  if (kernel == QuantKernel::kLatticeDecode) {
+    return absl::UnimplementedError("kernel lattice_decode runs only the lattice format");
+  }
   std::unique_ptr<PackedQuantMatrix> packed;
   switch (kernel) {
     case QuantKernel::kAuto:
@@ -160,6 +258,8 @@ absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackedQuantMatrix::Pack(const
       break;
     case QuantKernel::kActivationLut:
       if (avx2) packed = PackQuantLutAvx2(w);
+      break;
+    case QuantKernel::kLatticeDecode:
       break;
   }
   if (packed == nullptr) {
@@ -179,6 +279,7 @@ absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackedQuantMatrix::PackStacke
 absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackedQuantMatrix::PackStacked(
     const std::vector<QuantMatrixView>& parts, QuantKernel kernel) {
   if (parts.empty()) return absl::InvalidArgumentError("PackStacked of no matrices");
+  if (parts[0].layout.format == QuantFormat::kLattice) return PackLattice(parts, kernel);
   QuantLayout stacked = parts[0].layout;
   stacked.rows = 0;
   for (size_t i = 0; i < parts.size(); ++i) {

@@ -214,12 +214,14 @@ bool QuantLutSupports(const QuantLayout& l) {
       return l.bits >= 2 && l.bits <= 4;
     case QuantFormat::kBinaryCoded:
       return l.bits <= 2;
+    case QuantFormat::kLattice:
+      return false;
   }
   return false;
 }
 
 bool QuantCentroidSupports(const QuantLayout& l) {
-  const bool bits_ok = l.bits <= 4 || (l.format == QuantFormat::kAffine && l.bits == 8);
+  const bool bits_ok = (l.format != QuantFormat::kLattice && l.bits <= 4) || (l.format == QuantFormat::kAffine && l.bits == 8);
   return bits_ok && l.group_size % 8 == 0;
 }
 

@@ -48,6 +48,13 @@ std::unique_ptr<PackedQuantMatrix> PackQuantReference(const QuantMatrixView& w);
 std::unique_ptr<PackedQuantMatrix> PackQuantCentroidAvx2(const QuantMatrixView& w);
 std::unique_ptr<PackedQuantMatrix> PackQuantLutAvx2(const QuantMatrixView& w);
 bool QuantLutSupports(const QuantLayout& layout);
+// kLattice (src/quant_lattice.cc): every part a lattice matrix with the same
+// cols; kAuto / kLatticeDecode pick AVX2 decoding when ActiveIsa() allows and
+// d % 8 == 0, kReference the scalar twin; Unimplemented otherwise.
+absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackLattice(const std::vector<QuantMatrixView>& parts,
+                                                               QuantKernel kernel);
+// Row r of a lattice matrix decoded with DecodeLatticeSubvector into out[cols].
+void DecodeLatticeRow(const QuantMatrixView& w, int64_t r, float* out);
 bool QuantCentroidSupports(const QuantLayout& layout);
 
 }  // namespace lcd::kernels

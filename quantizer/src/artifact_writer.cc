@@ -51,6 +51,15 @@ absl::Status CheckCanonical(const std::string& name, const QuantizedMatrix& q) {
   if (absl::Status s = kernels::CheckCodePadding(q.view()); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("AddQuantized(", name, "): ", s.message()));
   }
+  if (static_cast<int64_t>(q.lattice.size()) != l.LatticeParamCount()) {
+    return absl::InvalidArgumentError(absl::StrCat("AddQuantized(", name, "): ", q.lattice.size(),
+                                                   " lattice params; the layout needs ", l.LatticeParamCount()));
+  }
+  if (l.format == kernels::QuantFormat::kLattice) {
+    if (absl::Status s = kernels::CheckLatticeParams(q.view()); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("AddQuantized(", name, "): ", s.message()));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -112,7 +121,9 @@ double ArtifactWriter::QuantizedBitsPerWeight() const {
   for (const auto& p : pending_) {
     if (!p->quantized) continue;
     const kernels::QuantLayout& l = p->matrix.layout;
-    bits += 8.0 * static_cast<double>(l.CodeBytes()) + 16.0 * static_cast<double>(l.ParamCount());
+    bits += 8.0 * static_cast<double>(l.CodeBytes()) + 16.0 * static_cast<double>(l.ParamCount()) +
+            16.0 * static_cast<double>(l.LatticeParamCount()) +
+            (l.format == kernels::QuantFormat::kLattice ? 8.0 * static_cast<double>(l.groups()) : 0.0);
     weights += static_cast<double>(l.rows) * static_cast<double>(l.cols);
   }
   return weights > 0 ? bits / weights : 0.0;
@@ -139,12 +150,23 @@ absl::StatusOr<runtime::ArtifactManifest> ArtifactWriter::Finish(runtime::Artifa
       t.shape = {l.rows, l.cols};
       t.bits = l.bits;
       t.group_size = l.group_size;
+      t.lattice_dim = l.lattice_dim;
       tensors.push_back({p->name + ".codes", runtime::StDType::kU8, {l.rows, l.CodeRowBytes()},
                          std::string_view(reinterpret_cast<const char*>(p->matrix.codes.data()),
                                           p->matrix.codes.size())});
       tensors.push_back({p->name + ".params", runtime::StDType::kF16, {l.rows, l.groups(), l.ParamsPerGroup()},
                          std::string_view(reinterpret_cast<const char*>(p->matrix.params.data()),
                                           p->matrix.params.size() * sizeof(uint16_t))});
+      if (l.format == kernels::QuantFormat::kLattice) {
+        // Widths stored even when uniform, so a reader needs no default.
+        std::vector<uint8_t>& gb = p->matrix.layout.group_bits;
+        if (gb.empty()) gb.assign(static_cast<size_t>(l.groups()), static_cast<uint8_t>(l.bits));
+        tensors.push_back({p->name + ".group_bits", runtime::StDType::kU8, {l.groups()},
+                           std::string_view(reinterpret_cast<const char*>(gb.data()), gb.size())});
+        tensors.push_back({p->name + ".lattice", runtime::StDType::kF16, {l.groups(), l.LatticeParamsPerGroup()},
+                           std::string_view(reinterpret_cast<const char*>(p->matrix.lattice.data()),
+                                            p->matrix.lattice.size() * sizeof(uint16_t))});
+      }
     } else {
       t.shape = p->shape;
       tensors.push_back({p->name, p->dtype, p->shape, p->bytes});

@@ -29,8 +29,27 @@ absl::StatusOr<double> WeightedSquaredError(const float* w, int64_t rows, int64_
     case kernels::QuantFormat::kBinaryCoded:
       p = l.bits + 1;
       break;
+    case kernels::QuantFormat::kLattice: {
+      // Not per code: decoded through the format's one definition.
+      if (absl::Status s = kernels::ValidateQuantLayout(l); !s.ok()) return s;
+      if (q.codes.size() != static_cast<size_t>(l.CodeBytes()) ||
+          q.params.size() != static_cast<size_t>(rows * l.groups()) ||
+          q.lattice.size() != static_cast<size_t>(l.LatticeParamCount())) {
+        return absl::InvalidArgumentError("error metric: quantized matrix arrays do not match its layout");
+      }
+      std::vector<float> row(static_cast<size_t>(cols));
+      double total = 0.0;
+      for (int64_t r = 0; r < rows; ++r) {
+        kernels::DequantizeRows(q.view(), r, r + 1, row.data());
+        for (int64_t c = 0; c < cols; ++c) {
+          const double d = static_cast<double>(w[r * cols + c]) - row[c];
+          total += (importance ? importance[c] : 1.0) * d * d;
+        }
+      }
+      return total;
+    }
     default:
-      return absl::UnimplementedError("error metric: only affine, codebook and binary-coded formats are decoded here");
+      return absl::UnimplementedError("error metric: only affine, codebook, binary-coded and lattice formats are decoded here");
   }
   if (l.bits < 1 || l.bits > 8 || l.group_size < 1 ||
       q.codes.size() != static_cast<size_t>(l.CodeBytes()) ||

@@ -41,6 +41,7 @@ absl::StatusOr<ModelMethodResult> RunR2q(const QuantizeModelOptions& o, const st
 absl::StatusOr<ModelMethodResult> RunBitDistiller(const QuantizeModelOptions& o,
                                                   const std::vector<std::string>& weights);
 absl::StatusOr<ModelMethodResult> RunGptq(const QuantizeModelOptions& o, const std::vector<std::string>& weights);
+absl::StatusOr<ModelMethodResult> RunGlvq(const QuantizeModelOptions& o, const std::vector<std::string>& weights);
 
 }  // namespace lcd::quantizer::internal
 

@@ -73,6 +73,16 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("lr schedule must be cosine or constant, got '", o.kd_lr_schedule, "'"));
   }
+  if (o.method == "glvq") {
+    if (o.lm_head_bits != 0) return absl::InvalidArgumentError("glvq keeps lm_head dense; --quantize-lm-head is for rtn/kmeans");
+    if (o.glvq_dim < 1 || o.glvq_dim > 32 || o.group_size % o.glvq_dim != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("glvq: --glvq-dim ", o.glvq_dim,
+                                                     " must be in 1..32 and divide the group size ", o.group_size));
+    }
+    if (o.glvq_steps < 0 || o.glvq_reround_every < 0 || !(o.glvq_lr >= 0.0) || !(o.glvq_lambda >= 0.0)) {
+      return absl::InvalidArgumentError("glvq: steps and reround-every must be >= 0, lr and lambda >= 0");
+    }
+  }
   if (o.bits < 2 || o.bits > 4) {
     return absl::InvalidArgumentError(absl::StrCat("bits must be 2, 3 or 4, got ", o.bits));
   }
@@ -326,6 +336,7 @@ ModelMethod FindModelMethod(std::string_view name) {
       {"r2q", &RunR2q},
       {"bitdistiller", &RunBitDistiller},
       {"gptq", &RunGptq},
+      {"glvq", &RunGlvq},
   };
   for (const auto& [n, run] : kModelMethods) {
     if (n == name) return run;

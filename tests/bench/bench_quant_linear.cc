@@ -151,6 +151,79 @@ void BM_DenseBf16(benchmark::State& state) {
   state.SetLabel(std::string("bf16 ") + std::string(IsaName(ActiveIsa())));
 }
 
+// The lattice format (GLVQ) decoded then multiplied (kLatticeDecode), as
+// BM_QuantLinear: rotating copies from DRAM. Args: bits, rows, cols, g, d,
+// kernel, m, threads. Codes random, G = 0.4/2^(b-1) I plus small off-diagonal
+// terms, mu = 30, scales ~0.05: realistic magnitudes for the exp.
+void BM_Lattice(benchmark::State& state) {
+  QuantLayout l{QuantFormat::kLattice, static_cast<int>(state.range(0)), state.range(1), state.range(2),
+                state.range(3)};
+  l.lattice_dim = static_cast<int>(state.range(4));
+  const QuantKernel kernel = static_cast<QuantKernel>(state.range(5));
+  const int64_t m = state.range(6);
+  const int threads = static_cast<int>(state.range(7));
+  const int d = l.lattice_dim;
+  std::vector<uint8_t> codes(static_cast<size_t>(l.CodeBytes()));
+  std::vector<uint16_t> params(static_cast<size_t>(l.ParamCount()));
+  std::vector<uint16_t> lattice(static_cast<size_t>(l.LatticeParamCount()));
+  uint64_t s = 0x9e3779b97f4a7c15ull;
+  for (uint8_t& c : codes) c = static_cast<uint8_t>(Lcg(&s));
+  if ((l.cols * l.bits) % 8 != 0) {
+    for (int64_t r = 0; r < l.rows; ++r) codes[(r + 1) * l.CodeRowBytes() - 1] &= static_cast<uint8_t>((1 << ((l.cols * l.bits) % 8)) - 1);
+  }
+  for (uint16_t& p : params) p = FloatToFp16(0.03f + static_cast<float>(Lcg(&s) & 0xffff) / 65536.0f * 0.04f);
+  const float diag = 0.4f / static_cast<float>(1 << (l.bits - 1));
+  for (int64_t k = 0; k < l.groups(); ++k) {
+    uint16_t* g = lattice.data() + k * l.LatticeParamsPerGroup();
+    for (int i = 0; i < d * d; ++i) {
+      const float off = (static_cast<float>(Lcg(&s) & 0xffff) / 65536.0f - 0.5f) * 0.02f;
+      g[i] = FloatToFp16(i % (d + 1) == 0 ? diag : off);
+    }
+    g[d * d] = FloatToFp16(30.0f);
+  }
+  const QuantMatrixView view{l, codes.data(), params.data(), lattice.data()};
+  std::vector<std::unique_ptr<PackedQuantMatrix>> copies;
+  do {
+    auto p = PackedQuantMatrix::Pack(view, kernel);
+    if (!p.ok()) {
+      state.SkipWithError(std::string(p.status().message()).c_str());
+      return;
+    }
+    copies.push_back(*std::move(p));
+  } while (static_cast<int64_t>(copies.size() * copies.front()->BytesRead()) < kWorkingSet);
+  const double stream = StreamBandwidth(threads);
+  ThreadPool* pool = threads > 1 ? Pool(threads) : nullptr;
+  std::vector<float> x(m * l.cols), y(m * l.rows);
+  for (float& v : x) v = static_cast<float>(static_cast<int32_t>(Lcg(&s))) * 4.6566e-10f;
+  QuantActivations act;
+  size_t i = 0;
+  for (auto _ : state) {
+    act.Prepare(x.data(), m, l.cols, pool);
+    QuantLinear(act, *copies[i], nullptr, y.data(), pool);
+    if (++i == copies.size()) i = 0;
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  const double bytes = static_cast<double>(copies[0]->BytesRead() + x.size() * 4);
+  const double iters = static_cast<double>(state.iterations());
+  state.SetBytesProcessed(static_cast<int64_t>(iters * bytes));
+  state.counters["vs_stream"] = benchmark::Counter(iters * bytes / stream, benchmark::Counter::kIsRate);
+  state.counters["Gw/s"] = benchmark::Counter(iters * l.rows * l.cols * 1e-9, benchmark::Counter::kIsRate);
+  state.SetLabel(copies[0]->Describe() + " x" + std::to_string(copies.size()) + " copies");
+}
+
+void LatticeArgs(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"bits", "rows", "cols", "g", "d", "kernel", "m", "threads"});
+  const int kDecode = static_cast<int>(QuantKernel::kLatticeDecode);
+  for (int bits : {2, 3}) {
+    for (int d : {8, 16, 32}) {
+      for (int threads : {1, 2}) b->Args({bits, 11008, 4096, 128, d, kDecode, 1, threads});
+    }
+  }
+  for (int m : {8, 64}) b->Args({2, 11008, 4096, 128, 8, kDecode, m, 1});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
 constexpr int kCb = static_cast<int>(QuantFormat::kCodebook);
 constexpr int kAff = static_cast<int>(QuantFormat::kAffine);
 constexpr int kBcq = static_cast<int>(QuantFormat::kBinaryCoded);
@@ -208,6 +281,7 @@ BENCHMARK_CAPTURE(BM_QuantLinear, gemv, true)->Apply(GemvArgs);
 BENCHMARK_CAPTURE(BM_QuantLinear, batch, true)->Apply(BatchArgs);
 BENCHMARK_CAPTURE(BM_QuantLinear, in_cache, false)->Apply(InCacheArgs);
 BENCHMARK(BM_DenseBf16)->Apply(DenseArgs);
+BENCHMARK(BM_Lattice)->Apply(LatticeArgs);
 
 }  // namespace
 }  // namespace lcd::kernels

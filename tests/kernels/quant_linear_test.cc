@@ -64,6 +64,8 @@ float RandomParam(std::mt19937_64& rng, const QuantLayout& l, int i) {
       return i == 0 ? 0.01f + 0.2f * u(rng) : u(rng) * static_cast<float>((1 << l.bits) - 1);
     case QuantFormat::kBinaryCoded:  // plane scales, then the offset
       return i < l.bits ? 0.02f + 0.5f * u(rng) : 0.2f * u(rng) - 0.1f;
+    case QuantFormat::kLattice:  // quant_lattice_test.cc
+      break;
   }
   return 0.0f;
 }
@@ -188,6 +190,8 @@ bool LutPromised(const QuantLayout& l, Isa isa) {
       return l.bits >= 2 && l.bits <= 4;
     case QuantFormat::kBinaryCoded:
       return l.bits <= 2;
+    case QuantFormat::kLattice:
+      return false;
   }
   return false;
 }

@@ -20,7 +20,7 @@ import shutil
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-FORMATS = ("codebook", "affine", "binary_coded")
+FORMATS = ("codebook", "affine", "binary_coded", "lattice")
 
 
 def params_per_group(fmt, bits):
@@ -59,6 +59,92 @@ def decode(fmt, bits, params, codes, group_size):
     return out.astype(np.float32)
 
 
+# ---- lattice (GLVQ) -----------------------------------------------------------
+
+def unpack_lattice_codes(packed, cols, group_size, group_bits):
+    """Variable-width rows: group k's columns take group_bits[k] bits each, groups back to back."""
+    stream = np.unpackbits(packed, axis=1, bitorder="little").astype(np.int64)
+    out = np.zeros((packed.shape[0], cols), np.int64)
+    bit = 0
+    for k, b in enumerate(group_bits):
+        c0, c1 = k * group_size, min(cols, (k + 1) * group_size)
+        n = (c1 - c0) * int(b)
+        chunk = stream[:, bit:bit + n].reshape(-1, c1 - c0, int(b))
+        out[:, c0:c1] = (chunk << np.arange(int(b))).sum(axis=2)
+        bit += n
+    assert not stream[:, bit:].any(), "padding bits after the last code must be zero"
+    return out
+
+
+def pack_lattice_codes(codes, group_size, group_bits):
+    rows, cols = codes.shape
+    planes = []
+    for k, b in enumerate(group_bits):
+        c = codes[:, k * group_size:min(cols, (k + 1) * group_size)]
+        planes.append(((c[:, :, None] >> np.arange(int(b))) & 1).astype(np.uint8).reshape(rows, -1))
+    planes = np.concatenate(planes, axis=1)
+    pad = -planes.shape[1] % 8
+    planes = np.concatenate([planes, np.zeros((rows, pad), np.uint8)], axis=1)
+    return np.packbits(planes, axis=1, bitorder="little")
+
+
+def decode_lattice(scales, lattice, group_bits, codes, group_size, d):
+    """scales [rows][groups] f32, lattice [groups][d*d+1] f32 -> [rows][cols] float32.
+
+    Sub-vectors of d columns inside each group (the last of a short group has
+    n < d columns and uses G's leading n x n block): y = G (q - 2^(b-1) + 1/2),
+    w = s * sign(y) * ((1 + mu)^|y| - 1) / mu, in float32."""
+    rows, cols = codes.shape
+    out = np.zeros((rows, cols), np.float32)
+    for k, b in enumerate(group_bits):
+        G = lattice[k, :d * d].reshape(d, d).astype(np.float32)
+        mu = np.float32(lattice[k, d * d])
+        c0, c1 = k * group_size, min(cols, (k + 1) * group_size)
+        for t in range(c0, c1, d):
+            n = min(d, c1 - t)
+            c = (codes[:, t:t + n] - (1 << (int(b) - 1))).astype(np.float32) + np.float32(0.5)
+            y = c @ G[:n, :n].T
+            mag = np.expm1(np.abs(y) * np.log1p(mu)) / mu
+            out[:, t:t + n] = scales[:, k:k + 1] * np.sign(y) * mag
+    return out
+
+
+def _mu_law(x, mu):
+    return np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
+
+
+def quantize_lattice(w, bits, group_size, d):
+    """A plain numpy lattice quantizer (not GLVQ's training): per column group a
+    scaled Cholesky factor of the companded sub-vectors' second moment, mu = 50,
+    s = max |w| per (row, group), Babai-rounded codes; group widths alternate
+    bits, bits + 1 so variable-width rows are exercised."""
+    rows, cols = w.shape
+    groups = -(-cols // group_size)
+    group_bits = np.array([bits + (k % 2) for k in range(groups)], np.uint8)
+    scales = np.zeros((rows, groups), np.float16)
+    lattice = np.zeros((groups, d * d + 1), np.float16)
+    codes = np.zeros((rows, cols), np.int64)
+    for k in range(groups):
+        b = int(group_bits[k])
+        c0, c1 = k * group_size, min(cols, (k + 1) * group_size)
+        s = _fp16(np.maximum(np.abs(w[:, c0:c1]).max(axis=1), 1e-6))
+        scales[:, k] = s
+        u = _mu_law(w[:, c0:c1] / s.astype(np.float32)[:, None], 50.0)
+        full = (c1 - c0) // d * d
+        sub = u[:, :full].reshape(-1, d) if full else u[:, :d].reshape(-1, min(d, c1 - c0))
+        cov = sub.T.astype(np.float64) @ sub / len(sub) if full else np.eye(d) / 3
+        cov += 1e-2 * np.trace(cov) / d * np.eye(d)
+        G = _fp16(np.linalg.cholesky(cov) * 2.0 / (1 << b))
+        lattice[k, :d * d] = G.reshape(-1)
+        lattice[k, d * d] = 50.0
+        Gf = G.astype(np.float64)
+        for t in range(c0, c1, d):
+            n = min(d, c1 - t)
+            z = np.round(np.linalg.solve(Gf[:n, :n], u[:, t - c0:t - c0 + n].T).T - 0.5)
+            codes[:, t:t + n] = np.clip(z, -(1 << (b - 1)), (1 << (b - 1)) - 1).astype(np.int64) + (1 << (b - 1))
+    return pack_lattice_codes(codes, group_size, group_bits), scales[:, :, None], lattice, group_bits
+
+
 def sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -83,6 +169,15 @@ def dequantize(artifact_dir):
             continue
         rows, cols = t["shape"]
         bits, gs = t["bits"], t["group_size"]
+        if t["format"] == "lattice":
+            d = t["lattice_dim"]
+            group_bits = stored[name + ".group_bits"]
+            lattice = stored[name + ".lattice"].astype(np.float32)
+            params = stored[name + ".params"].astype(np.float32)
+            assert params.shape == (rows, -(-cols // gs), 1) and lattice.shape == (len(group_bits), d * d + 1)
+            codes = unpack_lattice_codes(stored[name + ".codes"], cols, gs, group_bits)
+            out[name] = decode_lattice(params[:, :, 0], lattice, group_bits, codes, gs, d)
+            continue
         codes = unpack_codes(stored[name + ".codes"], cols, bits)
         params = stored[name + ".params"].astype(np.float32)
         assert params.shape == (rows, -(-cols // gs), params_per_group(t["format"], bits))
@@ -150,7 +245,8 @@ def quantize_matrix(fmt, bits, group_size, w):
 
 
 def write_artifact(src_dir, out_dir, plan):
-    """plan: {tensor name: (format, bits, group_size)}; other tensors stay dense."""
+    """plan: {tensor name: (format, bits, group_size) or ("lattice", bits, group_size, d)};
+    other tensors stay dense."""
     os.makedirs(out_dir)
     src = load_file(os.path.join(src_dir, "model.safetensors"))
     with open(os.path.join(src_dir, "config.json")) as f:
@@ -160,6 +256,14 @@ def write_artifact(src_dir, out_dir, plan):
         if name not in plan:
             stored[name] = w
             tensors[name] = {"format": "dense", "shape": list(w.shape)}
+            continue
+        if plan[name][0] == "lattice":
+            _, bits, gs, d = plan[name]
+            codes, params, lattice, group_bits = quantize_lattice(w.astype(np.float32), bits, gs, d)
+            stored[name + ".codes"], stored[name + ".params"] = codes, params
+            stored[name + ".lattice"], stored[name + ".group_bits"] = lattice, group_bits
+            tensors[name] = {"format": "lattice", "shape": list(w.shape), "bits": bits, "group_size": gs,
+                             "lattice_dim": d}
             continue
         fmt, bits, gs = plan[name]
         codes, params = quantize_matrix(fmt, bits, gs, w.astype(np.float32))

@@ -133,6 +133,15 @@ def test_activation_lut_kernels_within_their_bound(models, fmt, bits, tmp_path):
     _check(models["llama_fp32"], plan, tmp_path, rel_tol=LUT_REL_TOL)
 
 
+@pytest.mark.parametrize("bits,d", [(2, 8), (3, 16)])
+def test_lattice_matches_numpy_dequantization(models, bits, d, tmp_path):
+    # Group widths alternate bits, bits + 1 (artifact_numpy.quantize_lattice),
+    # so rows of mixed code widths and the short last group (64 = 48 + 16,
+    # 128 = 2*48 + 32) are read by both sides.
+    plan = {n: ("lattice", bits, GROUP, d) for n in _linear_names()}
+    _check(models["llama_fp32"], plan, tmp_path)
+
+
 @pytest.mark.parametrize("name", ["llama_fp32", "llama_tied_fp32", "qwen2_fp32"])
 def test_mixed_formats_and_quantized_head(models, name, tmp_path):
     _check(models[name], _mixed_plan(quantize_head=(name == "llama_tied_fp32")), tmp_path)
@@ -181,3 +190,33 @@ def test_damaged_artifacts_are_refused_with_the_reason(models, tmp_path):
     shutil.copytree(good, missing)
     os.remove(missing / weights)
     assert "missing" in _refused(missing, tmp_path)
+
+
+def _restamp(art):
+    """Recomputes the manifest's sizes and sha256s after editing a file."""
+    manifest = json.loads((art / "manifest.json").read_text())
+    for f in manifest["files"]:
+        f["bytes"] = os.path.getsize(art / f["path"])
+        f["sha256"] = artifact_numpy.sha256(art / f["path"])
+    (art / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_inconsistent_lattice_tensors_are_refused(models, tmp_path):
+    from safetensors.numpy import load_file, save_file
+    good = tmp_path / "good"
+    plan = {n: ("lattice", 2, GROUP, 8) for n in _linear_names()}
+    artifact_numpy.write_artifact(models["llama_fp32"], str(good), plan)
+    name = "model.layers.0.mlp.up_proj.weight"
+    for label, edit, expect in [
+        ("width", lambda t: t[name + ".group_bits"].__setitem__(0, 9), "group_bits"),
+        ("mu", lambda t: t[name + ".lattice"].__setitem__((0, -1), 0.0), "mu"),
+        ("overflow", lambda t: t[name + ".lattice"].__setitem__((0, 0), 1000.0), "limit e^80"),
+    ]:
+        bad = tmp_path / label
+        shutil.copytree(good, bad)
+        tensors = load_file(str(bad / "model.safetensors"))
+        edit(tensors)
+        save_file(tensors, str(bad / "model.safetensors"))
+        _restamp(bad)
+        err = _refused(bad, tmp_path)
+        assert expect in err and name in err, err

@@ -150,7 +150,8 @@ TEST(ArtifactManifestTest, ParserRefusesWithTheField) {
   } cases[] = {
       {replace("\"format_version\": 1", "\"format_version\": 2"), "newer"},
       {replace("\"lcd-artifact\"", "\"other\""), "format"},
-      {replace("\"format\": \"affine\"", "\"format\": \"lattice\""), "unknown format"},
+      {replace("\"format\": \"affine\"", "\"format\": \"trellis\""), "unknown format"},
+      {replace("\"format\": \"affine\"", "\"format\": \"lattice\""), "lattice_dim"},
       {replace("\"path\": \"model.safetensors\"", "\"path\": \"../model.safetensors\""), "plain file name"},
       {replace("\"bits\": 2,\n      \"format\"", "\"bits\": 9,\n      \"format\""), "bits"},
       {"[1, 2]", "expected an object"},

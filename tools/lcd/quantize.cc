@@ -26,7 +26,7 @@ int RunQuantize(int argc, char** argv) {
       ("bits", "Bits per weight of the decoder linears: 2, 3 or 4", cxxopts::value<int>())
       ("group-size", "Columns per (row, group)", cxxopts::value<int64_t>()->default_value("128"))
       ("calib", "Calibration text file (kmeans: importance = E[x^2] of each input column; lcd: distillation "
-       "sequences, default teacher-generated; gptq: required, E[x x^T] of each input)",
+       "sequences, default teacher-generated; gptq and glvq: required, E[x x^T] of each input)",
        cxxopts::value<std::string>())
       ("calib-tokens", "Calibration tokens taken from the start of --calib (0 = all)",
        cxxopts::value<int64_t>()->default_value("16384"))
@@ -52,13 +52,20 @@ int RunQuantize(int argc, char** argv) {
       ("seed", "lcd: seed of generation and batch order", cxxopts::value<uint64_t>()->default_value("0"))
       ("block-steps", "lcd: progressive block-wise steps per block before the end-to-end KD (0 = none)",
        cxxopts::value<int64_t>()->default_value("0"))
+      ("glvq-dim", "glvq: lattice dimension d (8; 16 and 32 selectable; must divide --group-size)",
+       cxxopts::value<int>()->default_value("8"))
+      ("glvq-steps", "glvq: Adam steps on generator and mu per column group", cxxopts::value<int>()->default_value("50"))
+      ("glvq-reround-every", "glvq: steps between Babai re-roundings", cxxopts::value<int>()->default_value("10"))
+      ("glvq-lr", "glvq: Adam step size (relative to the generator's scale)", cxxopts::value<double>()->default_value("0.01"))
+      ("glvq-lambda", "glvq: weight of ||G - G0||^2 / ||G0||^2", cxxopts::value<double>()->default_value("0.01"))
+      ("glvq-no-alloc", "glvq: same width for every column group (no salience N-1/N/N+1 allocation)")
       ("speculative", "lcd: keep a code re-assignment only if the KD loss on judging sequences does not rise")
       ("gptq-damp", "gptq: dampening, fraction of mean diag(H) added to the diagonal",
        cxxopts::value<double>()->default_value("0.01"))
       ("gptq-act-order", "gptq: quantize columns by descending H_jj (group grids fixed up front: static groups)")
       ("gptq-block-size", "gptq: columns per lazy batch update", cxxopts::value<int64_t>()->default_value("128"))
       ("gptq-sequential", "gptq: collect each layer's Hessian through the already quantized layers (L+1 passes)")
-      ("resume", "Checkpoint directory of the distillation: continue from its checkpoint when it holds one of "
+      ("resume", "Checkpoint directory of the distillation (glvq: of finished weights): continue from its checkpoint when it holds one of "
        "the same settings, else start and checkpoint there (methods without a training loop start over)",
        cxxopts::value<std::string>())
       ("checkpoint-every", "With --resume: distillation steps between checkpoints",
@@ -123,6 +130,12 @@ int RunQuantize(int argc, char** argv) {
     if (flags.count("lr-schedule")) o.kd_lr_schedule = flags["lr-schedule"].as<std::string>();
     o.bitdistiller_clip = flags.count("bitdistiller-no-clip") == 0;
     o.bitdistiller_range_grad = flags.count("bitdistiller-no-range-grad") == 0;
+    o.glvq_dim = flags["glvq-dim"].as<int>();
+    o.glvq_steps = flags["glvq-steps"].as<int>();
+    o.glvq_reround_every = flags["glvq-reround-every"].as<int>();
+    o.glvq_lr = flags["glvq-lr"].as<double>();
+    o.glvq_lambda = flags["glvq-lambda"].as<double>();
+    o.glvq_allocate_bits = flags.count("glvq-no-alloc") == 0;
     json = flags.count("json") > 0;
     if (flags.count("progress-fd")) progress_fd = flags["progress-fd"].as<int>();
   } catch (const std::exception& e) {

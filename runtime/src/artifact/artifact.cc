@@ -71,8 +71,31 @@ absl::StatusOr<TensorView> GetTensor(const Checkpoint& ckpt, const std::string& 
   return t;
 }
 
+// kLattice: the per-group code widths (which fix the codes' shape) and the
+// generators and mu of `e` into view->layout.group_bits and view->lattice.
+absl::Status CheckLatticeTensors(const Checkpoint& ckpt, const ArtifactTensor& e, kernels::QuantMatrixView* view) {
+  kernels::QuantLayout& l = view->layout;
+  LCD_ASSIGN_OR_RETURN(TensorView bits, GetTensor(ckpt, e.name + ".group_bits", StDType::kU8, {l.groups()}));
+  const uint8_t* b = static_cast<const uint8_t*>(bits.data);
+  l.group_bits.assign(b, b + l.groups());
+  if (absl::Status s = kernels::ValidateQuantLayout(l); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", e.name, ".group_bits: ", s.message()));
+  }
+  LCD_ASSIGN_OR_RETURN(TensorView lattice, GetTensor(ckpt, e.name + ".lattice", StDType::kF16,
+                                                     {l.groups(), l.LatticeParamsPerGroup()}));
+  if (reinterpret_cast<uintptr_t>(lattice.data) % alignof(uint16_t) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", e.name, ".lattice is not 2-byte aligned in its file"));
+  }
+  view->lattice = static_cast<const uint16_t*>(lattice.data);
+  if (absl::Status s = kernels::CheckLatticeParams(*view); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", e.name, ".lattice: ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckQuantTensor(const Checkpoint& ckpt, const ArtifactTensor& e, kernels::QuantMatrixView* view) {
   kernels::QuantLayout& l = view->layout;
+  if (l.format == kernels::QuantFormat::kLattice) LCD_RETURN_IF_ERROR(CheckLatticeTensors(ckpt, e, view));
   LCD_ASSIGN_OR_RETURN(TensorView codes,
                        GetTensor(ckpt, e.name + ".codes", StDType::kU8, {l.rows, l.CodeRowBytes()}));
   LCD_ASSIGN_OR_RETURN(TensorView params, GetTensor(ckpt, e.name + ".params", StDType::kF16,
@@ -134,6 +157,10 @@ absl::StatusOr<std::unique_ptr<Artifact>> Artifact::Open(const std::string& dir,
       a->quant_views_[e.name] = view;
       expected.insert(e.name + ".codes");
       expected.insert(e.name + ".params");
+      if (view.layout.format == kernels::QuantFormat::kLattice) {
+        expected.insert(e.name + ".lattice");
+        expected.insert(e.name + ".group_bits");
+      }
     } else {
       absl::StatusOr<TensorView> t = a->checkpoint_->Get(e.name);
       if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, ": weights have no tensor ", e.name));

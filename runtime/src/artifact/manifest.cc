@@ -105,7 +105,14 @@ absl::StatusOr<ArtifactTensor> ParseTensor(const std::string& name, const json& 
     LCD_ASSIGN_OR_RETURN(t.group_size, Int(v, where, "group_size"));
     if (bits < 0 || bits > 64) return Field(absl::StrCat(where, "bits"), "out of range");
     t.bits = static_cast<int>(bits);
-    kernels::QuantLayout layout{**format, t.bits, t.shape[0], t.shape[1], t.group_size};
+    if (**format == kernels::QuantFormat::kLattice) {
+      LCD_ASSIGN_OR_RETURN(int64_t dim, Int(v, where, "lattice_dim"));
+      if (dim < 1 || dim > 32) return Field(absl::StrCat(where, "lattice_dim"), "must be in 1..32");
+      t.lattice_dim = static_cast<int>(dim);
+    } else if (v.contains("lattice_dim")) {
+      return Field(absl::StrCat(where, "lattice_dim"), "only for the lattice format");
+    }
+    kernels::QuantLayout layout{**format, t.bits, t.shape[0], t.shape[1], t.group_size, t.lattice_dim};
     absl::Status valid = kernels::ValidateQuantLayout(layout);
     if (!valid.ok()) return Field(where, std::string(valid.message()));
   } else {
@@ -114,7 +121,7 @@ absl::StatusOr<ArtifactTensor> ParseTensor(const std::string& name, const json& 
     }
   }
   for (const auto& [key, unused] : v.items()) {
-    if (key != "format" && key != "shape" && key != "bits" && key != "group_size") {
+    if (key != "format" && key != "shape" && key != "bits" && key != "group_size" && key != "lattice_dim") {
       return Field(absl::StrCat(where, key), "unknown key");
     }
   }
@@ -134,7 +141,8 @@ absl::StatusOr<std::map<std::string, std::string>> StringMap(const json& v, std:
 
 std::optional<kernels::QuantFormat> QuantFormatFromName(std::string_view name) {
   for (kernels::QuantFormat f :
-       {kernels::QuantFormat::kCodebook, kernels::QuantFormat::kAffine, kernels::QuantFormat::kBinaryCoded}) {
+       {kernels::QuantFormat::kCodebook, kernels::QuantFormat::kAffine, kernels::QuantFormat::kBinaryCoded,
+        kernels::QuantFormat::kLattice}) {
     if (name == kernels::QuantFormatName(f)) return f;
   }
   return std::nullopt;
@@ -242,6 +250,7 @@ std::string SerializeArtifactManifest(const ArtifactManifest& m) {
     if (t.quantized()) {
       e["bits"] = t.bits;
       e["group_size"] = t.group_size;
+      if (t.lattice_dim > 0) e["lattice_dim"] = t.lattice_dim;
     }
     tensors[t.name] = e;
   }

@@ -16,7 +16,7 @@ std::optional<kernels::QuantFormat> QuantFormatFromName(std::string_view name);
 
 // The kernels' layout of a quantized manifest entry.
 inline kernels::QuantLayout LayoutOf(const ArtifactTensor& t) {
-  return {*QuantFormatFromName(t.format), t.bits, t.shape[0], t.shape[1], t.group_size};
+  return {*QuantFormatFromName(t.format), t.bits, t.shape[0], t.shape[1], t.group_size, t.lattice_dim};
 }
 
 }  // namespace lcd::runtime

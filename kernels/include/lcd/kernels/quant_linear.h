@@ -15,12 +15,31 @@
 // the arithmetic (the product and the sums in fp32; the kernels may reorder
 // sums, so results agree with the reference to rounding, not bit for bit).
 //
+//   kLattice     (GLVQ; nominal b in 1..8, P = 1: the scale s of (row, group))
+//     Column group k (columns [k*g, min(cols, (k+1)*g)), the same for every
+//     row) has its own code width b_k in 1..8 (group_bits[k]; all b when
+//     group_bits is empty), a d x d generator G_k and a companding parameter
+//     mu_k > 0, shared by all rows (QuantMatrixView::lattice, fp16
+//     [groups][d*d + 1]: G_k row-major, then mu_k). Each row's group is cut
+//     into sub-vectors of d consecutive columns; the last one of a short
+//     group has n = len % d < d columns and uses G_k's leading n x n block.
+//     With c_j = q_j - 2^(b_k-1) + 1/2 (code q_j of the sub-vector's column
+//     j, so z_j = q_j - 2^(b_k-1) in [-2^(b_k-1), 2^(b_k-1)-1]):
+//       y_i = sum_{j<n} G_k[i][j] * c_j,
+//       w_i = s * sign(y_i) * ((1 + mu_k)^|y_i| - 1) / mu_k    (i < n)
+//     i.e. w = s * Finv(G (z + 1/2)), Finv the inverse mu-law. Widths vary
+//     per column group, so the code stream of a row is the concatenation
+//     of its groups, group k taking b_k bits per column (CodeBitOffset).
+//
 // Canonical storage (QuantMatrixView, as the artifact stores it):
 //   codes:  uint8 [rows][CodeRowBytes()]; the codes of one row form a bit
 //           stream, LSB first: the code of column c is bits [c*b, c*b + b) of
 //           the stream, and stream bit k is bit (k % 8) of byte k / 8. Each
 //           row starts on a byte boundary; padding bits are zero.
 //   params: fp16 [rows][groups][P].
+//   (kLattice also: lattice fp16 [groups][d*d + 1] and the widths in
+//   QuantLayout::group_bits; the code of column c is bits
+//   [CodeBitOffset(c), + GroupBits(c / group_size)).)
 // Kernels never read the canonical layout directly: PackedQuantMatrix::Pack repacks
 // it once, at load, into whatever layout the active kernel wants.
 //
@@ -43,8 +62,9 @@
 
 namespace lcd::kernels {
 
-enum class QuantFormat : uint8_t { kCodebook = 0, kAffine = 1, kBinaryCoded = 2 };
-std::string_view QuantFormatName(QuantFormat f);  // "codebook", "affine", "binary_coded"
+enum class QuantFormat : uint8_t { kCodebook = 0, kAffine = 1, kBinaryCoded = 2, kLattice = 3 };
+// "codebook", "affine", "binary_coded", "lattice"
+std::string_view QuantFormatName(QuantFormat f);
 
 struct QuantLayout {
   QuantFormat format = QuantFormat::kCodebook;
@@ -52,9 +72,21 @@ struct QuantLayout {
   int64_t rows = 0;
   int64_t cols = 0;
   int64_t group_size = 0;
+  // kLattice only (0 and empty for the other formats): the sub-vector
+  // dimension d (group_size % d == 0), and the code width of every column
+  // group ([groups], each 1..8; empty = `bits` for all groups).
+  int lattice_dim = 0;
+  std::vector<uint8_t> group_bits = {};
 
   int64_t groups() const { return (cols + group_size - 1) / group_size; }
-  int64_t CodeRowBytes() const { return (cols * bits + 7) / 8; }
+  int GroupBits(int64_t group) const { return group_bits.empty() ? bits : group_bits[group]; }
+  // Bits of one row's code stream, and the stream offset of column c's code.
+  int64_t CodeRowBits() const;
+  int64_t CodeBitOffset(int64_t col) const;
+  int64_t CodeRowBytes() const { return (CodeRowBits() + 7) / 8; }
+  // kLattice: fp16 values of QuantMatrixView::lattice (d*d + 1 per group).
+  int64_t LatticeParamsPerGroup() const { return int64_t{lattice_dim} * lattice_dim + 1; }
+  int64_t LatticeParamCount() const { return format == QuantFormat::kLattice ? groups() * LatticeParamsPerGroup() : 0; }
   // P, the fp16 parameters per (row, group).
   int64_t ParamsPerGroup() const;
   int64_t CodeBytes() const { return rows * CodeRowBytes(); }
@@ -62,7 +94,9 @@ struct QuantLayout {
 };
 
 // InvalidArgument naming the fault: bits outside the format's range,
-// non-positive rows/cols/group_size.
+// non-positive rows/cols/group_size; for kLattice a d outside 1..32 or not
+// dividing group_size, group_bits of the wrong length or outside 1..8; for
+// the other formats a lattice_dim or group_bits set.
 absl::Status ValidateQuantLayout(const QuantLayout& layout);
 
 // A quantized matrix in the canonical layout above. Non-owning.
@@ -70,7 +104,19 @@ struct QuantMatrixView {
   QuantLayout layout;
   const uint8_t* codes = nullptr;    // [rows][CodeRowBytes()]
   const uint16_t* params = nullptr;  // fp16 [rows][groups][P]
+  const uint16_t* lattice = nullptr; // kLattice: fp16 [groups][d*d + 1]
 };
+
+// kLattice: decodes one sub-vector of n <= d columns (the formula above):
+// g = the group's generator widened to fp32 (d x d row-major), q its n
+// codes, out its n weights. ln1p_mu = log1p(mu) in fp32. The one definition
+// DequantizeRows, the scalar twin and the quantizer agree with.
+void DecodeLatticeSubvector(const float* g, int d, float mu, float ln1p_mu, float s, int bits,
+                            const int* q, int n, float* out);
+// kLattice: InvalidArgument naming the first group whose mu is not a finite
+// positive number, whose generator is not finite, or whose decoded values
+// could overflow fp32 (max_i sum_j |G[i][j]| * 2^(b-1) * log1p(mu) > 80).
+absl::Status CheckLatticeParams(const QuantMatrixView& w);
 
 // Reads the code of (row, col) from the canonical layout.
 int CanonicalCode(const QuantMatrixView& w, int64_t row, int64_t col);
@@ -117,8 +163,19 @@ void DequantizeRows(const QuantMatrixView& w, int64_t row_begin, int64_t row_end
 // that is a relative RMS error of 0.5-0.9% at cols = 4096 (quant_linear_test,
 // ActivationLutRelativeErrorAtLlamaWidth), small next to 2-4-bit weight
 // error; the runtime needing exact results packs with kCentroidTable.
-enum class QuantKernel : uint8_t { kAuto = 0, kReference, kCentroidTable, kActivationLut };
-// "auto", "reference", "centroid_table", "activation_lut".
+//   kLatticeDecode kLattice only, decode-then-multiply: each row is decoded
+//                  to fp32 once per call into a per-thread scratch row (AVX2:
+//                  for d = 8, 16 and b_k <= 4 eight sub-vectors at a time,
+//                  one per lane: codes gathered, G z as d*d FMAs with
+//                  broadcast G entries, a transpose on store; otherwise G z by
+//                  8-row FMA blocks per sub-vector; the inverse mu-law with a
+//                  vector exp) and dotted with every input row, so m > 1
+//                  decodes once. Needs d % 8 == 0 (short sub-vectors whose n is not
+//                  a multiple of 8 are decoded by the scalar twin's code).
+//                  Exact up to fp32 rounding and the vector exp (~2 ulp).
+//                  kReference runs the same scheme with DecodeLatticeSubvector.
+enum class QuantKernel : uint8_t { kAuto = 0, kReference, kCentroidTable, kActivationLut, kLatticeDecode };
+// "auto", "reference", "centroid_table", "activation_lut", "lattice_decode".
 std::string_view QuantKernelName(QuantKernel k);
 
 class QuantActivations;
@@ -140,7 +197,8 @@ class PackedQuantMatrix {
   // Several matrices with the same cols, format, bits and group_size stacked
   // row-wise into one (q/k/v, gate/up), so one call computes all of them:
   // output columns are w[0]'s rows, then w[1]'s, ... InvalidArgument when the
-  // layouts differ in anything but rows.
+  // layouts differ in anything but rows (kLattice: parts may differ in rows,
+  // group_bits and lattice_dim; each part keeps its own lattice params).
   static absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackStacked(
       const std::vector<QuantMatrixView>& parts);
   static absl::StatusOr<std::unique_ptr<PackedQuantMatrix>> PackStacked(

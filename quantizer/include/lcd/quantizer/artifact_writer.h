@@ -31,7 +31,8 @@ struct QuantizedMatrix {
   kernels::QuantLayout layout;
   std::vector<uint8_t> codes;    // [rows][layout.CodeRowBytes()]
   std::vector<uint16_t> params;  // fp16 [rows][groups][P]
-  kernels::QuantMatrixView view() const { return {layout, codes.data(), params.data()}; }
+  std::vector<uint16_t> lattice; // kLattice: fp16 [groups][d*d + 1]; empty otherwise
+  kernels::QuantMatrixView view() const { return {layout, codes.data(), params.data(), lattice.data()}; }
 };
 
 class ArtifactWriter {

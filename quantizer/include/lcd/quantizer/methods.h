@@ -29,6 +29,8 @@ inline constexpr std::array kMethods = {
                /*distills=*/true},
     MethodInfo{"gptq", "Hessian-based rounding with error feedback (affine, needs --calib); minutes, the standard PTQ baseline",
                /*distills=*/false, /*needs_calibration_file=*/true},
+    MethodInfo{"glvq", "grouped lattice VQ (learned generator + mu-law per column group, salience bit allocation); needs --calib",
+               /*distills=*/false, /*needs_calibration_file=*/true},
 };
 
 // The method of that name, or nullptr.

@@ -77,6 +77,16 @@
 // weights of tr(E H E^T) / tr(W H W^T), E the quantization error of GPTQ and
 // of RTN on the same groups), gptq_calibration_seconds, gptq_quantize_seconds,
 // gptq_seconds.
+// GLVQ (method "glvq", lcd/quantizer/glvq.h): calib_path is required; the
+// text (calib_tokens, calib_window as for k-means) is run through the
+// full-precision model once for H = E[x x^T] of every decoder linear's input,
+// then each weight is quantized by QuantizeGlvq with glvq_dim, glvq_steps,
+// glvq_reround_every, glvq_lr, glvq_lambda, glvq_allocate_bits into the
+// lattice format (docs/ARTIFACT.md). lm_head stays dense (lm_head_bits must
+// be 0). Quality figures added: glvq_output_error_init / _final (mean over
+// weights of the mean per column group of GroupLoss's output-error term),
+// glvq_groups, glvq_groups_up / _down (widths N+1 / N-1), glvq_seconds.
+// With resume_dir, finished weights are kept there and reused (see resume_dir).
 //
 // Provenance stamped in the manifest: source path as given; source_sha256 as
 // docs/ARTIFACT.md defines it (sha256 of the concatenated hex sha256 of the
@@ -94,7 +104,8 @@
 // rewritten atomically.
 //
 // Errors (absl::Status; nothing is thrown): InvalidArgument for an unknown
-// method, a distilling method (lcd, r2q, bitdistiller) with lm_head_bits or
+// method, glvq without calib_path, with lm_head_bits or with glvq_* options
+// out of range, a distilling method (lcd, r2q, bitdistiller) with lm_head_bits or
 // with kd_* options out of range, r2q at bits other than 2 or with
 // r2q_refit < 0, bitdistiller with kd_speculative (its codes follow the
 // weights: nothing to judge), a kd_lr_schedule other than "", cosine or
@@ -125,7 +136,7 @@ namespace lcd::quantizer {
 struct QuantizeModelOptions {
   std::string model_dir;  // Hugging Face folder (config.json, safetensors, tokenizer).
   std::string out_dir;    // Must not exist or be empty.
-  std::string method;     // One of lcd/quantizer/methods.h: rtn, kmeans, lcd, r2q, bitdistiller, ...
+  std::string method;     // One of lcd/quantizer/methods.h: rtn, kmeans, lcd, r2q, bitdistiller, gptq, glvq
   int bits = 4;
   int64_t group_size = 128;
   int lm_head_bits = 0;   // 0 = lm_head stays dense.
@@ -151,6 +162,9 @@ struct QuantizeModelOptions {
   bool kd_speculative = false;      // Keep a re-assignment only when it does not raise the KD loss.
   // Checkpoint directory of the distillation (empty: none): resumed from
   // when it holds a checkpoint of the same settings (quantizer/src/distill.h).
+  // glvq: one file per finished weight (glvq-<i>.bin), reused when the
+  // source weights, calibration file and tokens/window and every glvq_*
+  // setting match; calibration is skipped when every weight is reused.
   std::string resume_dir;
   int64_t kd_checkpoint_every = 50;  // End-to-end steps between checkpoints (with resume_dir; >= 1).
   int64_t kd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).
@@ -179,6 +193,14 @@ struct QuantizeModelOptions {
   bool gptq_act_order = false;      // Columns by descending H_jj, group grids fixed up front (static groups).
   int64_t gptq_block_size = 128;    // Columns per lazy batch update.
   bool gptq_sequential = false;     // Hessians through the already quantized layers, layer by layer.
+
+  // GLVQ (method "glvq"), see "GLVQ" above and lcd/quantizer/glvq.h.
+  int glvq_dim = 8;                 // Lattice dimension d (8; 16 and 32 selectable).
+  int glvq_steps = 50;              // Adam steps on (G, mu) per column group.
+  int glvq_reround_every = 10;      // Steps between Babai re-roundings.
+  double glvq_lr = 1e-2;
+  double glvq_lambda = 1e-2;        // Weight of ||G - G0||^2 / ||G0||^2.
+  bool glvq_allocate_bits = true;   // Salience-based N-1/N/N+1 widths over column groups.
 
   int threads = 0;  // 0 = all hardware threads.
   // Receives one human-readable progress line at a time (no newline); may be

@@ -48,11 +48,14 @@ struct ArtifactTensor {
   std::string name;
   // "dense" (stored under `name` in F32/F16/BF16) or a kernels::QuantFormat
   // name ("codebook", "affine", "binary_coded"): stored as name + ".codes"
-  // and name + ".params" in the canonical layout of lcd/kernels/quant_linear.h.
+  // and name + ".params" in the canonical layout of lcd/kernels/quant_linear.h;
+  // "lattice" also as name + ".lattice" (F16 [groups][d*d + 1]) and
+  // name + ".group_bits" (U8 [groups]).
   std::string format = "dense";
   std::vector<int64_t> shape;  // Logical shape: [rows, cols] for quantized tensors.
   int bits = 0;                // Quantized only.
   int64_t group_size = 0;      // Quantized only.
+  int lattice_dim = 0;         // "lattice" only: the sub-vector dimension d.
   bool quantized() const { return format != "dense"; }
 };
 
