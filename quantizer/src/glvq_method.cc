@@ -29,6 +29,7 @@
 #include "lcd/base/file_util.h"
 #include "src/model_method.h"
 #include "src/provenance.h"
+#include "src/quant_common.h"
 
 namespace lcd::quantizer::internal {
 namespace {
@@ -36,21 +37,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
-
-absl::StatusOr<std::vector<float>> ToF32(const runtime::TensorView& t) {
-  kernels::DType dt;
-  switch (t.dtype) {
-    case runtime::StDType::kF32: dt = kernels::DType::kF32; break;
-    case runtime::StDType::kF16: dt = kernels::DType::kF16; break;
-    case runtime::StDType::kBF16: dt = kernels::DType::kBF16; break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat(std::string(t.name), ": only F32, F16 and BF16 weights can be quantized"));
-  }
-  if (t.shape.size() != 2) return absl::InvalidArgumentError(absl::StrCat(std::string(t.name), " is not a 2-D matrix"));
-  std::vector<float> out(static_cast<size_t>(t.num_elements()));
-  kernels::ConvertToF32(t.data, dt, out.size(), out.data());
-  return out;
-}
 
 // Per-weight results kept in o.resume_dir (resumable runs): one file per
 // weight, "glvq-<index>.bin": a text header (magic, fingerprint of every
@@ -201,7 +187,7 @@ absl::StatusOr<ModelMethodResult> RunGlvq(const QuantizeModelOptions& o, const s
   for (size_t i = 0; i < weights.size(); ++i) {
     const std::string& name = weights[i];
     LCD_ASSIGN_OR_RETURN(runtime::TensorView t, ckpt->Get(name));
-    LCD_ASSIGN_OR_RETURN(std::vector<float> w, ToF32(t));
+    LCD_ASSIGN_OR_RETURN(std::vector<float> w, MatrixToF32(t));
     const int64_t rows = t.shape[0], cols = t.shape[1];
     GlvqReport rep;
     absl::StatusOr<QuantizedMatrix> q;

@@ -54,19 +54,7 @@ double Seconds(Clock::time_point since) { return std::chrono::duration<double>(C
 
 absl::StatusOr<std::vector<float>> LoadF32(const runtime::Checkpoint& ckpt, const std::string& name) {
   LCD_ASSIGN_OR_RETURN(runtime::TensorView t, ckpt.Get(name));
-  kernels::DType dt;
-  switch (t.dtype) {
-    case runtime::StDType::kF32: dt = kernels::DType::kF32; break;
-    case runtime::StDType::kF16: dt = kernels::DType::kF16; break;
-    case runtime::StDType::kBF16: dt = kernels::DType::kBF16; break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat(name, " has dtype ", std::string(runtime::StDTypeName(t.dtype)),
-                                                     "; only F32, F16 and BF16 weights can be quantized"));
-  }
-  if (t.shape.size() != 2) return absl::InvalidArgumentError(absl::StrCat(name, " is not a 2-D matrix"));
-  std::vector<float> out(static_cast<size_t>(t.num_elements()));
-  kernels::ConvertToF32(t.data, dt, out.size(), out.data());
-  return out;
+  return MatrixToF32(t);
 }
 
 // tr(W H W^T) in double: the output energy the relative errors are taken against.

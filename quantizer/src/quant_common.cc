@@ -1,8 +1,10 @@
 #include "src/quant_common.h"
 
 #include <cmath>
+#include <string>
 
 #include "absl/strings/str_cat.h"
+#include "lcd/kernels/dtype.h"
 
 namespace lcd::quantizer::internal {
 
@@ -43,6 +45,25 @@ QuantizedMatrix AllocateQuantized(kernels::QuantFormat format, int bits, int64_t
   q.codes.assign(static_cast<size_t>(q.layout.CodeBytes()), 0);
   q.params.assign(static_cast<size_t>(rows * q.layout.groups() * p), 0);
   return q;
+}
+
+absl::StatusOr<std::vector<float>> MatrixToF32(const runtime::TensorView& t) {
+  kernels::DType dt;
+  switch (t.dtype) {
+    case runtime::StDType::kF32: dt = kernels::DType::kF32; break;
+    case runtime::StDType::kF16: dt = kernels::DType::kF16; break;
+    case runtime::StDType::kBF16: dt = kernels::DType::kBF16; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(std::string(t.name), " has dtype ",
+                                                     std::string(runtime::StDTypeName(t.dtype)),
+                                                     "; only F32, F16 and BF16 weights can be quantized"));
+  }
+  if (t.shape.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(t.name), " is not a 2-D matrix"));
+  }
+  std::vector<float> out(static_cast<size_t>(t.num_elements()));
+  kernels::ConvertToF32(t.data, dt, out.size(), out.data());
+  return out;
 }
 
 }  // namespace lcd::quantizer::internal

@@ -4,12 +4,20 @@
 #define LCD_QUANTIZER_SRC_QUANT_COMMON_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "lcd/kernels/quant_linear.h"
 #include "lcd/quantizer/artifact_writer.h"
+#include "lcd/runtime/checkpoint.h"
 
 namespace lcd::quantizer::internal {
+
+// A checkpoint matrix widened to fp32 (the input of every quantizer).
+// InvalidArgument naming the tensor for a dtype other than F32/F16/BF16 or
+// a shape that is not 2-D.
+absl::StatusOr<std::vector<float>> MatrixToF32(const runtime::TensorView& t);
 
 // InvalidArgument naming the fault (method is used in the message).
 absl::Status ValidateMatrixArgs(const char* method, const float* w, int64_t rows, int64_t cols,

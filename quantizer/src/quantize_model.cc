@@ -28,6 +28,7 @@
 #include "lcd/runtime/tokenizer.h"
 #include "src/model_method.h"
 #include "src/provenance.h"
+#include "src/quant_common.h"
 
 namespace lcd::quantizer {
 namespace {
@@ -119,25 +120,6 @@ struct Item {
   std::string source;
   int bits = 0;  // 0 = dense.
 };
-
-absl::StatusOr<std::vector<float>> ToF32(const runtime::TensorView& t) {
-  kernels::DType dt;
-  switch (t.dtype) {
-    case runtime::StDType::kF32: dt = kernels::DType::kF32; break;
-    case runtime::StDType::kF16: dt = kernels::DType::kF16; break;
-    case runtime::StDType::kBF16: dt = kernels::DType::kBF16; break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat(std::string(t.name), " has dtype ",
-                                                     std::string(runtime::StDTypeName(t.dtype)),
-                                                     "; only F32, F16 and BF16 weights can be quantized"));
-  }
-  if (t.shape.size() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(std::string(t.name), " is not a 2-D matrix"));
-  }
-  std::vector<float> out(static_cast<size_t>(t.num_elements()));
-  kernels::ConvertToF32(t.data, dt, out.size(), out.data());
-  return out;
-}
 
 absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
   auto log = [&](const std::string& line) {
@@ -239,7 +221,7 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
                                            std::string_view(static_cast<const char*>(t.data), bytes)));
       continue;
     }
-    LCD_ASSIGN_OR_RETURN(std::vector<float> w, ToF32(t));
+    LCD_ASSIGN_OR_RETURN(std::vector<float> w, internal::MatrixToF32(t));
     const int64_t rows = t.shape[0], cols = t.shape[1];
     const float* importance = nullptr;
     if (stats) {
