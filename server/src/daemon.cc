@@ -58,8 +58,28 @@ class DaemonImpl final : public Daemon {
     if (!creds.ok()) return creds.status();
     models_ = std::make_unique<ModelRegistry>(std::move(ropts));
     generation_ = std::make_unique<GenerationServiceImpl>(models_.get(), &metrics_);
-    model_service_ =
-        std::make_unique<ModelServiceImpl>(models_.get(), Drain(), std::move(admin_token));
+    std::optional<ArtifactStoreControl> store;
+    if (!config_.artifact_root.empty()) {
+      // Created now (started in StartWatcher) so that ModelService can pin
+      // and unpin models from its first call.
+      watcher_ = std::make_unique<ArtifactWatcher>(
+          config_.artifact_root, absl::Seconds(config_.artifact_rescan_seconds),
+          [this](const std::string& name, const std::string& dir, int64_t version) {
+            absl::Status st = models_->Load(name, dir, std::to_string(version), Drain());
+            if (!st.ok()) metrics_.RecordVersionRefused(name);
+            return st;
+          });
+      store = ArtifactStoreControl{config_.artifact_root, [w = watcher_.get()](const std::string& name,
+                                                                               int64_t version, bool follow) {
+                                     if (follow) {
+                                       w->Follow(name, version);
+                                     } else {
+                                       w->Pin(name, version);
+                                     }
+                                   }};
+    }
+    model_service_ = std::make_unique<ModelServiceImpl>(models_.get(), Drain(), std::move(admin_token),
+                                                        std::move(store));
 
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -109,13 +129,6 @@ class DaemonImpl final : public Daemon {
   // newer <root>/<name>/<version> is hot-swapped in through the registry
   // (which keeps the old version serving when the new one fails to load).
   void StartWatcher() {
-    watcher_ = std::make_unique<ArtifactWatcher>(
-        config_.artifact_root, absl::Seconds(config_.artifact_rescan_seconds),
-        [this](const std::string& name, const std::string& dir, int64_t version) {
-          absl::Status st = models_->Load(name, dir, std::to_string(version), Drain());
-          if (!st.ok()) metrics_.RecordVersionRefused(name);
-          return st;
-        });
     for (const ModelSpec& m : config_.models) {
       // A model served from the store starts at the version it was given.
       int64_t current = 0;

@@ -427,12 +427,13 @@ absl::Status ModelRegistry::Unload(const std::string& name, absl::Duration drain
 
 void ModelRegistry::LoadAsync(const std::string& name, const std::string& path,
                               const std::string& version, absl::Duration drain_old,
-                              std::function<void(absl::Status, ModelStatusInfo)> done) {
+                              std::function<void(absl::Status, ModelStatusInfo)> done, PathOrigin origin) {
   auto shared_done = std::make_shared<std::function<void(absl::Status, ModelStatusInfo)>>(
       std::move(done));
   Enqueue(
-      [this, name, path, version, drain_old, shared_done] {
+      [this, name, path, version, drain_old, shared_done, origin] {
         const absl::Status st = Guarded([&]() -> absl::Status {
+          if (origin == PathOrigin::kServerChosen) return LoadImpl(name, path, version, drain_old, /*confine=*/false);
           LCD_ASSIGN_OR_RETURN(const std::string resolved, ResolveClientPath(path));
           return LoadImpl(name, resolved, version, drain_old, /*confine=*/true);
         });

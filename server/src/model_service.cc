@@ -1,12 +1,19 @@
 #include "lcd/server/model_service.h"
 
 
+#include <algorithm>
 #include <exception>
+#include <filesystem>
+#include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "lcd/base/logging.h"
+#include "lcd/server/artifact_watcher.h"
 #include "lcd/server/credentials.h"
 #include "lcd/server/request_validation.h"
 #include "lcd/server/status_mapping.h"
@@ -110,6 +117,22 @@ grpc::ServerUnaryReactor* ModelServiceImpl::LoadModel(grpc::CallbackServerContex
   try {
     if (absl::Status st = Authorize(ctx, /*admin=*/true); !st.ok()) return Refuse(ctx, st);
     if (absl::Status st = ValidateLoadModelRequest(*request); !st.ok()) return Refuse(ctx, st);
+    if (request->artifact_version() > 0 || request->follow_latest()) {
+      if (!store_) return Refuse(ctx, absl::FailedPreconditionError("no artifact store (start with --artifact-root)"));
+      absl::StatusOr<std::vector<int64_t>> versions = PublishedVersions(store_->root, request->name());
+      if (!versions.ok()) return Refuse(ctx, versions.status());
+      int64_t version = request->artifact_version();
+      if (request->follow_latest()) {
+        if (versions->empty()) {
+          return Refuse(ctx, absl::NotFoundError(absl::StrCat("no published version of '", request->name(), "'")));
+        }
+        version = versions->back();
+      } else if (std::find(versions->begin(), versions->end(), version) == versions->end()) {
+        return Refuse(ctx, absl::NotFoundError(absl::StrCat("version ", version, " of '", request->name(),
+                                                            "' is not published")));
+      }
+      return LoadFromStore(ctx, request->name(), version, request->follow_latest(), response);
+    }
     auto* reactor = ctx->DefaultReactor();
     // `response` and `reactor` stay valid until Finish, which only `done` calls.
     registry_->LoadAsync(request->name(), request->path(), request->version(), drain_,
@@ -143,6 +166,57 @@ grpc::ServerUnaryReactor* ModelServiceImpl::UnloadModel(grpc::CallbackServerCont
   } catch (...) {
     return Unexpected(ctx, "UnloadModel", nullptr);
   }
+}
+
+grpc::ServerUnaryReactor* ModelServiceImpl::RollbackModel(grpc::CallbackServerContext* ctx,
+                                                          const lcd::v1::RollbackModelRequest* request,
+                                                          lcd::v1::ModelStatus* response) {
+  try {
+    if (absl::Status st = Authorize(ctx, /*admin=*/true); !st.ok()) return Refuse(ctx, st);
+    if (absl::Status st = ValidateRollbackModelRequest(*request); !st.ok()) return Refuse(ctx, st);
+    if (!store_) return Refuse(ctx, absl::FailedPreconditionError("no artifact store (start with --artifact-root)"));
+    absl::StatusOr<std::shared_ptr<ModelInstance>> current = registry_->Get(request->name());
+    if (!current.ok()) return Refuse(ctx, current.status());
+    int64_t serving = 0;
+    if (!absl::SimpleAtoi((*current)->version, &serving) || serving < 1) {
+      return Refuse(ctx, absl::FailedPreconditionError(absl::StrCat(
+                             "'", request->name(), "' serves version ", (*current)->version,
+                             ", not a version of the artifact store: nothing to roll back to")));
+    }
+    absl::StatusOr<std::vector<int64_t>> versions = PublishedVersions(store_->root, request->name());
+    if (!versions.ok()) return Refuse(ctx, versions.status());
+    int64_t previous = 0;
+    for (int64_t v : *versions) {
+      if (v < serving) previous = v;
+    }
+    if (previous == 0) {
+      return Refuse(ctx, absl::FailedPreconditionError(absl::StrCat(
+                             "no published version of '", request->name(), "' older than ", serving)));
+    }
+    return LoadFromStore(ctx, request->name(), previous, /*follow=*/false, response);
+  } catch (const std::exception& e) {
+    return Unexpected(ctx, "RollbackModel", &e);
+  } catch (...) {
+    return Unexpected(ctx, "RollbackModel", nullptr);
+  }
+}
+
+grpc::ServerUnaryReactor* ModelServiceImpl::LoadFromStore(grpc::CallbackServerContext* ctx, const std::string& name,
+                                                          int64_t version, bool follow,
+                                                          lcd::v1::ModelStatus* response) {
+  auto* reactor = ctx->DefaultReactor();
+  const std::string dir = (std::filesystem::path(store_->root) / name / std::to_string(version)).string();
+  // The policy is set before the load, so the watcher neither swaps a newer
+  // version over a pinned one meanwhile nor reloads this one.
+  if (store_->set_policy) store_->set_policy(name, version, follow);
+  registry_->LoadAsync(
+      name, dir, std::to_string(version), drain_,
+      [reactor, response](absl::Status st, ModelStatusInfo info) {
+        ToProto(info, response);
+        reactor->Finish(ToGrpcStatus(st));
+      },
+      ModelRegistry::PathOrigin::kServerChosen);
+  return reactor;
 }
 
 }  // namespace lcd::server

@@ -131,6 +131,17 @@ absl::Status ValidateModelPath(absl::string_view path) {
 
 absl::Status ValidateLoadModelRequest(const lcd::v1::LoadModelRequest& r) {
   LCD_RETURN_IF_ERROR(ValidateModelName(r.name(), "name"));
+  if (r.artifact_version() < 0) return Bad("artifact_version", "must be >= 0");
+  const bool from_store = r.artifact_version() > 0 || r.follow_latest();
+  if (from_store) {
+    if (r.artifact_version() > 0 && r.follow_latest()) {
+      return Bad("artifact_version", "and follow_latest exclude each other");
+    }
+    if (!r.path().empty() || !r.version().empty()) {
+      return Bad("path", "and version must be empty when loading from the artifact store");
+    }
+    return absl::OkStatus();
+  }
   LCD_RETURN_IF_ERROR(ValidateModelPath(r.path()));
   if (r.version().size() > kMaxVersionBytes) {
     return Bad("version", absl::StrCat("longer than ", kMaxVersionBytes, " bytes"));
@@ -143,6 +154,10 @@ absl::Status ValidateLoadModelRequest(const lcd::v1::LoadModelRequest& r) {
 }
 
 absl::Status ValidateUnloadModelRequest(const lcd::v1::UnloadModelRequest& r) {
+  return ValidateModelName(r.name(), "name");
+}
+
+absl::Status ValidateRollbackModelRequest(const lcd::v1::RollbackModelRequest& r) {
   return ValidateModelName(r.name(), "name");
 }
 

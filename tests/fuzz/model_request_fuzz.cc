@@ -47,14 +47,20 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const std::string payload(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 4) {
+  switch (data[0] % 5) {
     case 0: {
       lcd::v1::LoadModelRequest r;
       if (!r.ParseFromString(payload)) break;
       const absl::Status st = lcd::server::ValidateLoadModelRequest(r);
       CheckMessage(st);
-      if (st.ok()) {
+      if (st.ok() && (r.artifact_version() > 0 || r.follow_latest())) {
+        // From the artifact store: exactly one selector, no path or label.
         CheckName(r.name());
+        Check((r.artifact_version() > 0) != r.follow_latest());
+        Check(r.path().empty() && r.version().empty());
+      } else if (st.ok()) {
+        CheckName(r.name());
+        Check(r.artifact_version() == 0);
         const std::string& p = r.path();
         Check(!p.empty() && p.size() <= lcd::server::kMaxModelPathBytes);
         Check(p.find('\0') == std::string::npos);
@@ -93,6 +99,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const absl::Status st = lcd::server::ValidateGenerateRequest(r);
       CheckMessage(st);
       if (st.ok()) CheckName(r.model());
+      break;
+    }
+    case 4: {
+      lcd::v1::RollbackModelRequest r;
+      if (!r.ParseFromString(payload)) break;
+      const absl::Status st = lcd::server::ValidateRollbackModelRequest(r);
+      CheckMessage(st);
+      if (st.ok()) CheckName(r.name());
       break;
     }
   }

@@ -26,22 +26,23 @@ grpc = lcd_skip.importorskip("grpc")
 g, gg, m, mg = h.stubs()
 
 
-def status(server, name="tiny"):
+def status(server, name="tiny", md=()):
     with grpc.insecure_channel(server.address) as ch:
-        return mg.ModelServiceStub(ch).GetModelStatus(m.GetModelStatusRequest(name=name), timeout=10)
+        return mg.ModelServiceStub(ch).GetModelStatus(m.GetModelStatusRequest(name=name), metadata=md, timeout=10)
 
 
-def wait_version(server, version, timeout=60):
+def wait_version(server, version, timeout=60, md=()):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        s = status(server)
+        s = status(server, md=md)
         # The source path, not only the version string: the first load of a
         # plain checkpoint is also called "1".
         if s.state == m.MODEL_STATE_READY and s.version == str(version) and \
                 s.source_path.endswith(os.path.join("tiny", str(version))):
             return s
         time.sleep(0.05)
-    raise AssertionError(f"lcd-server did not switch to version {version}: {status(server)}\n{server.log_text()}")
+    raise AssertionError(f"lcd-server did not switch to version {version}: {status(server, md=md)}\n"
+                         f"{server.log_text()}")
 
 
 def generate(stub, n=4):
@@ -167,3 +168,63 @@ def test_jobs_publish_and_server_switches_under_load(root):
     finally:
         assert server.terminate() == 0
         assert jobs.stop() == 0
+
+
+def test_rollback_and_load_by_version(root):
+    """ModelService over the artifact store: RollbackModel loads the newest version older than
+    the serving one and pins the model (a newer published version is then not followed);
+    LoadModel(artifact_version=N) loads and pins version N; LoadModel(follow_latest) loads the
+    newest and follows the store again. Refusals: nothing older to roll back to, an unpublished
+    version, a path together with a store selector, and no admin token."""
+    store = os.path.join(root, "artifacts")
+    os.makedirs(os.path.join(store, "tiny"))
+    res = subprocess.run([LCD_BIN, "quantize", "--model", h.TINY_SHAKESPEARE, "--out", os.path.join(store, "tiny", "1"),
+                          "--method", "rtn", "--bits", "4", "--group-size", "32"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    publish_copy(store, 1, 2)
+    publish_copy(store, 1, 3)
+    token_file = os.path.join(root, "admin.token")
+    with open(token_file, "w") as f:
+        f.write("rollback-test-admin-token-0123456789")
+    admin = (("authorization", "Bearer rollback-test-admin-token-0123456789"),)
+    server = h.ServerProcess({"tiny": os.path.join(store, "tiny", "1")},
+                             extra_args=["--artifact-root", store, "--artifact-rescan-seconds", "0.5",
+                                         "--admin-token-file", token_file])
+    C = grpc.StatusCode
+    try:
+        server.wait_serving()
+        wait_version(server, 3, md=admin)  # Followed from version 1 to the newest.
+        with grpc.insecure_channel(server.address) as ch:
+            ms, stub = mg.ModelServiceStub(ch), gg.GenerationServiceStub(ch)
+            s = ms.RollbackModel(m.RollbackModelRequest(name="tiny"), metadata=admin, timeout=60)
+            assert s.state == m.MODEL_STATE_READY and s.version == "2", s
+            assert generate(stub).model_version == "2"
+            publish_copy(store, 1, 4)  # Pinned: not followed.
+            time.sleep(2.0)
+            assert status(server, md=admin).version == "2"
+            s = ms.RollbackModel(m.RollbackModelRequest(name="tiny"), metadata=admin, timeout=60)
+            assert s.version == "1"
+            with pytest.raises(grpc.RpcError) as e:
+                ms.RollbackModel(m.RollbackModelRequest(name="tiny"), metadata=admin, timeout=60)
+            assert e.value.code() == C.FAILED_PRECONDITION and "older than 1" in e.value.details()
+            s = ms.LoadModel(m.LoadModelRequest(name="tiny", artifact_version=3), metadata=admin, timeout=60)
+            assert s.version == "3" and s.source_path.endswith(os.path.join("tiny", "3"))
+            assert generate(stub).model_version == "3"
+            for bad, code in [(m.LoadModelRequest(name="tiny", artifact_version=9), C.NOT_FOUND),
+                              (m.LoadModelRequest(name="tiny", artifact_version=2, follow_latest=True),
+                               C.INVALID_ARGUMENT),
+                              (m.LoadModelRequest(name="tiny", path="/tmp", artifact_version=2), C.INVALID_ARGUMENT)]:
+                with pytest.raises(grpc.RpcError) as e:
+                    ms.LoadModel(bad, metadata=admin, timeout=60)
+                assert e.value.code() == code, (bad, e.value.details())
+            with pytest.raises(grpc.RpcError) as e:
+                ms.RollbackModel(m.RollbackModelRequest(name="tiny"), timeout=60)
+            assert e.value.code() == C.UNAUTHENTICATED
+            s = ms.LoadModel(m.LoadModelRequest(name="tiny", follow_latest=True), metadata=admin, timeout=60)
+            assert s.version == "4"
+            publish_copy(store, 1, 5)  # Followed again.
+            wait_version(server, 5, md=admin)
+            assert generate(stub).model_version == "5"
+    finally:
+        assert server.terminate() == 0

@@ -242,12 +242,34 @@ TEST(ModelRequestValidation, BadLoadRequests) {
       {[](auto* r) { r->set_version(std::string(kMaxVersionBytes + 1, 'v')); }, "version"},
       {[](auto* r) { r->set_version("a\nb"); }, "control"},
       {[](auto* r) { r->set_version("\xc3"); }, "UTF-8"},
+      // From the artifact store: one selector, no path or version label.
+      {[](auto* r) { r->set_artifact_version(3); }, "path"},
+      {[](auto* r) { r->set_follow_latest(true); }, "path"},
+      {[](auto* r) { r->set_artifact_version(-1); }, "artifact_version"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     auto r = GoodLoad();
     cases[i].set(&r);
     ExpectInvalid(ValidateLoadModelRequest(r), cases[i].fragment);
   }
+}
+
+TEST(ModelRequestValidation, StoreLoadsAndRollbacks) {
+  lcd::v1::LoadModelRequest r;
+  r.set_name("m");
+  r.set_artifact_version(7);
+  EXPECT_TRUE(ValidateLoadModelRequest(r).ok());
+  r.set_follow_latest(true);
+  ExpectInvalid(ValidateLoadModelRequest(r), "exclude each other");
+  r.set_artifact_version(0);
+  EXPECT_TRUE(ValidateLoadModelRequest(r).ok());
+  r.set_version("label");
+  ExpectInvalid(ValidateLoadModelRequest(r), "empty when loading from the artifact store");
+  lcd::v1::RollbackModelRequest b;
+  b.set_name("m");
+  EXPECT_TRUE(ValidateRollbackModelRequest(b).ok());
+  b.set_name("../x");
+  ExpectInvalid(ValidateRollbackModelRequest(b), "name");
 }
 
 TEST(ModelRequestValidation, NamesAreCappedInMessages) {

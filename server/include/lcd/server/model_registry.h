@@ -133,9 +133,13 @@ class ModelRegistry {
   // Queue Load (after ResolveClientPath) or Unload to a registry worker,
   // which reports the result (plus the status afterwards) to `done`. When
   // the queue is full or Shutdown has begun, `done` runs at once on the
-  // calling thread with ResourceExhausted or Unavailable.
+  // calling thread with ResourceExhausted or Unavailable. A path the server
+  // chose itself (a version in the artifact store it follows) is
+  // kServerChosen: loaded as Load does, without the client confinement.
+  enum class PathOrigin { kClient, kServerChosen };
   void LoadAsync(const std::string& name, const std::string& path, const std::string& version,
-                 absl::Duration drain_old, std::function<void(absl::Status, ModelStatusInfo)> done);
+                 absl::Duration drain_old, std::function<void(absl::Status, ModelStatusInfo)> done,
+                 PathOrigin origin = PathOrigin::kClient);
   void UnloadAsync(const std::string& name, absl::Duration drain,
                    std::function<void(absl::Status, ModelStatusInfo)> done);
 

@@ -63,8 +63,12 @@ absl::Status ValidateModelName(absl::string_view name, absl::string_view field);
 absl::Status ValidateModelPath(absl::string_view path);
 
 // ModelService requests, checked before anything touches the registry or
-// the filesystem. ListModelsRequest has no fields.
+// the filesystem. ListModelsRequest has no fields. LoadModel: either a path
+// (ValidateModelPath) with an optional version label, or from the artifact
+// store (artifact_version > 0 or follow_latest, not both) with path and
+// version empty.
 absl::Status ValidateLoadModelRequest(const lcd::v1::LoadModelRequest& request);
+absl::Status ValidateRollbackModelRequest(const lcd::v1::RollbackModelRequest& request);
 absl::Status ValidateUnloadModelRequest(const lcd::v1::UnloadModelRequest& request);
 absl::Status ValidateGetModelStatusRequest(const lcd::v1::GetModelStatusRequest& request);
 
