@@ -113,7 +113,10 @@ class DaemonImpl final : public Daemon {
 
     for (const ModelSpec& m : config_.models) {
       if (stop_ != nullptr && stop_->load()) return absl::CancelledError("stop requested during start-up");
-      absl::Status st = models_->Load(m.name, m.path, "", Drain());
+      // A version of the artifact store is served under its version number.
+      const int64_t store_version = StoreVersionOf(m);
+      absl::Status st =
+          models_->Load(m.name, m.path, store_version > 0 ? std::to_string(store_version) : "", Drain());
       if (!st.ok()) {
         return absl::Status(st.code(), absl::StrCat("model '", m.name, "': ", st.message()));
       }
@@ -128,15 +131,23 @@ class DaemonImpl final : public Daemon {
   // Follows the artifact store for every configured model not pinned: a
   // newer <root>/<name>/<version> is hot-swapped in through the registry
   // (which keeps the old version serving when the new one fails to load).
+  // The version a configured model's path names in the artifact store
+  // (<artifact_root>/<name>/<version>), or 0 when it is not one.
+  int64_t StoreVersionOf(const ModelSpec& m) const {
+    if (config_.artifact_root.empty()) return 0;
+    const std::filesystem::path p = std::filesystem::path(m.path).lexically_normal();
+    int64_t version = 0;
+    if (p.parent_path().parent_path() == std::filesystem::path(config_.artifact_root).lexically_normal() &&
+        p.parent_path().filename() == m.name && absl::SimpleAtoi(p.filename().string(), &version) && version > 0) {
+      return version;
+    }
+    return 0;
+  }
+
   void StartWatcher() {
     for (const ModelSpec& m : config_.models) {
       // A model served from the store starts at the version it was given.
-      int64_t current = 0;
-      const std::filesystem::path p = std::filesystem::path(m.path).lexically_normal();
-      if (p.parent_path().parent_path() == std::filesystem::path(config_.artifact_root).lexically_normal() &&
-          p.parent_path().filename() == m.name) {
-        absl::SimpleAtoi(p.filename().string(), &current);
-      }
+      const int64_t current = StoreVersionOf(m);
       const bool pinned = std::find(config_.pinned_models.begin(), config_.pinned_models.end(), m.name) !=
                           config_.pinned_models.end();
       if (pinned) {

@@ -175,7 +175,8 @@ def test_rollback_and_load_by_version(root):
     the serving one and pins the model (a newer published version is then not followed);
     LoadModel(artifact_version=N) loads and pins version N; LoadModel(follow_latest) loads the
     newest and follows the store again. Refusals: nothing older to roll back to, an unpublished
-    version, a path together with a store selector, and no admin token."""
+    version, a path together with a store selector, no admin token, and a swap whose two
+    versions do not fit max_model_memory_bytes together (the serving one stays)."""
     store = os.path.join(root, "artifacts")
     os.makedirs(os.path.join(store, "tiny"))
     res = subprocess.run([LCD_BIN, "quantize", "--model", h.TINY_SHAKESPEARE, "--out", os.path.join(store, "tiny", "1"),
@@ -226,5 +227,22 @@ def test_rollback_and_load_by_version(root):
             publish_copy(store, 1, 5)  # Followed again.
             wait_version(server, 5, md=admin)
             assert generate(stub).model_version == "5"
+            size = status(server, md=admin).memory_bytes
+    finally:
+        assert server.terminate() == 0
+    # Room for one version but not two side by side: a swap is refused with the reason and the
+    # serving version stays (the watcher's and ModelService's alike).
+    server = h.ServerProcess({"tiny": os.path.join(store, "tiny", "5")},
+                             extra_args=["--artifact-root", store, "--artifact-rescan-seconds", "0.5",
+                                         "--admin-token-file", token_file,
+                                         "--max-model-memory-bytes", str(size * 3 // 2)])
+    try:
+        server.wait_serving()
+        with grpc.insecure_channel(server.address) as ch:
+            ms, stub = mg.ModelServiceStub(ch), gg.GenerationServiceStub(ch)
+            with pytest.raises(grpc.RpcError) as e:
+                ms.RollbackModel(m.RollbackModelRequest(name="tiny"), metadata=admin, timeout=60)
+            assert e.value.code() == C.RESOURCE_EXHAUSTED and "max_model_memory_bytes" in e.value.details()
+            assert status(server, md=admin).version == "5" and generate(stub).model_version == "5"
     finally:
         assert server.terminate() == 0
