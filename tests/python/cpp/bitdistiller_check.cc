@@ -30,62 +30,17 @@
 #include "lcd/quantizer/bitdistiller.h"
 #include "lcd/quantizer/train/bitdistiller_loop.h"
 #include "lcd/runtime/safetensors.h"
+#include "tensor_io.h"
 
 namespace {
 
 namespace lq = lcd::quantizer;
 using lcd::runtime::StDType;
 
-struct Tensor {
-  std::vector<int64_t> shape;
-  std::vector<float> f;
-  std::vector<double> d;
-  std::vector<int32_t> i;
-};
-using Tensors = std::map<std::string, Tensor>;
-
-absl::StatusOr<Tensors> Read(const std::string& path) {
-  LCD_ASSIGN_OR_RETURN(std::unique_ptr<lcd::runtime::SafetensorsFile> file,
-                       lcd::runtime::SafetensorsFile::Open(path));
-  Tensors out;
-  for (const lcd::runtime::TensorInfo& t : file->tensors()) {
-    Tensor x;
-    x.shape = t.shape;
-    const size_t n = static_cast<size_t>(t.num_elements());
-    if (t.dtype == StDType::kF32) {
-      x.f.resize(n);
-      std::memcpy(x.f.data(), file->Data(t), n * 4);
-    } else if (t.dtype == StDType::kF64) {
-      x.d.resize(n);
-      std::memcpy(x.d.data(), file->Data(t), n * 8);
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", t.name, " must be F32 or F64"));
-    }
-    out[t.name] = std::move(x);
-  }
-  return out;
-}
-
-absl::Status Write(const std::string& path, const Tensors& ts) {
-  std::vector<lcd::runtime::TensorToWrite> w;
-  for (const auto& [name, t] : ts) {
-    lcd::runtime::TensorToWrite x;
-    x.name = name;
-    x.shape = t.shape;
-    if (!t.d.empty()) {
-      x.dtype = StDType::kF64;
-      x.bytes = std::string_view(reinterpret_cast<const char*>(t.d.data()), t.d.size() * 8);
-    } else if (!t.i.empty()) {
-      x.dtype = StDType::kI32;
-      x.bytes = std::string_view(reinterpret_cast<const char*>(t.i.data()), t.i.size() * 4);
-    } else {
-      x.dtype = StDType::kF32;
-      x.bytes = std::string_view(reinterpret_cast<const char*>(t.f.data()), t.f.size() * 4);
-    }
-    w.push_back(x);
-  }
-  return lcd::runtime::WriteSafetensors(path, w);
-}
+using lcd::test_io::Read;
+using lcd::test_io::Tensor;
+using lcd::test_io::Tensors;
+using lcd::test_io::Write;
 
 Tensor Ints(std::vector<int64_t> shape, const std::vector<int32_t>& v) {
   Tensor t;

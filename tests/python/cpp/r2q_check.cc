@@ -41,6 +41,7 @@
 #include "lcd/quantizer/train/ops.h"
 #include "lcd/quantizer/train/r2q_loop_quantizer.h"
 #include "lcd/runtime/safetensors.h"
+#include "tensor_io.h"
 
 namespace {
 
@@ -50,55 +51,11 @@ using lcd::runtime::SafetensorsFile;
 using lcd::runtime::StDType;
 using lcd::runtime::TensorToWrite;
 
-struct Tensor {
-  std::vector<int64_t> shape;
-  std::vector<float> f;
-  std::vector<int32_t> i;
-  std::vector<double> d;
-};
-using Tensors = std::map<std::string, Tensor>;
-
-absl::StatusOr<Tensors> Read(const std::string& path, std::map<std::string, std::string>* meta) {
-  LCD_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, SafetensorsFile::Open(path));
-  Tensors out;
-  for (const lcd::runtime::TensorInfo& t : file->tensors()) {
-    if (t.dtype != StDType::kF32) return absl::InvalidArgumentError(absl::StrCat(t.name, " must be F32"));
-    Tensor x;
-    x.shape = t.shape;
-    x.f.resize(static_cast<size_t>(t.num_elements()));
-    std::memcpy(x.f.data(), file->Data(t), x.f.size() * 4);
-    out[t.name] = std::move(x);
-  }
-  *meta = file->metadata();
-  return out;
-}
-
-absl::Status Write(const std::string& path, const Tensors& ts) {
-  std::vector<TensorToWrite> w;
-  for (const auto& [name, t] : ts) {
-    TensorToWrite x;
-    x.name = name;
-    x.shape = t.shape;
-    if (!t.d.empty()) {
-      x.dtype = StDType::kF64;
-      x.bytes = std::string_view(reinterpret_cast<const char*>(t.d.data()), t.d.size() * 8);
-    } else if (!t.i.empty()) {
-      x.dtype = StDType::kI32;
-      x.bytes = std::string_view(reinterpret_cast<const char*>(t.i.data()), t.i.size() * 4);
-    } else {
-      x.dtype = StDType::kF32;
-      x.bytes = std::string_view(reinterpret_cast<const char*>(t.f.data()), t.f.size() * 4);
-    }
-    w.push_back(x);
-  }
-  return lcd::runtime::WriteSafetensors(path, w);
-}
-
-absl::StatusOr<const Tensor*> Need(const Tensors& in, const std::string& name) {
-  auto it = in.find(name);
-  if (it == in.end()) return absl::InvalidArgumentError(absl::StrCat("input tensor ", name, " missing"));
-  return &it->second;
-}
+using lcd::test_io::Need;
+using lcd::test_io::Read;
+using lcd::test_io::Tensor;
+using lcd::test_io::Tensors;
+using lcd::test_io::Write;
 
 absl::StatusOr<int64_t> MetaInt(const std::map<std::string, std::string>& meta, const std::string& k) {
   auto it = meta.find(k);

@@ -57,6 +57,7 @@
 #include "lcd/quantizer/train/optimizer.h"
 #include "lcd/quantizer/train/train_model.h"
 #include "lcd/runtime/safetensors.h"
+#include "tensor_io.h"
 
 namespace {
 
@@ -65,67 +66,11 @@ using lcd::runtime::SafetensorsFile;
 using lcd::runtime::StDType;
 using lcd::runtime::TensorToWrite;
 
-struct Tensor {
-  std::vector<int64_t> shape;
-  std::vector<float> f;    // F32 tensors.
-  std::vector<int32_t> i;  // I32 tensors.
-  std::vector<double> d;   // F64 outputs.
-  int64_t numel() const {
-    int64_t n = 1;
-    for (int64_t s : shape) n *= s;
-    return n;
-  }
-};
-using Tensors = std::map<std::string, Tensor>;
-
-absl::StatusOr<Tensors> Read(const std::string& path, std::map<std::string, std::string>* metadata) {
-  LCD_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, SafetensorsFile::Open(path));
-  Tensors out;
-  for (const lcd::runtime::TensorInfo& t : file->tensors()) {
-    Tensor x;
-    x.shape = t.shape;
-    const size_t n = static_cast<size_t>(t.num_elements());
-    if (t.dtype == StDType::kF32) {
-      x.f.resize(n);
-      std::memcpy(x.f.data(), file->Data(t), n * 4);
-    } else if (t.dtype == StDType::kI32) {
-      x.i.resize(n);
-      std::memcpy(x.i.data(), file->Data(t), n * 4);
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", t.name, " must be F32 or I32"));
-    }
-    out[t.name] = std::move(x);
-  }
-  if (metadata != nullptr) *metadata = file->metadata();
-  return out;
-}
-
-absl::Status Write(const std::string& path, const Tensors& ts) {
-  std::vector<TensorToWrite> w;
-  for (const auto& [name, t] : ts) {
-    TensorToWrite x;
-    x.name = name;
-    x.shape = t.shape;
-    if (!t.d.empty()) {
-      x.dtype = StDType::kF64;
-      x.bytes = std::string_view(reinterpret_cast<const char*>(t.d.data()), t.d.size() * 8);
-    } else if (!t.i.empty()) {
-      x.dtype = StDType::kI32;
-      x.bytes = std::string_view(reinterpret_cast<const char*>(t.i.data()), t.i.size() * 4);
-    } else {
-      x.dtype = StDType::kF32;
-      x.bytes = std::string_view(reinterpret_cast<const char*>(t.f.data()), t.f.size() * 4);
-    }
-    w.push_back(x);
-  }
-  return lcd::runtime::WriteSafetensors(path, w);
-}
-
-absl::StatusOr<const Tensor*> Need(const Tensors& in, const std::string& name) {
-  auto it = in.find(name);
-  if (it == in.end()) return absl::InvalidArgumentError(absl::StrCat("input tensor ", name, " missing"));
-  return &it->second;
-}
+using lcd::test_io::Need;
+using lcd::test_io::Read;
+using lcd::test_io::Tensor;
+using lcd::test_io::Tensors;
+using lcd::test_io::Write;
 
 // A zero gradient shaped like `in[name]`, or in["init_d" + name] when given.
 Tensor GradFor(const Tensors& in, const std::string& name) {
