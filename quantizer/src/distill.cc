@@ -235,8 +235,8 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
   } else {
     LCD_ASSIGN_OR_RETURN(seqs, FromText(o, *tokenizer));
     LCD_ASSIGN_OR_RETURN(std::string sha, runtime::Sha256File(o.calib_path));
-    res.calibration = absl::StrCat("file:", std::filesystem::path(o.calib_path).filename().string(),
-                                   " sha256:", sha, " sequences:", seqs.count, " tokens:", seqs.length);
+    res.calibration =
+        CalibrationFileProvenance(o.calib_path, sha, absl::StrCat("sequences:", seqs.count, " tokens:", seqs.length));
   }
   // The last ~10% of the sequences (at least one) are held out for the KL
   // figures; with speculative re-assignment the ~10% before them (at least

@@ -177,9 +177,10 @@ absl::StatusOr<ModelMethodResult> RunGlvq(const QuantizeModelOptions& o, const s
     };
     LCD_ASSIGN_OR_RETURN(stats, CollectCalibrationStats(*model, tokens, copts));
   }
-  res.calibration = absl::StrCat("file:", std::filesystem::path(o.calib_path).filename().string(), " sha256:",
-                                 calib_sha, cached.size() < weights.size() ? absl::StrCat(" tokens:", stats.text_tokens)
-                                                                           : std::string(" (all weights resumed)"));
+  res.calibration = CalibrationFileProvenance(o.calib_path, calib_sha,
+                                              cached.size() < weights.size()
+                                                  ? absl::StrCat("tokens:", stats.text_tokens)
+                                                  : std::string("(all weights resumed)"));
   kernels::ThreadPool pool(o.threads);
   const Clock::time_point qstart = Clock::now();
   double init_sum = 0, final_sum = 0;

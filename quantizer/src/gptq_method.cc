@@ -42,6 +42,7 @@
 #include "lcd/runtime/safetensors.h"
 #include "lcd/runtime/tokenizer.h"
 #include "src/model_method.h"
+#include "src/provenance.h"
 #include "src/quant_common.h"
 
 namespace lcd::quantizer::internal {
@@ -291,8 +292,7 @@ absl::StatusOr<ModelMethodResult> RunGptq(const QuantizeModelOptions& o, const s
   }
 
   LCD_ASSIGN_OR_RETURN(std::string sha, runtime::Sha256File(o.calib_path));
-  res.calibration = absl::StrCat("file:", std::filesystem::path(o.calib_path).filename().string(), " sha256:", sha,
-                                 " tokens:", calib_tokens);
+  res.calibration = CalibrationFileProvenance(o.calib_path, sha, absl::StrCat("tokens:", calib_tokens));
   res.params["percdamp"] = absl::StrFormat("%g", o.gptq_percdamp);
   res.params["act_order"] = o.gptq_act_order ? "true" : "false";
   res.params["static_groups"] = o.gptq_act_order ? "true" : "false";

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <ctime>
 #include <filesystem>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -58,6 +59,11 @@ std::string TextStem(const std::string& path) {
     if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
   }
   return name.empty() ? "text" : name;
+}
+
+std::string CalibrationFileProvenance(const std::string& path, const std::string& sha256, const std::string& detail) {
+  return absl::StrCat("file:", std::filesystem::path(path).filename().string(), " sha256:", sha256,
+                      detail.empty() ? "" : " ", detail);
 }
 
 }  // namespace internal

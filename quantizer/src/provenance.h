@@ -14,6 +14,10 @@ namespace lcd::quantizer::internal {
 // NotFound when the directory holds none.
 absl::StatusOr<std::string> SourceWeightsSha256(const std::string& model_dir);
 
+// provenance.calibration for a text file: "file:<file name> sha256:<hex>"
+// followed by " <detail>" (what was taken from it) when detail is non-empty.
+std::string CalibrationFileProvenance(const std::string& path, const std::string& sha256, const std::string& detail);
+
 // "2026-11-29T12:57:40Z".
 std::string UtcNowIso8601();
 

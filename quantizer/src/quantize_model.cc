@@ -200,8 +200,7 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
     };
     LCD_ASSIGN_OR_RETURN(stats, CollectCalibrationStats(*model, tokens, copts));
     LCD_ASSIGN_OR_RETURN(std::string sha, runtime::Sha256File(o.calib_path));
-    calib_desc = absl::StrCat("file:", fs::path(o.calib_path).filename().string(), " sha256:", sha,
-                              " tokens:", stats->text_tokens);
+    calib_desc = internal::CalibrationFileProvenance(o.calib_path, sha, absl::StrCat("tokens:", stats->text_tokens));
   }
 
   kernels::ThreadPool pool(o.threads);
