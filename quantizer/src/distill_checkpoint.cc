@@ -51,6 +51,12 @@ absl::Status DataLoss(const std::string& path, std::string_view what) {
 
 }  // namespace
 
+// The header's "state" object: one key per field, named as the field
+// (blockwise_kl, optional, is written only when set).
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(DistillState, stage, next_block, step, gamma, init_cakld, init_kl, first_loss,
+                                   last_loss, changed_total, proposals, accepted, rng, order, next, adam_steps,
+                                   calibration)
+
 absl::Status SaveDistillCheckpoint(const std::string& dir, const std::string& fingerprint, const DistillState& state,
                                    const DistillPayloadView& payload) {
   std::error_code ec;
@@ -94,24 +100,8 @@ absl::Status SaveDistillCheckpoint(const std::string& dir, const std::string& fi
   h["tensors"] = tensors;
   h["adam_moments"] = adam;
   h["codes"] = codes;
-  json s;
-  s["stage"] = state.stage;
-  s["next_block"] = state.next_block;
-  s["step"] = state.step;
-  s["gamma"] = state.gamma;
-  s["init_cakld"] = state.init_cakld;
-  s["init_kl"] = state.init_kl;
+  json s = state;
   if (state.blockwise_kl) s["blockwise_kl"] = *state.blockwise_kl;
-  s["first_loss"] = state.first_loss;
-  s["last_loss"] = state.last_loss;
-  s["changed_total"] = state.changed_total;
-  s["proposals"] = state.proposals;
-  s["accepted"] = state.accepted;
-  s["rng"] = state.rng;
-  s["order"] = state.order;
-  s["next"] = state.next;
-  s["adam_steps"] = state.adam_steps;
-  s["calibration"] = state.calibration;
   h["state"] = s;
   const std::string text = h.dump(1);
   LCD_RETURN_IF_ERROR(WriteFileAtomic((fs::path(dir) / kHeader).string(), {text}));
@@ -165,24 +155,8 @@ absl::StatusOr<std::optional<DistillCheckpoint>> LoadDistillCheckpoint(const std
     }
     adam = h.at("adam_moments").get<bool>();
     const json& s = h.at("state");
-    DistillState& st = cp.state;
-    st.stage = s.at("stage").get<std::string>();
-    st.next_block = s.at("next_block").get<int64_t>();
-    st.step = s.at("step").get<int64_t>();
-    st.gamma = s.at("gamma").get<double>();
-    st.init_cakld = s.at("init_cakld").get<double>();
-    st.init_kl = s.at("init_kl").get<double>();
-    if (s.contains("blockwise_kl")) st.blockwise_kl = s.at("blockwise_kl").get<double>();
-    st.first_loss = s.at("first_loss").get<double>();
-    st.last_loss = s.at("last_loss").get<double>();
-    st.changed_total = s.at("changed_total").get<int64_t>();
-    st.proposals = s.at("proposals").get<int64_t>();
-    st.accepted = s.at("accepted").get<int64_t>();
-    st.rng = s.at("rng").get<std::string>();
-    st.order = s.at("order").get<std::vector<int64_t>>();
-    st.next = s.at("next").get<int64_t>();
-    st.adam_steps = s.at("adam_steps").get<int64_t>();
-    st.calibration = s.at("calibration").get<std::string>();
+    cp.state = s.get<DistillState>();
+    if (s.contains("blockwise_kl")) cp.state.blockwise_kl = s.at("blockwise_kl").get<double>();
   } catch (const json::exception& e) {
     return DataLoss(header_path, e.what());
   }
