@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -39,6 +40,17 @@ lcd::v1::ModelState ToProtoState(ModelState s) {
 
 // Longest text put into a ModelStatus string field.
 constexpr size_t kMaxFieldBytes = 4096;
+
+// The registry's completion of an asynchronous load or unload: the model's
+// status into `response`, then the call finishes. `response` and `reactor`
+// stay valid until Finish.
+std::function<void(absl::Status, ModelStatusInfo)> Reply(grpc::ServerUnaryReactor* reactor,
+                                                         lcd::v1::ModelStatus* response) {
+  return [reactor, response](absl::Status st, ModelStatusInfo info) {
+    ToProto(info, response);
+    reactor->Finish(ToGrpcStatus(st));
+  };
+}
 
 // Finishes `reactor` with `st` for a call refused before any work.
 grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* ctx, const absl::Status& st) {
@@ -134,12 +146,7 @@ grpc::ServerUnaryReactor* ModelServiceImpl::LoadModel(grpc::CallbackServerContex
       return LoadFromStore(ctx, request->name(), version, request->follow_latest(), response);
     }
     auto* reactor = ctx->DefaultReactor();
-    // `response` and `reactor` stay valid until Finish, which only `done` calls.
-    registry_->LoadAsync(request->name(), request->path(), request->version(), drain_,
-                         [reactor, response](absl::Status st, ModelStatusInfo info) {
-                           ToProto(info, response);
-                           reactor->Finish(ToGrpcStatus(st));
-                         });
+    registry_->LoadAsync(request->name(), request->path(), request->version(), drain_, Reply(reactor, response));
     return reactor;
   } catch (const std::exception& e) {
     return Unexpected(ctx, "LoadModel", &e);
@@ -155,11 +162,7 @@ grpc::ServerUnaryReactor* ModelServiceImpl::UnloadModel(grpc::CallbackServerCont
     if (absl::Status st = Authorize(ctx, /*admin=*/true); !st.ok()) return Refuse(ctx, st);
     if (absl::Status st = ValidateUnloadModelRequest(*request); !st.ok()) return Refuse(ctx, st);
     auto* reactor = ctx->DefaultReactor();
-    registry_->UnloadAsync(request->name(), drain_,
-                           [reactor, response](absl::Status st, ModelStatusInfo info) {
-                             ToProto(info, response);
-                             reactor->Finish(ToGrpcStatus(st));
-                           });
+    registry_->UnloadAsync(request->name(), drain_, Reply(reactor, response));
     return reactor;
   } catch (const std::exception& e) {
     return Unexpected(ctx, "UnloadModel", &e);
@@ -209,13 +212,8 @@ grpc::ServerUnaryReactor* ModelServiceImpl::LoadFromStore(grpc::CallbackServerCo
   // The policy is set before the load, so the watcher neither swaps a newer
   // version over a pinned one meanwhile nor reloads this one.
   if (store_->set_policy) store_->set_policy(name, version, follow);
-  registry_->LoadAsync(
-      name, dir, std::to_string(version), drain_,
-      [reactor, response](absl::Status st, ModelStatusInfo info) {
-        ToProto(info, response);
-        reactor->Finish(ToGrpcStatus(st));
-      },
-      ModelRegistry::PathOrigin::kServerChosen);
+  registry_->LoadAsync(name, dir, std::to_string(version), drain_, Reply(reactor, response),
+                       ModelRegistry::PathOrigin::kServerChosen);
   return reactor;
 }
 
