@@ -185,6 +185,18 @@ TEST_F(JobSchedulerTest, RetriedWorkerResumesFromItsCheckpoint) {
 
 // Start-up removes checkpoints of jobs that have ended or that the store
 // does not know, and keeps those of queued jobs.
+// A checkpoint directory that cannot be created stops the scheduler at
+// start with a reason, rather than failing every job later.
+TEST_F(JobSchedulerTest, UnusableCheckpointDirIsAStartError) {
+  std::ofstream(dir_ / "a-file") << "x";
+  SchedulerOptions o = Options(LcdBinary());
+  o.checkpoint_dir = (dir_ / "a-file" / "checkpoints").string();
+  scheduler_ = std::make_unique<JobScheduler>(store_.get(), artifacts_.get(), o);
+  const absl::Status st = scheduler_->Start();
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_THAT(std::string(st.message()), HasSubstr("cannot create checkpoint dir"));
+}
+
 TEST_F(JobSchedulerTest, StartDropsCheckpointsOfEndedJobs) {
   bool created;
   const std::string queued = store_->Create(testing::TinySpec(), 1, &created)->id;

@@ -239,6 +239,20 @@ TEST_F(QuantizeModelTest, TiedEmbeddingsGetASeparateQuantizedHead) {
   for (float x : out->logits) ASSERT_TRUE(std::isfinite(x));
 }
 
+// --resume naming a regular file: a clear error before any work, and no
+// artifact left behind.
+TEST_F(QuantizeModelTest, ResumeDirThatIsAFileIsRefused) {
+  const fs::path file = fs::path(::testing::TempDir()) / ("resume_file_" + std::to_string(::getpid()));
+  std::ofstream(file) << "not a directory";
+  QuantizeModelOptions o = Options("lcd", 2, 64);
+  o.resume_dir = file.string();
+  absl::StatusOr<runtime::ArtifactManifest> m = QuantizeModel(o);
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(m.status().message(), HasSubstr("cannot create checkpoint directory " + file.string()));
+  EXPECT_FALSE(fs::exists(o.out_dir));
+  fs::remove(file);
+}
+
 TEST_F(QuantizeModelTest, RejectsBadOptionsAndLeavesNothingBehind) {
   auto expect_invalid = [&](QuantizeModelOptions o, const std::string& needle) {
     absl::StatusOr<runtime::ArtifactManifest> m = QuantizeModel(o);
@@ -267,6 +281,9 @@ TEST_F(QuantizeModelTest, RejectsBadOptionsAndLeavesNothingBehind) {
   o = Options("lcd", 2, 64);
   o.kd_steps = -1;
   expect_invalid(o, "lcd: steps");
+  o = Options("lcd", 2, 64);
+  o.kd_checkpoint_every = 0;
+  expect_invalid(o, "checkpoint-every must be >= 1");
   o = Options("lcd", 2, 64);
   o.kd_batch = 0;
   expect_invalid(o, "batch >= 1");
