@@ -10,19 +10,14 @@
 
 #include "gtest/gtest.h"
 #include "lcd/server/jobs/job_store.h"
+#include "lcd_test_dir.h"
 
 namespace lcd::server::jobs::testing {
 
-// An empty directory of its own for the running test (removed first if a
-// crashed run left it).
+// An empty directory of its own for the running test (lcd_test_dir.h: removed
+// when the test process exits).
 inline std::filesystem::path FreshTestDir(const std::string& prefix) {
-  const std::filesystem::path dir =
-      std::filesystem::path(::testing::TempDir()) /
-      (prefix + "_" + std::to_string(::getpid()) + "_" +
-       ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
+  return lcd::testing::TestDir(prefix + "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
 }
 
 inline std::filesystem::path SourceDir() {

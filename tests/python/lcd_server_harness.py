@@ -7,6 +7,7 @@
 - ServerProcess: starts the real lcd-server binary on 127.0.0.1 with free
   ports and waits until its health service reports it ready.
 """
+import atexit
 import json
 import os
 import shutil
@@ -238,6 +239,7 @@ message ErrorResponse { int32 error_code = 1; string error_message = 2; }
 def reflection_stubs():
     from grpc_tools import protoc
     out = tempfile.mkdtemp(prefix="lcd_reflection_")
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     with open(os.path.join(out, "lcd_test_reflection.proto"), "w") as f:
         f.write(_REFLECTION_PROTO)
     rc = protoc.main(["grpc_tools.protoc", f"-I{out}", f"--python_out={out}", f"--grpc_python_out={out}",

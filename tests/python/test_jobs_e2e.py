@@ -11,6 +11,7 @@ mid-write (FAILED with the write error, no version left). No `.partial`
 directory (or unverified version) is ever left where lcd-server looks.
 """
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -94,6 +95,7 @@ def root():
     with open(os.path.join(d, "token"), "w") as f:
         f.write(TOKEN + "\n")
     yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def slow_worker(root, seconds):

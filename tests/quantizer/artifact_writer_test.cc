@@ -21,6 +21,7 @@
 #include "lcd/runtime/kv_cache.h"
 #include "lcd/runtime/model.h"
 #include "quantizer_test_util.h"
+#include "lcd_test_dir.h"
 
 namespace lcd::quantizer {
 namespace {
@@ -28,10 +29,10 @@ namespace fs = std::filesystem;
 using runtime::ArtifactManifest;
 
 
+// A path that does not exist yet, in a directory removed when the test exits.
 fs::path TempDir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("lcd_artifact_writer_test_" + std::to_string(::getpid())) / name;
+  fs::path p = lcd::testing::TestDir("artifact_writer") / name;
   fs::remove_all(p);
-  fs::create_directories(p.parent_path());
   return p;
 }
 

@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "lcd/kernels/dtype.h"
 #include "lcd/runtime/safetensors.h"
+#include "lcd_test_dir.h"
 
 namespace lcd::runtime {
 namespace {
@@ -40,10 +41,8 @@ struct TinyModelSpec {
 class ModelTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("lcd_model_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
+    dir_ = lcd::testing::TestDir(std::string("model_") +
+                                 ::testing::UnitTest::GetInstance()->current_test_info()->name());
   }
   void TearDown() override { fs::remove_all(dir_); }
 

@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lcd_skip.h"
+#include "lcd_test_dir.h"
 
 namespace lcd::server {
 namespace {
@@ -37,9 +38,7 @@ absl::StatusOr<ServerConfig> Load(std::vector<std::string> args, FakeEnv env = {
 
 std::string WriteTemp(const std::string& text) {
   static int n = 0;
-  auto path =
-      std::filesystem::temp_directory_path() /
-      ("lcd_config_test_" + std::to_string(::getpid()) + "_" + std::to_string(n++) + ".json");
+  auto path = lcd::testing::TestDir("config") / (std::to_string(n++) + ".json");
   std::ofstream(path) << text;
   return path.string();
 }
