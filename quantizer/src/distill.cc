@@ -283,6 +283,14 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
     LCD_RETURN_IF_ERROR(student->EnableQuantized(std::move(quantizers)));
   }
   student->FreezeDense(true);
+  std::vector<std::string> changed_dense;
+  if (plan.prepare) {
+    LCD_ASSIGN_OR_RETURN(changed_dense, plan.prepare(*student, stats, res));
+  }
+  if (plan.act_bits != 0) {
+    LCD_RETURN_IF_ERROR(student->SetActivationBits(plan.act_bits));
+    res.activation_bits = plan.act_bits;
+  }
   for (const std::string& w : weights) {
     LCD_ASSIGN_OR_RETURN(const tr::ParamTensor* t, student->Find(w));
     LCD_ASSIGN_OR_RETURN(tr::LoopQuantizer * q, student->quantizer(w));
@@ -567,6 +575,11 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
     res.matrices.emplace(w, std::move(*m));
   }
 
+  for (const std::string& name : changed_dense) {
+    LCD_ASSIGN_OR_RETURN(const tr::ParamTensor* t, student->Find(name));
+    const float* p = student->params() + t->offset;
+    res.dense[name].assign(p, p + t->size);
+  }
   res.params["steps"] = std::to_string(o.kd_steps);
   res.params["lr"] = absl::StrFormat("%g", o.kd_lr);
   res.params["schedule"] = schedule == "constant" ? "constant" : "cosine to 0.1x, warmup 5%";

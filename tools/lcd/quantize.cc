@@ -7,7 +7,10 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "cxxopts.hpp"
 #include "lcd/quantizer/methods.h"
 #include "lcd/quantizer/quantize_model.h"
@@ -60,6 +63,12 @@ int RunQuantize(int argc, char** argv) {
       ("glvq-lambda", "glvq: weight of ||G - G0||^2 / ||G0||^2", cxxopts::value<double>()->default_value("0.01"))
       ("glvq-no-alloc", "glvq: same width for every column group (no salience N-1/N/N+1 allocation)")
       ("speculative", "lcd: keep a code re-assignment only if the KD loss on judging sequences does not rise")
+      ("smooth", "lcd: adaptive activation smoothing folded into norms/rows, on|off (--smooth alone: on)",
+       cxxopts::value<std::string>()->default_value("off")->implicit_value("on"))
+      ("smooth-alphas", "lcd: the smoothing alpha grid, comma-separated values in [0, 1] (s = 1 is always a candidate)",
+       cxxopts::value<std::string>()->default_value("0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8"))
+      ("act-bits", "lcd: 8 = per-token int8 activations (W·A8) in training and in the artifact; 0 = fp",
+       cxxopts::value<int>()->default_value("0"))
       ("gptq-damp", "gptq: dampening, fraction of mean diag(H) added to the diagonal",
        cxxopts::value<double>()->default_value("0.01"))
       ("gptq-act-order", "gptq: quantize columns by descending H_jj (group grids fixed up front: static groups)")
@@ -120,6 +129,24 @@ int RunQuantize(int argc, char** argv) {
     o.kd_seed = flags["seed"].as<uint64_t>();
     o.kd_speculative = flags.count("speculative") > 0;
     o.kd_block_steps = flags["block-steps"].as<int64_t>();
+    {
+      const std::string smooth = flags["smooth"].as<std::string>();
+      if (smooth != "on" && smooth != "off") {
+        std::fprintf(stderr, "lcd quantize: --smooth takes on or off, got '%s'\n", smooth.c_str());
+        return 2;
+      }
+      o.lcd_smooth = smooth == "on";
+      const std::vector<std::string> alphas = absl::StrSplit(flags["smooth-alphas"].as<std::string>(), ',');
+      for (const std::string& a : alphas) {
+        double v = 0.0;
+        if (!absl::SimpleAtod(a, &v)) {
+          std::fprintf(stderr, "lcd quantize: --smooth-alphas: '%s' is not a number\n", a.c_str());
+          return 2;
+        }
+        o.lcd_smooth_alphas.push_back(v);
+      }
+      o.act_bits = flags["act-bits"].as<int>();
+    }
     o.gptq_percdamp = flags["gptq-damp"].as<double>();
     o.gptq_act_order = flags.count("gptq-act-order") > 0;
     o.gptq_block_size = flags["gptq-block-size"].as<int64_t>();
