@@ -20,10 +20,10 @@
 #include "lcd/base/status_macros.h"
 #include "lcd/kernels/dtype.h"
 #include "lcd/quantizer/quantize_matrix.h"
+#include "lcd/quantizer/smoothing.h"
 #include "lcd/quantizer/train/loop_quantizer.h"
 #include "src/distill.h"
 #include "src/quant_common.h"
-#include "src/smoothing.h"
 
 namespace lcd::quantizer::internal {
 namespace {

@@ -1,5 +1,5 @@
 // Adaptive activation smoothing (contract in smoothing.h).
-#include "src/smoothing.h"
+#include "lcd/quantizer/smoothing.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "lcd/base/status_macros.h"
 
-namespace lcd::quantizer::internal {
+namespace lcd::quantizer {
 namespace {
 
 constexpr float kMinScale = 1e-4f, kMaxScale = 1e4f;
@@ -68,8 +68,9 @@ absl::StatusOr<SmoothingChoice> ChooseSmoothing(const std::vector<SmoothWeight>&
                                                 const std::vector<float>& max_x, const std::vector<float>& mean_sq,
                                                 const InputGram& gram, const std::vector<double>& alphas,
                                                 const std::vector<int64_t>& tie, const DequantFn& quantize,
-                                                kernels::ThreadPool* /*pool*/) {
+                                                bool allow_off) {
   const size_t n = static_cast<size_t>(cols);
+  if (!allow_off && alphas.empty()) return absl::InvalidArgumentError("smoothing: no candidate (empty grid, s = 1 excluded)");
   if (cols < 1 || max_x.size() != n || mean_sq.size() != n || gram.cols != cols ||
       gram.xtx.size() != n * n || (!tie.empty() && tie.size() != n) || weights.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("smoothing: statistics do not match the input width ", cols));
@@ -104,11 +105,13 @@ absl::StatusOr<SmoothingChoice> ChooseSmoothing(const std::vector<SmoothWeight>&
   c.s.assign(n, 1.0f);
   LCD_ASSIGN_OR_RETURN(c.error_off, error_of(c.s));
   c.error = c.error_off;
+  bool have = allow_off;
   for (double a : alphas) {
     std::vector<float> s = SmoothingScales(max_x, max_w, a, tie);
     LCD_ASSIGN_OR_RETURN(double err, error_of(s));
     c.errors.push_back(err);
-    if (err < c.error) {
+    if (!have || err < c.error) {
+      have = true;
       c.error = err;
       c.alpha = a;
       c.s = std::move(s);
@@ -118,7 +121,8 @@ absl::StatusOr<SmoothingChoice> ChooseSmoothing(const std::vector<SmoothWeight>&
 }
 
 absl::StatusOr<SmoothingReport> SmoothModel(train::TrainModel& student, const CalibrationStats& stats,
-                                            const std::vector<double>& alphas, const DequantFn& quantize) {
+                                            const std::vector<double>& alphas, const DequantFn& quantize,
+                                            bool allow_off) {
   const runtime::ModelConfig& cfg = student.config();
   const int64_t hidden = cfg.hidden_size, inter = cfg.intermediate_size, hd = cfg.head_dim;
   const int64_t q_dim = cfg.num_heads * hd;
@@ -181,7 +185,7 @@ absl::StatusOr<SmoothingReport> SmoothModel(train::TrainModel& student, const Ca
     // o_proj: s tied over the q heads of one kv head, folded into v's rows.
     LCD_RETURN_IF_ERROR(stats_of(no, q_dim, mx, ms, g));
     LCD_ASSIGN_OR_RETURN(SmoothingChoice co,
-                         ChooseSmoothing({{o.p, o.rows}}, q_dim, *mx, *ms, *g, alphas, o_tie, quantize, nullptr));
+                         ChooseSmoothing({{o.p, o.rows}}, q_dim, *mx, *ms, *g, alphas, o_tie, quantize, allow_off));
     if (co.alpha >= 0.0) {
       scale_cols(o, co.s);
       absl::StatusOr<Tensor> vb = get(p + "self_attn.v_proj.bias");
@@ -201,7 +205,7 @@ absl::StatusOr<SmoothingReport> SmoothModel(train::TrainModel& student, const Ca
     // down_proj: folded into up's rows.
     LCD_RETURN_IF_ERROR(stats_of(nd, inter, mx, ms, g));
     LCD_ASSIGN_OR_RETURN(SmoothingChoice cd,
-                         ChooseSmoothing({{down.p, down.rows}}, inter, *mx, *ms, *g, alphas, {}, quantize, nullptr));
+                         ChooseSmoothing({{down.p, down.rows}}, inter, *mx, *ms, *g, alphas, {}, quantize, allow_off));
     if (cd.alpha >= 0.0) {
       scale_cols(down, cd.s);
       for (int64_t r = 0; r < up.rows; ++r) {
@@ -224,7 +228,7 @@ absl::StatusOr<SmoothingReport> SmoothModel(train::TrainModel& student, const Ca
       LCD_RETURN_IF_ERROR(stats_of(*in.stats_name, hidden, mx, ms, g));
       std::vector<SmoothWeight> sw;
       for (Tensor* t : in.ws) sw.push_back({t->p, t->rows});
-      LCD_ASSIGN_OR_RETURN(SmoothingChoice c, ChooseSmoothing(sw, hidden, *mx, *ms, *g, alphas, {}, quantize, nullptr));
+      LCD_ASSIGN_OR_RETURN(SmoothingChoice c, ChooseSmoothing(sw, hidden, *mx, *ms, *g, alphas, {}, quantize, allow_off));
       if (c.alpha >= 0.0) {
         for (Tensor* t : in.ws) scale_cols(*t, c.s);
         LCD_ASSIGN_OR_RETURN(Tensor norm, get(in.norm));
@@ -244,4 +248,4 @@ absl::StatusOr<SmoothingReport> SmoothModel(train::TrainModel& student, const Ca
   return rep_out;
 }
 
-}  // namespace lcd::quantizer::internal
+}  // namespace lcd::quantizer

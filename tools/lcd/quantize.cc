@@ -63,7 +63,7 @@ int RunQuantize(int argc, char** argv) {
       ("glvq-lambda", "glvq: weight of ||G - G0||^2 / ||G0||^2", cxxopts::value<double>()->default_value("0.01"))
       ("glvq-no-alloc", "glvq: same width for every column group (no salience N-1/N/N+1 allocation)")
       ("speculative", "lcd: keep a code re-assignment only if the KD loss on judging sequences does not rise")
-      ("smooth", "lcd: adaptive activation smoothing folded into norms/rows, on|off (--smooth alone: on)",
+      ("smooth", "lcd: adaptive activation smoothing folded into norms/rows: --smooth (= --smooth=on) or --smooth=off",
        cxxopts::value<std::string>()->default_value("off")->implicit_value("on"))
       ("smooth-alphas", "lcd: the smoothing alpha grid, comma-separated values in [0, 1] (s = 1 is always a candidate)",
        cxxopts::value<std::string>()->default_value("0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8"))
@@ -98,6 +98,12 @@ int RunQuantize(int argc, char** argv) {
     if (flags.count("help")) {
       std::printf("%s\n", options.help().c_str());
       return 0;
+    }
+    if (!flags.unmatched().empty()) {
+      // E.g. "--smooth off": an option with an implicit value takes "=off".
+      std::fprintf(stderr, "lcd quantize: unexpected argument '%s' (options with a value for --smooth: --smooth=on|off)\n",
+                   flags.unmatched()[0].c_str());
+      return 2;
     }
     for (const char* required : {"model", "out", "method", "bits"}) {
       if (!flags.count(required)) {

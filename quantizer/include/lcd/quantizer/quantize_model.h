@@ -175,7 +175,7 @@ struct QuantizeModelOptions {
   std::string kd_lr_schedule;
 
   // LCD activation smoothing and W·A8 (method "lcd"; LCD.md step 2,
-  // quantizer/src/smoothing.h). lcd_smooth: per decoder input, s = 1 or
+  // lcd/quantizer/smoothing.h). lcd_smooth: per decoder input, s = 1 or
   // SmoothQuant's s(alpha) for alpha in lcd_smooth_alphas (empty: 0, 0.1,
   // ..., 0.8), whichever gives the smallest output error of the k-means
   // init measured in the original space (E[x x^T] of the training

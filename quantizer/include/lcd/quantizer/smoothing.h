@@ -30,8 +30,8 @@
 //   E = W - Q(W diag s; importance m_j / s_j^2) diag(s)^-1,  G = E[x x^T],
 // with Q the method's own initial quantizer (a DequantFn) and m_j = E[x_j^2].
 // The smallest wins (ties: the earlier candidate, "off" first).
-#ifndef LCD_QUANTIZER_SRC_SMOOTHING_H_
-#define LCD_QUANTIZER_SRC_SMOOTHING_H_
+#ifndef LCD_QUANTIZER_SMOOTHING_H_
+#define LCD_QUANTIZER_SMOOTHING_H_
 
 #include <cstdint>
 #include <functional>
@@ -40,11 +40,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "lcd/kernels/thread_pool.h"
 #include "lcd/quantizer/calibration.h"
 #include "lcd/quantizer/train/train_model.h"
 
-namespace lcd::quantizer::internal {
+namespace lcd::quantizer {
 
 // Q(w) decoded back to fp32 [rows][cols], importance[cols] (may be nullptr).
 using DequantFn = std::function<absl::StatusOr<std::vector<float>>(const float* w, int64_t rows, int64_t cols,
@@ -73,13 +72,15 @@ struct SmoothingChoice {
   std::vector<double> errors;   // err per alpha of the grid, in grid order.
 };
 
-// The search above for one input of `cols` channels. InvalidArgument for
-// mismatched sizes, a grid value outside [0, 1], or a Gram of another width.
+// The search above for one input of `cols` channels. allow_off = false
+// drops the s = 1 candidate (tests of the fold; an empty grid then errs).
+// InvalidArgument for mismatched sizes, a grid value outside [0, 1], or a
+// Gram of another width.
 absl::StatusOr<SmoothingChoice> ChooseSmoothing(const std::vector<SmoothWeight>& weights, int64_t cols,
                                                 const std::vector<float>& max_x, const std::vector<float>& mean_sq,
                                                 const InputGram& gram, const std::vector<double>& alphas,
                                                 const std::vector<int64_t>& tie, const DequantFn& quantize,
-                                                kernels::ThreadPool* pool);
+                                                bool allow_off = true);
 
 // tr(E G E^T) for E = w - w_hat ([rows][cols]), in double.
 double OutputError(const float* w, const float* w_hat, int64_t rows, int64_t cols, const InputGram& gram);
@@ -104,8 +105,9 @@ struct SmoothingReport {
 // Needs stats.max_abs, stats.mean_sq and stats.gram for every decoder linear.
 // Errors: InvalidArgument naming the missing statistics or tensors.
 absl::StatusOr<SmoothingReport> SmoothModel(train::TrainModel& student, const CalibrationStats& stats,
-                                            const std::vector<double>& alphas, const DequantFn& quantize);
+                                            const std::vector<double>& alphas, const DequantFn& quantize,
+                                            bool allow_off = true);
 
-}  // namespace lcd::quantizer::internal
+}  // namespace lcd::quantizer
 
-#endif  // LCD_QUANTIZER_SRC_SMOOTHING_H_
+#endif  // LCD_QUANTIZER_SMOOTHING_H_
