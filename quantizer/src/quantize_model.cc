@@ -62,6 +62,9 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
           ": steps, block steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, temperature > 0"));
     }
   }
+  if (o.kd_lr_scale != "none" && o.kd_lr_scale != "rms") {
+    return absl::InvalidArgumentError(absl::StrCat("lr scale must be none or rms, got '", o.kd_lr_scale, "'"));
+  }
   if (o.act_bits != 0 && o.act_bits != 8) {
     return absl::InvalidArgumentError(absl::StrCat("activation bits must be 8 (or 0: fp), got ", o.act_bits));
   }

@@ -67,6 +67,8 @@ int RunQuantize(int argc, char** argv) {
        cxxopts::value<std::string>()->default_value("off")->implicit_value("on"))
       ("smooth-alphas", "lcd: the smoothing alpha grid, comma-separated values in [0, 1] (s = 1 is always a candidate)",
        cxxopts::value<std::string>()->default_value("0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8"))
+      ("lr-scale", "distillation: none = one lr for all tensors; rms = each quantized weight's lr times RMS(W) / RMS of all",
+       cxxopts::value<std::string>()->default_value("none"))
       ("act-bits", "lcd: 8 = per-token int8 activations (W·A8) in training and in the artifact; 0 = fp",
        cxxopts::value<int>()->default_value("0"))
       ("gptq-damp", "gptq: dampening, fraction of mean diag(H) added to the diagonal",
@@ -152,6 +154,7 @@ int RunQuantize(int argc, char** argv) {
         o.lcd_smooth_alphas.push_back(v);
       }
       o.act_bits = flags["act-bits"].as<int>();
+      o.kd_lr_scale = flags["lr-scale"].as<std::string>();
     }
     o.gptq_percdamp = flags["gptq-damp"].as<double>();
     o.gptq_act_order = flags.count("gptq-act-order") > 0;

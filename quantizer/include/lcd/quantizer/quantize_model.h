@@ -173,6 +173,11 @@ struct QuantizeModelOptions {
   // to 0.1 x kd_lr), "constant" (kd_lr throughout, no warmup), or "" = the
   // method's own (lcd: cosine; bitdistiller: constant, as its reference).
   std::string kd_lr_schedule;
+  // Per-tensor learning rate of the distillation: "none" (kd_lr for every
+  // tensor) or "rms" (each quantized weight and its quantizer parameters at
+  // kd_lr * RMS(W) / RMS over all quantized weights, W as initialised;
+  // issue 7). Manifest param lr_scale.
+  std::string kd_lr_scale = "none";
 
   // LCD activation smoothing and W·A8 (method "lcd"; LCD.md step 2,
   // lcd/quantizer/smoothing.h). lcd_smooth: per decoder input, s = 1 or
