@@ -269,9 +269,10 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
     const double eta = elapsed / static_cast<double>(done_weights) * static_cast<double>(total_weights - done_weights);
     progress("quantize",
              calib_end + (0.9 - calib_end) * static_cast<double>(done_weights) / static_cast<double>(total_weights),
-             absl::StrFormat("[quantize] tensor %d/%d %s [%d x %d] %s b%d: rel err %.3e, elapsed %.1fs, ETA %.1fs",
+             absl::StrFormat("[quantize] tensor %d/%d %s [%d x %d] %s b%d: rel err %.3e%s, elapsed %.1fs, ETA %.1fs",
                              done_tensors, num_quant, it.name, rows, cols, o.method, it.bits,
-                             norm > 0 ? err / norm : 0.0, elapsed, eta));
+                             norm > 0 ? err / norm : 0.0,
+                             o.lcd_smooth ? " (against the unsmoothed source weight)" : "", elapsed, eta));
   }
 
   runtime::ArtifactManifest m;
