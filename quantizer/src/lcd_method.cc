@@ -124,7 +124,10 @@ absl::StatusOr<ModelMethodResult> RunLcd(const QuantizeModelOptions& o, const st
   const std::vector<double> alphas = o.lcd_smooth_alphas.empty() ? DefaultSmoothingAlphas() : o.lcd_smooth_alphas;
   std::string grid;
   for (double a : alphas) absl::StrAppend(&grid, grid.empty() ? "" : ",", absl::StrFormat("%g", a));
-  plan.settings = absl::StrCat("smooth=", o.lcd_smooth ? grid : "off", " act_bits=", o.act_bits);
+  // (Empty for the defaults: checkpoints of earlier versions stay resumable.)
+  if (o.lcd_smooth || o.act_bits != 0) {
+    plan.settings = absl::StrCat("smooth=", o.lcd_smooth ? grid : "off", " act_bits=", o.act_bits);
+  }
   plan.act_bits = o.act_bits;
   if (o.lcd_smooth) {
     plan.gram_for = [](std::string_view w) { return w != "lm_head.weight"; };
