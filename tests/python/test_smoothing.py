@@ -20,6 +20,9 @@ from LCD_TEST_SEED when set, else the clock; the seed is printed).
     round half to even; a zero row stays zero), and the A8 linear's forward and backward
     (weight gradient from the quantized input, input gradient straight through) against
     torch autograd with x + (fq(x) - x).detach(): max rel error <= 1e-5.
+  * the A8 student: TrainModel with codebook linears and A8 on (Llama GQA, Qwen2) against
+    transformers float64 with the codebook STE and A8 STE forward: logits, loss, every
+    gradient (tolerances in the test: int8 rounding may flip between fp32 and float64).
   * manifest: bad "activations" values are refused by name when the artifact is loaded.
   * e2e: `lcd quantize --method lcd --smooth --act-bits 8` on stories260K (few steps): the
     manifest carries the field and the smoothing parameters; the numpy oracle
@@ -233,6 +236,70 @@ def test_a8_fake_quantizer_forward_backward(rng, tmp_path):
             q = out["xq"][t] / s
             assert np.abs(q - np.round(q)).max() < 1e-3 and np.abs(q).max() <= 127.0001
     assert np.array_equal(artifact_numpy.fake_quant_int8_per_token(x), out["xq"])
+
+
+def _cb_init(rng, w, group, k):
+    rows, cols = w.shape
+    groups = (cols + group - 1) // group
+    c = np.zeros((rows, groups, k), np.float32)
+    for g in range(groups):
+        blk = w[:, g * group:(g + 1) * group]
+        pick = np.stack([rng.choice(blk[r], k, replace=blk.shape[1] < k) for r in range(rows)])
+        c[:, g, :] = np.sort(pick + (1e-3 * rng.standard_normal((rows, k))).astype(np.float32), axis=-1)
+    return c
+
+
+@pytest.mark.parametrize("name", ["llama_fp32", "qwen2_fp32"])
+def test_a8_training_model_matches_torch(name, rng, tmp_path):
+    """TrainModel with codebook linears and A8 (the student of --act-bits 8): logits, loss and every
+    gradient against transformers float64 whose quantized linears compute the codebook STE forward
+    on the A8 STE input x + (fq(x) - x).detach(). fp32 and float64 can put a value on either side
+    of an int8 rounding boundary (a flip moves one activation by up to s); tolerances: logits and
+    loss 1e-3, gradients 1e-2 of their max (measured: ~1e-6 without a flip). Without the A8 hooks
+    the reference is far off (the A8 path is on)."""
+    lcd_skip.importorskip("transformers")
+    path, cls = _build(str(tmp_path), name, SEED + 7)
+    ref = cls.from_pretrained(path, dtype=torch.float64, attn_implementation="eager").eval()
+    V = ref.config.vocab_size
+    B, L, group, k = 2, 17, 8, 4
+    lins = {n: m for n, m in ref.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith("model.layers.")}
+    cents = {p: _cb_init(rng, m.weight.detach().numpy(), group, k) for p, m in lins.items()}
+    tokens = rng.integers(0, V, (B, L)).astype(np.int32)
+    targets = rng.integers(0, V, (B, L)).astype(np.int32)
+    inputs = dict(tokens=tokens, targets=targets, **{f"{p}.centroids": c for p, c in cents.items()})
+    out = _run(["--a8model", path], inputs, tmp_path, metadata={"group_size": str(group)})
+
+    params = {}
+    for p, lin in lins.items():
+        c = torch.nn.Parameter(torch.tensor(cents[p].astype(np.float64)))
+        params[p] = c
+        gidx = torch.arange(lin.weight.shape[1]) // group
+        codes = (lin.weight.detach()[:, :, None] - c.detach()[:, gidx, :]).abs().argmin(-1)
+
+        def forward(x, lin=lin, c=c, gidx=gidx, codes=codes):
+            w_hat = torch.gather(c[:, gidx, :], 2, codes[:, :, None])[:, :, 0] + (lin.weight - lin.weight.detach())
+            if lin._a8:
+                x = x + (_torch_fq(x) - x).detach()
+            return torch.nn.functional.linear(x, w_hat, lin.bias)
+        lin._a8 = True
+        lin.forward = forward
+    logits = ref(torch.tensor(tokens.astype(np.int64))).logits
+    loss = torch.nn.functional.cross_entropy(logits.reshape(B * L, V), torch.tensor(targets.reshape(-1).astype(np.int64)))
+    loss.backward()
+    errs = {"logits": _rel(out["logits"], logits.detach().numpy()), "loss": _rel(out["loss"], [loss.item()])}
+    want = {n: p.grad.numpy() for n, p in ref.named_parameters()}
+    want.update({f"{p}.centroids": c.grad.numpy() for p, c in params.items()})
+    worst = max(_rel(out[n], g) for n, g in want.items())
+    with torch.no_grad():
+        for lin in lins.values():
+            lin._a8 = False
+        fp = ref(torch.tensor(tokens.astype(np.int64))).logits.numpy()
+    off = _rel(out["logits"], fp)
+    print(f"A8 TrainModel {name}: logits {errs['logits']:.3g}, loss {errs['loss']:.3g}, grads {worst:.3g} "
+          f"(over {len(want)} tensors); reference without A8: logits {off:.3g}")
+    assert errs["logits"] <= 1e-3 and errs["loss"] <= 1e-3, errs
+    assert worst <= 1e-2, worst
+    assert off > 10 * errs["logits"] and off > 1e-4, off
 
 
 # ---------------------------------------------------------------- e2e on stories260K

@@ -24,6 +24,12 @@
 //       out = xq w^T + b, and the backward of TrainModel's A8 linear
 //       (weight gradient from xq, input gradient straight through): outputs
 //       "xq", "out", "dx", "dw", "db".
+//   smooth_check --a8model DIR --in in.safetensors --out out.safetensors
+//       TrainModel of DIR with every weight whose "<prefix>.centroids"
+//       [rows][groups][k] is given codebook-quantized (codes = nearest
+//       centroid, metadata group_size) and SetActivationBits(8): CE on tokens
+//       and targets I32 [B][L]; outputs loss F64 [1], logits [B][L][V] and
+//       every parameter's gradient under its name.
 #include <cmath>
 #include <cstdio>
 #include <exception>
@@ -197,12 +203,57 @@ absl::Status A8(const Tensors& in, Tensors& out) {
   return absl::OkStatus();
 }
 
+// --a8model DIR: TrainModel with every weight whose "<prefix>.centroids"
+// is given codebook-quantized (codes = nearest centroid), A8 on, CE on
+// tokens/targets I32 [B][L]: outputs loss F64 [1], logits, every gradient.
+absl::Status A8Model(const std::string& dir, const Tensors& in, const std::map<std::string, std::string>& meta,
+                     Tensors& out) {
+  LCD_ASSIGN_OR_RETURN(const Tensor* tokens, Need(in, "tokens"));
+  LCD_ASSIGN_OR_RETURN(const Tensor* targets, Need(in, "targets"));
+  const int64_t group = std::stoll(meta.at("group_size"));
+  LCD_ASSIGN_OR_RETURN(std::unique_ptr<tr::TrainModel> model, tr::TrainModel::FromCheckpoint(dir, 2));
+  std::vector<std::pair<std::string, tr::CodebookSpec>> specs;
+  for (const tr::ParamTensor& t : model->tensors()) {
+    if (!t.name.ends_with(".weight")) continue;
+    auto it = in.find(t.name.substr(0, t.name.size() - 7) + ".centroids");
+    if (it != in.end()) specs.push_back({t.name, tr::CodebookSpec{group, it->second.shape[2]}});
+  }
+  LCD_RETURN_IF_ERROR(model->EnableCodebook(specs));
+  for (const auto& [name, spec] : specs) {
+    const std::string cname = name.substr(0, name.size() - 7) + ".centroids";
+    LCD_ASSIGN_OR_RETURN(const tr::ParamTensor* t, model->Find(cname));
+    const Tensor& c = in.at(cname);
+    if (c.numel() != t->size) return absl::InvalidArgumentError(cname + " has the wrong size");
+    std::copy(c.f.begin(), c.f.end(), model->params() + t->offset);
+  }
+  model->ReassignCodes();
+  LCD_RETURN_IF_ERROR(model->SetActivationBits(8));
+  const int64_t B = tokens->shape[0], L = tokens->shape[1], V = model->config().vocab_size;
+  model->ZeroGrad();
+  LCD_RETURN_IF_ERROR(model->Forward(tokens->i.data(), B, L));
+  const double loss = tr::CrossEntropyLoss(model->logits(), targets->i.data(), B * L, V, model->dlogits(), model->pool());
+  Tensor logits;
+  logits.shape = {B, L, V};
+  logits.f.assign(model->logits(), model->logits() + B * L * V);
+  model->Backward();
+  out["loss"] = F64({loss});
+  out["logits"] = std::move(logits);
+  for (const tr::ParamTensor& t : model->tensors()) {
+    Tensor g;
+    g.shape = t.shape;
+    g.f.assign(model->grads() + t.offset, model->grads() + t.offset + t.size);
+    out[t.name] = std::move(g);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   cxxopts::Options options("smooth_check", "Activation smoothing and A8 on safetensors inputs");
   options.add_options()("fold", "model dir: smooth and fold", cxxopts::value<std::string>())(
       "alpha", "alpha search on one input")("a8", "A8 fake quantizer + linear")(
+      "a8model", "model dir: codebook + A8 TrainModel forward/backward", cxxopts::value<std::string>())(
       "in", "input safetensors", cxxopts::value<std::string>())("out", "output safetensors",
                                                                 cxxopts::value<std::string>());
   try {
@@ -215,6 +266,7 @@ int main(int argc, char** argv) {
     absl::Status s = r.count("fold")  ? Fold(r["fold"].as<std::string>(), *in, meta, out)
                      : r.count("alpha") ? Alpha(*in, meta, out)
                      : r.count("a8")    ? A8(*in, out)
+                     : r.count("a8model") ? A8Model(r["a8model"].as<std::string>(), *in, meta, out)
                                         : absl::InvalidArgumentError("one of --fold, --alpha, --a8");
     if (!s.ok()) return Fail(std::string(s.message()));
     s = Write(r["out"].as<std::string>(), out);
