@@ -316,16 +316,27 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
     LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Tokenizer> tokenizer, runtime::LoadTokenizer(o.out_dir));
     LCD_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, TokenizeTextFile(o.eval_text, *tokenizer, 0));
     const std::string stem = internal::TextStem(o.eval_text);
-    for (const bool source : {false, true}) {
-      LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Model> model,
-                           runtime::Model::Load(source ? o.model_dir : o.out_dir, {o.threads}));
-      LCD_ASSIGN_OR_RETURN(PerplexityResult r, EvaluatePerplexity(*model, tokens, tokenizer->bos_id(), o.eval_window,
-                                                                  o.eval_max_windows));
-      m.quality[absl::StrCat("ppl_", stem, source ? "_source" : "")] = r.ppl;
-      progress("evaluate", source ? 1.0 : 0.975,
-               absl::StrFormat("[quantize] ppl of %s on %s: %.4f (%d tokens, %d windows of %d)",
-                               source ? "source" : "artifact", o.eval_text, r.ppl, r.predicted_tokens, r.windows,
-                               r.window));
+    // The source is loaded once: it is the reference of the artifact's KL and
+    // then evaluated on its own.
+    LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Model> source, runtime::Model::Load(o.model_dir, {o.threads}));
+    LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Model> artifact, runtime::Model::Load(o.out_dir, {o.threads}));
+    for (runtime::Model* model : {artifact.get(), source.get()}) {
+      const bool is_source = model == source.get();
+      LCD_ASSIGN_OR_RETURN(PerplexityResult r,
+                           EvaluatePerplexity(*model, tokens, tokenizer->bos_id(), o.eval_window, o.eval_max_windows,
+                                              nullptr, is_source ? nullptr : source.get()));
+      m.quality[absl::StrCat("ppl_", stem, is_source ? "_source" : "")] = r.ppl;
+      std::string kl;
+      if (r.mean_kl) {
+        m.quality[absl::StrCat("kl_", stem)] = *r.mean_kl;
+        m.quality[absl::StrCat("top1_agreement_", stem)] = *r.top1_agreement;
+        kl = absl::StrFormat(", KL to the source %.5f nats/token, top-1 agreement %.4f", *r.mean_kl,
+                             *r.top1_agreement);
+      }
+      progress("evaluate", is_source ? 1.0 : 0.975,
+               absl::StrFormat("[quantize] ppl of %s on %s: %.4f (%d tokens, %d windows of %d)%s",
+                               is_source ? "source" : "artifact", o.eval_text, r.ppl, r.predicted_tokens, r.windows,
+                               r.window, kl));
     }
   }
   LCD_RETURN_IF_ERROR(RewriteArtifactManifest(o.out_dir, m));

@@ -89,7 +89,20 @@ def setup(tmp_path_factory):
     ref = transformers.LlamaForCausalLM.from_pretrained(str(model_dir), dtype=torch.float64,
                                                         attn_implementation="eager").eval()
     ids = tok.encode(text, add_special_tokens=False).ids
-    return dict(model_dir=str(model_dir), text_path=str(text_path), ids=ids, bos=tok.token_to_id("<s>"), ref=ref)
+    # A second model on the same vocabulary: the first one with noise added to
+    # every weight, as a quantized model is its source plus rounding error.
+    other_dir = root / "other"
+    other_dir.mkdir()
+    tok.save(str(other_dir / "tokenizer.json"))
+    (other_dir / "tokenizer_config.json").write_text((model_dir / "tokenizer_config.json").read_text())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape))
+    model.eval().save_pretrained(str(other_dir), safe_serialization=True)
+    other = transformers.LlamaForCausalLM.from_pretrained(str(other_dir), dtype=torch.float64,
+                                                          attn_implementation="eager").eval()
+    return dict(model_dir=str(model_dir), text_path=str(text_path), ids=ids, bos=tok.token_to_id("<s>"), ref=ref,
+                other_dir=str(other_dir), other=other)
 
 
 def _hf_ppl(ref, ids, window, bos, max_windows=0):
@@ -134,6 +147,62 @@ def test_ppl_without_bos_and_window_limit_matches_transformers(setup):
     assert got["predicted_tokens"] == count == 4 * 47
     assert got["windows"] == windows == 4
     assert abs(got["ppl"] - want) <= REL_TOL * want, (got, want)
+
+
+def _hf_kl(ref, model, ids, window, bos, max_windows=0):
+    """Mean KL(P_ref || P_model) per predicted token and top-1 agreement, in float64."""
+    import torch
+    per = window - 1
+    starts = list(range(0, len(ids), per))[:max_windows or None]
+    kl, agree, count = 0.0, 0, 0
+    with torch.no_grad():
+        for s in starts:
+            x = torch.tensor([[bos] + ids[s:s + per]])
+            lp = torch.log_softmax(ref(x).logits[0, :-1], -1)
+            lq = torch.log_softmax(model(x).logits[0, :-1], -1)
+            kl += (lp.exp() * (lp - lq)).sum().item()
+            agree += (lp.argmax(-1) == lq.argmax(-1)).sum().item()
+            count += x.shape[1] - 1
+    return kl / count, agree / count
+
+
+def test_kl_to_a_reference_matches_transformers(setup):
+    # KL(P_reference || P_model): reference = setup's model, model = the noisy copy.
+    res = subprocess.run([_lcd(), "eval-ppl", "--model", setup["other_dir"], "--reference", setup["model_dir"],
+                          "--text", setup["text_path"], "--threads", "2", "--json", "--window", "64",
+                          "--max-windows", "6"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    want_kl, want_agree = _hf_kl(setup["ref"], setup["other"], setup["ids"], 64, setup["bos"], max_windows=6)
+    want_ppl, count, _ = _hf_ppl(setup["other"], setup["ids"], 64, setup["bos"], max_windows=6)
+    print(f"KL lcd {got['kl']:.6f} torch {want_kl:.6f}; agreement {got['top1_agreement']:.4f} {want_agree:.4f}")
+    assert got["predicted_tokens"] == count
+    assert abs(got["ppl"] - want_ppl) <= REL_TOL * want_ppl
+    assert want_kl > 0.01  # The noise is large enough for the KL to mean something.
+    assert abs(got["kl"] - want_kl) <= 1e-3 * want_kl + 1e-6, (got, want_kl)
+    # fp32 logits may flip a near-tie argmax: allow one position in the count.
+    assert abs(got["top1_agreement"] - want_agree) <= 1.0 / count + 1e-12, (got, want_agree)
+    assert want_agree < 1.0
+
+
+def test_kl_of_a_model_to_itself_is_zero(setup):
+    res = subprocess.run([_lcd(), "eval-ppl", "--model", setup["model_dir"], "--reference", setup["model_dir"],
+                          "--text", setup["text_path"], "--threads", "2", "--json", "--max-windows", "2"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert abs(got["kl"]) < 1e-6 and got["top1_agreement"] == 1.0, got
+
+
+def test_reference_with_another_vocabulary_is_refused(setup, tmp_path):
+    src = os.environ.get("LCD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+    other = os.path.join(src, "models", "tiny-shakespeare")
+    if not os.path.exists(os.path.join(other, "config.json")):
+        lcd_skip.skip("models/tiny-shakespeare not present")
+    res = subprocess.run([_lcd(), "eval-ppl", "--model", setup["model_dir"], "--reference", other,
+                          "--text", setup["text_path"], "--max-windows", "1"], capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "reference model's vocabulary" in res.stderr, res.stderr
 
 
 def test_bad_window_is_refused(setup):

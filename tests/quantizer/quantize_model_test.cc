@@ -140,12 +140,18 @@ TEST_F(QuantizeModelTest, CalibratedKmeansWithQuantizedHeadStampsPerplexity) {
   EXPECT_GT(src, 1.0);
   // 4-bit k-means on this model moves perplexity by well under 1% (measured); 5% is the bound.
   EXPECT_NEAR(ppl / src, 1.0, 0.05) << "artifact " << ppl << " source " << src;
-  // The stamped figure is what `lcd eval-ppl` reports on the artifact.
+  // KL to the source: positive (4-bit rounding changes the logits) and small.
+  const double kl = am.quality.at("kl_val"), agree = am.quality.at("top1_agreement_val");
+  EXPECT_GT(kl, 0.0);
+  EXPECT_LT(kl, 0.05);
+  EXPECT_GT(agree, 0.8);
+  EXPECT_LE(agree, 1.0);
+  // The stamped figures are what `lcd eval-ppl --reference SOURCE` reports on the artifact.
   const char* build = std::getenv("LCD_BUILD_DIR");
   const std::string lcd = build ? std::string(build) + "/tools/lcd" : "";
   if (!lcd.empty() && fs::exists(lcd)) {
     const std::string cmd = lcd + " eval-ppl --model " + o.out_dir + " --text " + o.eval_text +
-                            " --window 128 --max-windows 3 --threads 2 --json 2>/dev/null";
+                            " --reference " + o.model_dir + " --window 128 --max-windows 3 --threads 2 --json 2>/dev/null";
     FILE* p = ::popen(cmd.c_str(), "r");
     ASSERT_NE(p, nullptr);
     char buf[512] = {0};
@@ -155,6 +161,8 @@ TEST_F(QuantizeModelTest, CalibratedKmeansWithQuantizedHeadStampsPerplexity) {
     const std::string out(buf, n);
     ASSERT_TRUE(std::regex_search(out, match, std::regex(R"("ppl": ([0-9.eE+-]+))"))) << out;
     EXPECT_NEAR(std::stod(match[1]), ppl, ppl * 1e-8);
+    ASSERT_TRUE(std::regex_search(out, match, std::regex(R"("kl": ([0-9.eE+-]+))"))) << out;
+    EXPECT_NEAR(std::stod(match[1]), kl, kl * 1e-8);
   } else {
     std::fprintf(stderr, "note: %s not built; eval-ppl cross-check not run\n", lcd.c_str());
   }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "cxxopts.hpp"
 #include "lcd/quantizer/perplexity.h"
 #include "lcd/runtime/model.h"
@@ -27,11 +28,14 @@ int RunEvalPpl(int argc, char** argv) {
       ("window", "Tokens per window (0 = min(2048, max_position_embeddings))",
        cxxopts::value<int64_t>()->default_value("0"))
       ("max-windows", "Evaluate at most this many windows (0 = all)", cxxopts::value<int64_t>()->default_value("0"))
+      ("reference", "Also report KL(P_reference || P_model) per token and top-1 agreement against this model "
+                    "(e.g. the full-precision source of an artifact; same vocabulary)",
+       cxxopts::value<std::string>())
       ("no-bos", "Do not start windows with BOS even if the tokenizer has one")
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
       ("json", "Print the result as one JSON object on stdout")
       ("h,help", "Show this help");
-  std::string model_dir, text_path;
+  std::string model_dir, text_path, reference_dir;
   int64_t window = 0, max_windows = 0;
   int threads = 0;
   bool use_bos = true, json = false;
@@ -47,6 +51,7 @@ int RunEvalPpl(int argc, char** argv) {
     }
     model_dir = flags["model"].as<std::string>();
     text_path = flags["text"].as<std::string>();
+    if (flags.count("reference")) reference_dir = flags["reference"].as<std::string>();
     window = flags["window"].as<int64_t>();
     max_windows = flags["max-windows"].as<int64_t>();
     threads = flags["threads"].as<int>();
@@ -65,6 +70,12 @@ int RunEvalPpl(int argc, char** argv) {
   if (!tokenizer.ok()) return ReportError("eval-ppl", tokenizer.status());
   absl::StatusOr<std::unique_ptr<runtime::Model>> model = runtime::Model::Load(model_dir, {threads});
   if (!model.ok()) return ReportError("eval-ppl", model.status());
+  std::unique_ptr<runtime::Model> reference;
+  if (!reference_dir.empty()) {
+    absl::StatusOr<std::unique_ptr<runtime::Model>> ref = runtime::Model::Load(reference_dir, {threads});
+    if (!ref.ok()) return ReportError("eval-ppl", ref.status());
+    reference = *std::move(ref);
+  }
   absl::StatusOr<std::vector<int32_t>> tokens = (*tokenizer)->Encode(buffer.str(), /*add_bos=*/false);
   if (!tokens.ok()) return ReportError("eval-ppl", tokens.status());
 
@@ -74,17 +85,23 @@ int RunEvalPpl(int argc, char** argv) {
       **model, *tokens, bos, window, max_windows, [](int64_t done, int64_t total, double running) {
         std::fprintf(stderr, "[eval-ppl] window %lld/%lld: running ppl %.4f\n", static_cast<long long>(done),
                      static_cast<long long>(total), running);
-      });
+      },
+      reference.get());
   if (!r.ok()) return ReportError("eval-ppl", r.status());
   const double ppl = r->ppl;
   if (json) {
-    std::printf("{\"ppl\": %.10g, \"mean_nll\": %.10g, \"predicted_tokens\": %lld, \"windows\": %lld, \"window\": %lld}\n",
+    std::string kl;
+    if (r->mean_kl) kl = absl::StrFormat(", \"kl\": %.10g, \"top1_agreement\": %.10g", *r->mean_kl, *r->top1_agreement);
+    std::printf("{\"ppl\": %.10g, \"mean_nll\": %.10g, \"predicted_tokens\": %lld, \"windows\": %lld, \"window\": %lld%s}\n",
                 ppl, r->mean_nll, static_cast<long long>(r->predicted_tokens), static_cast<long long>(r->windows),
-                static_cast<long long>(r->window));
+                static_cast<long long>(r->window), kl.c_str());
   } else {
     std::printf("perplexity: %.4f (%lld predicted tokens, %lld windows of %lld)\n", ppl,
                 static_cast<long long>(r->predicted_tokens), static_cast<long long>(r->windows),
                 static_cast<long long>(r->window));
+    if (r->mean_kl) {
+      std::printf("KL(reference || model): %.6f nats/token, top-1 agreement %.4f\n", *r->mean_kl, *r->top1_agreement);
+    }
   }
   return 0;
 }

@@ -9,7 +9,13 @@
 // text tokens and its first token is context only (a 1-token tail is
 // dropped). ppl = exp(mean NLL over predicted tokens), accumulated in double.
 //
-// Thread safety: drives `model` (Forward is not reentrant).
+// With a `reference` model (the full-precision source of a quantized one, on
+// the same vocabulary) every predicted position also gets
+// KL(P_ref || P_model) = sum_v p_ref(v) (log p_ref(v) - log p_model(v)), in
+// nats, and whether the two argmaxes agree; the result holds their means over
+// the predicted tokens (the quantity llama.cpp's `--kl-divergence` reports).
+//
+// Thread safety: drives `model` and `reference` (Forward is not reentrant).
 #ifndef LCD_QUANTIZER_PERPLEXITY_H_
 #define LCD_QUANTIZER_PERPLEXITY_H_
 
@@ -29,6 +35,10 @@ struct PerplexityResult {
   int64_t predicted_tokens = 0;
   int64_t windows = 0;
   int64_t window = 0;  // The window length used.
+  // Only with a reference model: mean KL(P_ref || P_model) in nats per
+  // predicted token, and the fraction of positions whose argmaxes agree.
+  std::optional<double> mean_kl;
+  std::optional<double> top1_agreement;
 };
 
 // Called after every window with (windows done, windows in all, running ppl).
@@ -36,11 +46,13 @@ using PerplexityProgress = std::function<void(int64_t done, int64_t total, doubl
 
 // window 0 = min(2048, max_position_embeddings); max_windows 0 = all.
 // InvalidArgument for a window outside [2, max_position_embeddings] or a
-// stream too short to predict anything; Forward's errors unchanged.
+// stream too short to predict anything, or a reference whose vocabulary
+// differs; Forward's errors unchanged.
 absl::StatusOr<PerplexityResult> EvaluatePerplexity(runtime::Model& model, const std::vector<int32_t>& tokens,
                                                     std::optional<int32_t> bos, int64_t window = 0,
                                                     int64_t max_windows = 0,
-                                                    const PerplexityProgress& progress = nullptr);
+                                                    const PerplexityProgress& progress = nullptr,
+                                                    runtime::Model* reference = nullptr);
 
 }  // namespace lcd::quantizer
 

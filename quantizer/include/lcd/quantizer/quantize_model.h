@@ -97,8 +97,9 @@
 // fp16 params of the quantized tensors, ArtifactWriter's figure) and
 // "file_bits_per_param" (8 x weight-file bytes / all parameters); with
 // eval_text, after writing, the artifact is loaded back with
-// runtime::Model::Load and "ppl_<stem>" (artifact) and "ppl_<stem>_source"
-// (source model) are measured with lcd eval-ppl's protocol
+// runtime::Model::Load and "ppl_<stem>" (artifact), "ppl_<stem>_source"
+// (source model), "kl_<stem>" (mean KL(P_source || P_artifact) per token)
+// and "top1_agreement_<stem>" are measured with lcd eval-ppl's protocol
 // (lcd/quantizer/perplexity.h), <stem> being the text file's name without
 // its extension, non-alphanumerics replaced by '_'; the manifest is then
 // rewritten atomically.
