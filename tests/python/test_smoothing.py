@@ -23,6 +23,8 @@ from LCD_TEST_SEED when set, else the clock; the seed is printed).
   * the A8 student: TrainModel with codebook linears and A8 on (Llama GQA, Qwen2) against
     transformers float64 with the codebook STE and A8 STE forward: logits, loss, every
     gradient (tolerances in the test: int8 rounding may flip between fp32 and float64).
+  * resume: a --smooth --act-bits 8 run killed after a checkpoint and resumed writes the same
+    model.safetensors as an uninterrupted run.
   * manifest: bad "activations" values are refused by name when the artifact is loaded.
   * e2e: `lcd quantize --method lcd --smooth --act-bits 8` on stories260K (few steps): the
     manifest carries the field and the smoothing parameters; the numpy oracle
@@ -436,3 +438,33 @@ def test_smooth_flag_errors(tmp_path):
         res = subprocess.run([lcd_paths.lcd_tool(), "quantize", "--model", STORIES, "--out", str(tmp_path / "o"),
                               *args], capture_output=True, text=True)
         assert res.returncode != 0 and message in res.stderr, (args, res.stderr)
+
+
+def test_resume_with_smoothing_and_a8_gives_the_uninterrupted_artifact(a8_artifact, tmp_path):
+    """The smoothing is re-derived on resume (same statistics, same choice) and the checkpoint holds
+    what trains: a run killed after its step-10 checkpoint and resumed writes the same bytes as an
+    uninterrupted run."""
+    args = ["--model", STORIES, *ARGS, "--steps", "30", "--checkpoint-every", "10"]
+    full = subprocess.run([lcd_paths.lcd_tool(), "quantize", "--out", str(tmp_path / "full"), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr
+    ck, out = str(tmp_path / "ck"), str(tmp_path / "resumed")
+    log = tmp_path / "killed.log"
+    with open(log, "w") as err:
+        p = subprocess.Popen([lcd_paths.lcd_tool(), "quantize", "--out", out, *args, "--resume", ck],
+                             stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.time() + 300
+        while time.time() < deadline and "(stage kd, step 10)" not in log.read_text():
+            time.sleep(0.05)
+        p.kill()
+        p.wait()
+    assert "(stage kd, step 10)" in log.read_text() and p.returncode < 0  # killed mid-run
+    import shutil
+    shutil.rmtree(out, ignore_errors=True)
+    res = subprocess.run([lcd_paths.lcd_tool(), "quantize", "--out", out, *args, "--resume", ck],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "resuming from" in res.stderr and "stage kd" in res.stderr
+    a = open(tmp_path / "full" / "model.safetensors", "rb").read()
+    b = open(os.path.join(out, "model.safetensors"), "rb").read()
+    assert a == b
