@@ -1,5 +1,9 @@
-// LCD (LCD.md "LCD (ours)", steps 1, 3, 5 and 7): calibration sequences (a
-// text file or teacher-generated), density-based centroid initialisation
+// LCD (LCD.md "LCD (ours)", steps 1, 2, 3, 5 and 7): calibration sequences (a
+// text file or teacher-generated), optional adaptive activation smoothing
+// folded into the student (o.lcd_smooth, lcd/quantizer/smoothing.h; the
+// init's importance then E[x_j^2]/s_j^2), optional per-token int8
+// activations in the student and the artifact (o.act_bits 8), density-based
+// centroid initialisation
 // (QuantizeKmeans with E[x_j^2] importance), then knowledge distillation end
 // to end with CAKLD, training centroids and latent weights of every
 // codebook-quantized linear (CodebookLoopQuantizer), codes re-assigned to the
