@@ -1,6 +1,7 @@
 #include "lcd/quantizer/calibration.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 #include <string_view>
@@ -19,6 +20,7 @@ constexpr int64_t kForwardChunk = 256;  // Bounds the activations and logits one
 
 struct Accumulator {
   std::vector<double> sum_sq;
+  std::vector<float> max_abs;
   int64_t rows = 0;
 };
 
@@ -44,6 +46,11 @@ struct GramAccumulator {
 const std::vector<float>* CalibrationStats::Find(std::string_view weight_name) const {
   auto it = mean_sq.find(weight_name);
   return it == mean_sq.end() ? nullptr : &it->second;
+}
+
+const std::vector<float>* CalibrationStats::FindMaxAbs(std::string_view weight_name) const {
+  auto it = max_abs.find(weight_name);
+  return it == max_abs.end() ? nullptr : &it->second;
 }
 
 const InputGram* CalibrationStats::FindGram(std::string_view weight_name) const {
@@ -80,6 +87,7 @@ absl::StatusOr<CalibrationStats> CollectCalibrationStats(runtime::Model& model, 
     if (it == acc.end()) {
       it = acc.emplace(std::string(name), Accumulator{}).first;
       it->second.sum_sq.assign(static_cast<size_t>(cols), 0.0);
+      it->second.max_abs.assign(static_cast<size_t>(cols), 0.0f);
     }
     Accumulator& a = it->second;
     if (static_cast<int64_t>(a.sum_sq.size()) != cols) {
@@ -90,7 +98,10 @@ absl::StatusOr<CalibrationStats> CollectCalibrationStats(runtime::Model& model, 
     }
     for (int64_t r = 0; r < m; ++r) {
       const float* row = x + r * cols;
-      for (int64_t j = 0; j < cols; ++j) a.sum_sq[j] += static_cast<double>(row[j]) * row[j];
+      for (int64_t j = 0; j < cols; ++j) {
+        a.sum_sq[j] += static_cast<double>(row[j]) * row[j];
+        a.max_abs[j] = std::max(a.max_abs[j], std::abs(row[j]));
+      }
     }
     a.rows += m;
     if (!options.gram_for) return;
@@ -164,6 +175,7 @@ absl::StatusOr<CalibrationStats> CollectCalibrationStats(runtime::Model& model, 
     std::vector<float>& out = stats.mean_sq[name];
     out.resize(a.sum_sq.size());
     for (size_t j = 0; j < out.size(); ++j) out[j] = static_cast<float>(a.sum_sq[j] / std::max<int64_t>(1, a.rows));
+    stats.max_abs[name] = a.max_abs;
   }
   std::map<const GramAccumulator*, std::shared_ptr<const InputGram>> finished;
   for (auto& [name, a] : gram_of) {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <numeric>
 #include <optional>
@@ -178,6 +179,7 @@ absl::StatusOr<std::string> Fingerprint(const QuantizeModelOptions& o, const std
              {"temperature", o.kd_temperature},       {"seed", o.kd_seed},
              {"speculative", o.kd_speculative},       {"block_steps", o.kd_block_steps},
              {"lr_schedule", o.kd_lr_schedule.empty() ? plan.lr_schedule : o.kd_lr_schedule}};
+  if (o.kd_lr_scale != "none") f["kd"]["lr_scale"] = o.kd_lr_scale;
   return f.dump();
 }
 
@@ -283,6 +285,14 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
     LCD_RETURN_IF_ERROR(student->EnableQuantized(std::move(quantizers)));
   }
   student->FreezeDense(true);
+  std::vector<std::string> changed_dense;
+  if (plan.prepare) {
+    LCD_ASSIGN_OR_RETURN(changed_dense, plan.prepare(*student, stats, res));
+  }
+  if (plan.act_bits != 0) {
+    LCD_RETURN_IF_ERROR(student->SetActivationBits(plan.act_bits));
+    res.activation_bits = plan.act_bits;
+  }
   for (const std::string& w : weights) {
     LCD_ASSIGN_OR_RETURN(const tr::ParamTensor* t, student->Find(w));
     LCD_ASSIGN_OR_RETURN(tr::LoopQuantizer * q, student->quantizer(w));
@@ -341,7 +351,33 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
   st.init_cakld = init.cakld;
   st.init_kl = init.kl;
   st.calibration = res.calibration;
-  const std::vector<tr::ParamTensor> trainable = student->TrainableTensors();
+  std::vector<tr::ParamTensor> trainable = student->TrainableTensors();
+  // o.kd_lr_scale "rms": each quantized weight's latent lr (and its
+  // quantizer parameters') scaled by RMS(W) / RMS over all quantized
+  // weights, W as initialised; --lr keeps its meaning on average.
+  if (o.kd_lr_scale == "rms") {
+    std::map<std::string, double> rms;
+    double all = 0.0;
+    int64_t all_n = 0;
+    for (const std::string& w : weights) {
+      LCD_ASSIGN_OR_RETURN(const tr::ParamTensor* t, student->Find(w));
+      const float* p = student->params() + t->offset;
+      double ss = 0.0;
+      for (int64_t i = 0; i < t->size; ++i) ss += static_cast<double>(p[i]) * p[i];
+      rms[w.substr(0, w.size() - std::string_view(".weight").size())] = std::sqrt(ss / static_cast<double>(t->size));
+      all += ss;
+      all_n += t->size;
+    }
+    const double global = std::sqrt(all / static_cast<double>(std::max<int64_t>(1, all_n)));
+    for (tr::ParamTensor& t : trainable) {
+      const size_t dot = t.name.rfind('.');
+      auto it = rms.find(t.name.substr(0, dot));
+      if (it != rms.end() && global > 0.0) t.lr_scale = static_cast<float>(it->second / global);
+    }
+    double lo = 1e30, hi = 0.0;
+    for (const tr::ParamTensor& t : trainable) lo = std::min<double>(lo, t.lr_scale), hi = std::max<double>(hi, t.lr_scale);
+    log(absl::StrFormat("lr scaled by RMS(W) per tensor: factors %.3f .. %.3f (RMS over all %.4g)", lo, hi, global));
+  }
   auto save = [&](tr::AdamW* opt) -> absl::Status {
     if (o.resume_dir.empty()) return absl::OkStatus();
     std::ostringstream rng_state;
@@ -430,7 +466,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
     for (int64_t l = first_block; l < config.num_layers; ++l) {
       const std::string prefix = absl::StrCat("model.layers.", l, ".");
       std::vector<tr::ParamTensor> block;
-      for (const tr::ParamTensor& t : student->TrainableTensors()) {
+      for (const tr::ParamTensor& t : trainable) {
         if (t.name.starts_with(prefix)) block.push_back(t);
       }
       tr::AdamW bopt(student->num_params(), tr::AdamWOptions{});
@@ -567,8 +603,14 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
     res.matrices.emplace(w, std::move(*m));
   }
 
+  for (const std::string& name : changed_dense) {
+    LCD_ASSIGN_OR_RETURN(const tr::ParamTensor* t, student->Find(name));
+    const float* p = student->params() + t->offset;
+    res.dense[name].assign(p, p + t->size);
+  }
   res.params["steps"] = std::to_string(o.kd_steps);
   res.params["lr"] = absl::StrFormat("%g", o.kd_lr);
+  res.params["lr_scale"] = o.kd_lr_scale;
   res.params["schedule"] = schedule == "constant" ? "constant" : "cosine to 0.1x, warmup 5%";
   res.params["batch"] = std::to_string(B);
   res.params["seq_len"] = std::to_string(L);

@@ -53,6 +53,7 @@
 #include "lcd/quantizer/calibration.h"
 #include "lcd/quantizer/quantize_model.h"
 #include "lcd/quantizer/train/loop_quantizer.h"
+#include "lcd/quantizer/train/train_model.h"
 #include "src/model_method.h"
 
 namespace lcd::quantizer::internal {
@@ -68,6 +69,17 @@ struct DistillPlan {
   std::string lr_schedule = "cosine";
   // The weights whose input second-moment matrix the init needs (empty: none).
   std::function<bool(std::string_view weight)> gram_for;
+  // Optional, before the inits: may change the student's full-precision
+  // tensors (activation smoothing folds scales into norms and rows) and
+  // returns the names of the dense tensors it changed: the result then
+  // carries the student's values of those (ModelMethodResult::dense).
+  // Called again on resume (it must be deterministic).
+  std::function<absl::StatusOr<std::vector<std::string>>(train::TrainModel& student, const CalibrationStats& stats,
+                                                         ModelMethodResult& res)>
+      prepare;
+  // Per-token int8 fake quantization of the student's quantized linears'
+  // inputs (TrainModel::SetActivationBits): 0 = none, 8.
+  int act_bits = 0;
   // A quantizer of the weight's shape.
   std::function<absl::StatusOr<std::unique_ptr<train::LoopQuantizer>>(const std::string& weight, int64_t rows,
                                                                       int64_t cols)>

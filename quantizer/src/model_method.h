@@ -23,6 +23,11 @@ struct ModelMethodResult {
   std::map<std::string, std::string> params;        // Manifest method.params.
   std::map<std::string, double> quality;            // Manifest quality figures.
   std::string calibration;                          // Manifest provenance.calibration.
+  // Dense tensors the method changed (e.g. norm weights carrying activation
+  // smoothing): name -> fp32 values, written instead of the source's.
+  std::map<std::string, std::vector<float>> dense;
+  // Manifest activation_bits (0: full-precision activations).
+  int activation_bits = 0;
 };
 
 // Quantizes `weights` (decoder linear weight names, lm_head.weight when

@@ -62,6 +62,18 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
           ": steps, block steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, temperature > 0"));
     }
   }
+  if (o.kd_lr_scale != "none" && o.kd_lr_scale != "rms") {
+    return absl::InvalidArgumentError(absl::StrCat("lr scale must be none or rms, got '", o.kd_lr_scale, "'"));
+  }
+  if (o.act_bits != 0 && o.act_bits != 8) {
+    return absl::InvalidArgumentError(absl::StrCat("activation bits must be 8 (or 0: fp), got ", o.act_bits));
+  }
+  if ((o.act_bits != 0 || o.lcd_smooth) && o.method != "lcd") {
+    return absl::InvalidArgumentError(absl::StrCat("--smooth and --act-bits are for --method lcd, not ", o.method));
+  }
+  for (double a : o.lcd_smooth_alphas) {
+    if (!(a >= 0.0 && a <= 1.0)) return absl::InvalidArgumentError(absl::StrCat("smoothing alpha ", a, " is not in [0, 1]"));
+  }
   if (o.method == "r2q") {
     if (o.bits != 2) return absl::InvalidArgumentError(absl::StrCat("r2q is 2 bits (two 1-bit planes), got --bits ", o.bits));
     if (o.r2q_refit < 0) return absl::InvalidArgumentError(absl::StrCat("r2q: refit rounds must be >= 0, got ", o.r2q_refit));
@@ -214,6 +226,17 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
   const Clock::time_point qstart = Clock::now();
   for (const Item& it : items) {
     LCD_ASSIGN_OR_RETURN(runtime::TensorView t, ckpt->Get(it.source));
+    if (it.bits == 0 && whole && whole->dense.count(it.name) != 0) {
+      // Changed by the method (e.g. norm weights carrying activation smoothing): fp32.
+      const std::vector<float>& v = whole->dense.at(it.name);
+      if (static_cast<int64_t>(v.size()) != t.num_elements()) {
+        return absl::InternalError(absl::StrCat("method ", o.method, " returned ", v.size(), " values for ", it.name));
+      }
+      LCD_RETURN_IF_ERROR(writer->AddDense(it.name, runtime::StDType::kF32, t.shape,
+                                           std::string_view(reinterpret_cast<const char*>(v.data()),
+                                                            v.size() * sizeof(float))));
+      continue;
+    }
     if (it.bits == 0) {
       const size_t bytes = static_cast<size_t>(t.num_elements()) * runtime::StDTypeSize(t.dtype);
       LCD_RETURN_IF_ERROR(writer->AddDense(it.name, t.dtype, t.shape,
@@ -246,9 +269,10 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
     const double eta = elapsed / static_cast<double>(done_weights) * static_cast<double>(total_weights - done_weights);
     progress("quantize",
              calib_end + (0.9 - calib_end) * static_cast<double>(done_weights) / static_cast<double>(total_weights),
-             absl::StrFormat("[quantize] tensor %d/%d %s [%d x %d] %s b%d: rel err %.3e, elapsed %.1fs, ETA %.1fs",
+             absl::StrFormat("[quantize] tensor %d/%d %s [%d x %d] %s b%d: rel err %.3e%s, elapsed %.1fs, ETA %.1fs",
                              done_tensors, num_quant, it.name, rows, cols, o.method, it.bits,
-                             norm > 0 ? err / norm : 0.0, elapsed, eta));
+                             norm > 0 ? err / norm : 0.0,
+                             o.lcd_smooth ? " (against the unsmoothed source weight)" : "", elapsed, eta));
   }
 
   runtime::ArtifactManifest m;
@@ -260,6 +284,7 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
   if (whole) {
     for (const auto& [k, v] : whole->params) m.method.params[k] = v;
     for (const auto& [k, v] : whole->quality) m.quality[k] = v;
+    m.activation_bits = whole->activation_bits;
   }
   if (stats) {
     m.method.params["calibration_tokens"] = std::to_string(stats->text_tokens);

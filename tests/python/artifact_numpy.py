@@ -185,6 +185,48 @@ def dequantize(artifact_dir):
     return manifest, out
 
 
+def activation_bits(manifest):
+    """The manifest's "activations" field (ARTIFACT.md): 8, or 0 when absent."""
+    a = manifest.get("activations")
+    if a is None:
+        return 0
+    assert isinstance(a, dict) and set(a) == {"bits", "granularity", "scheme"}, a
+    assert a["bits"] == 8 and a["granularity"] == "per_token" and a["scheme"] == "symmetric_absmax", a
+    return 8
+
+
+def fake_quant_int8_per_token(x):
+    """Per row: s = max|x| / 127, round(x / s) (half to even) * s; a zero row stays zero. float32 in,
+    float32 arithmetic, as ARTIFACT.md says."""
+    x = np.asarray(x, np.float32)
+    s = (np.abs(x).max(axis=-1, keepdims=True) / np.float32(127)).astype(np.float32)
+    safe = np.where(s > 0, s, np.float32(1))
+    return np.where(s > 0, np.round(x / safe) * s, np.float32(0)).astype(np.float32)
+
+
+def install_activation_hooks(model, manifest):
+    """On a transformers model of the dequantized artifact: with activations 8, every quantized
+    linear's input goes through the per-token int8 quantize-dequantize first (in the model's dtype;
+    float64 for the oracle). Returns the number of hooked linears."""
+    if activation_bits(manifest) == 0:
+        return 0
+    import torch
+
+    def fq(module, args):
+        x = args[0]
+        s = x.abs().amax(-1, keepdim=True) / 127.0
+        q = torch.where(s > 0, torch.round(x / torch.where(s > 0, s, torch.ones_like(s))), torch.zeros_like(x))
+        return (q * s,) + tuple(args[1:])
+
+    quantized = {n[:-len(".weight")] for n, t in manifest["tensors"].items() if t["format"] != "dense"}
+    hooked = 0
+    for name, module in model.named_modules():
+        if name in quantized:
+            module.register_forward_pre_hook(fq)
+            hooked += 1
+    return hooked
+
+
 def to_hf_checkpoint(manifest, tensors, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     config = dict(manifest["model_config"])

@@ -121,7 +121,7 @@ TEST_F(CalibrationTest, MatchesAnEmbeddingOracleAndCountsEverySample) {
   const std::vector<float> emb_f = test_util::TensorF32(*emb_t), norm_f = test_util::TensorF32(*norm_t);
   const std::vector<double> emb(emb_f.begin(), emb_f.end()), norm(norm_f.begin(), norm_f.end());
   const int64_t h = c.hidden_size;
-  std::vector<double> want(h, 0.0);
+  std::vector<double> want(h, 0.0), want_max(h, 0.0);
   std::vector<int32_t> samples;
   for (size_t b = 0; b < tokens.size(); b += 127) {
     samples.push_back(*options.bos);
@@ -132,8 +132,17 @@ TEST_F(CalibrationTest, MatchesAnEmbeddingOracleAndCountsEverySample) {
     double ms = 0.0;
     for (int64_t j = 0; j < h; ++j) ms += e[j] * e[j];
     const double inv = 1.0 / std::sqrt(ms / h + c.rms_norm_eps);
-    for (int64_t j = 0; j < h; ++j) want[j] += std::pow(e[j] * inv * norm[j], 2);
+    for (int64_t j = 0; j < h; ++j) {
+      want[j] += std::pow(e[j] * inv * norm[j], 2);
+      want_max[j] = std::max(want_max[j], std::abs(e[j] * inv * norm[j]));
+    }
   }
+  // max |x_j| (activation smoothing) against the same oracle.
+  const std::vector<float>* got_max = stats->FindMaxAbs("model.layers.0.self_attn.q_proj.weight");
+  ASSERT_NE(got_max, nullptr);
+  ASSERT_EQ(static_cast<int64_t>(got_max->size()), h);
+  for (int64_t j = 0; j < h; ++j) EXPECT_NEAR((*got_max)[j], want_max[j], want_max[j] * 1e-5 + 1e-12) << "column " << j;
+  EXPECT_EQ(stats->max_abs.size(), stats->mean_sq.size());
   const std::vector<float>& got = *stats->Find("model.layers.0.self_attn.k_proj.weight");
   for (int64_t j = 0; j < h; ++j) {
     want[j] /= static_cast<double>(samples.size());

@@ -7,7 +7,10 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "cxxopts.hpp"
 #include "lcd/quantizer/methods.h"
 #include "lcd/quantizer/quantize_model.h"
@@ -60,6 +63,14 @@ int RunQuantize(int argc, char** argv) {
       ("glvq-lambda", "glvq: weight of ||G - G0||^2 / ||G0||^2", cxxopts::value<double>()->default_value("0.01"))
       ("glvq-no-alloc", "glvq: same width for every column group (no salience N-1/N/N+1 allocation)")
       ("speculative", "lcd: keep a code re-assignment only if the KD loss on judging sequences does not rise")
+      ("smooth", "lcd: adaptive activation smoothing folded into norms/rows: --smooth (= --smooth=on) or --smooth=off",
+       cxxopts::value<std::string>()->default_value("off")->implicit_value("on"))
+      ("smooth-alphas", "lcd: the smoothing alpha grid, comma-separated values in [0, 1] (s = 1 is always a candidate)",
+       cxxopts::value<std::string>()->default_value("0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8"))
+      ("lr-scale", "distillation: none = one lr for all tensors; rms = each quantized weight's lr times RMS(W) / RMS of all",
+       cxxopts::value<std::string>()->default_value("none"))
+      ("act-bits", "lcd: 8 = per-token int8 activations (W·A8) in training and in the artifact; 0 = fp",
+       cxxopts::value<int>()->default_value("0"))
       ("gptq-damp", "gptq: dampening, fraction of mean diag(H) added to the diagonal",
        cxxopts::value<double>()->default_value("0.01"))
       ("gptq-act-order", "gptq: quantize columns by descending H_jj (group grids fixed up front: static groups)")
@@ -89,6 +100,12 @@ int RunQuantize(int argc, char** argv) {
     if (flags.count("help")) {
       std::printf("%s\n", options.help().c_str());
       return 0;
+    }
+    if (!flags.unmatched().empty()) {
+      // E.g. "--smooth off": an option with an implicit value takes "=off".
+      std::fprintf(stderr, "lcd quantize: unexpected argument '%s' (options with a value for --smooth: --smooth=on|off)\n",
+                   flags.unmatched()[0].c_str());
+      return 2;
     }
     for (const char* required : {"model", "out", "method", "bits"}) {
       if (!flags.count(required)) {
@@ -120,6 +137,25 @@ int RunQuantize(int argc, char** argv) {
     o.kd_seed = flags["seed"].as<uint64_t>();
     o.kd_speculative = flags.count("speculative") > 0;
     o.kd_block_steps = flags["block-steps"].as<int64_t>();
+    {
+      const std::string smooth = flags["smooth"].as<std::string>();
+      if (smooth != "on" && smooth != "off") {
+        std::fprintf(stderr, "lcd quantize: --smooth takes on or off, got '%s'\n", smooth.c_str());
+        return 2;
+      }
+      o.lcd_smooth = smooth == "on";
+      const std::vector<std::string> alphas = absl::StrSplit(flags["smooth-alphas"].as<std::string>(), ',');
+      for (const std::string& a : alphas) {
+        double v = 0.0;
+        if (!absl::SimpleAtod(a, &v)) {
+          std::fprintf(stderr, "lcd quantize: --smooth-alphas: '%s' is not a number\n", a.c_str());
+          return 2;
+        }
+        o.lcd_smooth_alphas.push_back(v);
+      }
+      o.act_bits = flags["act-bits"].as<int>();
+      o.kd_lr_scale = flags["lr-scale"].as<std::string>();
+    }
     o.gptq_percdamp = flags["gptq-damp"].as<double>();
     o.gptq_act_order = flags.count("gptq-act-order") > 0;
     o.gptq_block_size = flags["gptq-block-size"].as<int64_t>();

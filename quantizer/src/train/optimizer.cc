@@ -19,9 +19,10 @@ void AdamW::Step(float* params, const float* grads, const std::vector<ParamTenso
   const float bc1 = static_cast<float>(1.0 - std::pow(opt_.beta1, static_cast<double>(t_)));
   const float bc2 = static_cast<float>(1.0 - std::pow(opt_.beta2, static_cast<double>(t_)));
   const float eps = static_cast<float>(opt_.eps);
-  const float flr = static_cast<float>(lr);
   for (const ParamTensor& pt : tensors) {
-    const float decay = pt.decay ? static_cast<float>(1.0 - lr * opt_.weight_decay) : 1.0f;
+    const double tlr = lr * static_cast<double>(pt.lr_scale);
+    const float flr = static_cast<float>(tlr);
+    const float decay = pt.decay ? static_cast<float>(1.0 - tlr * opt_.weight_decay) : 1.0f;
     float* p = params + pt.offset;
     const float* g = grads + pt.offset;
     float* m = m_.data() + pt.offset;

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lcd/base/status_macros.h"
+#include "lcd/kernels/act_quant.h"
 #include "lcd/kernels/dtype.h"
 #include "lcd/quantizer/train/ops.h"
 #include "lcd/runtime/checkpoint.h"
@@ -215,11 +216,27 @@ const TrainModel::Quantized* TrainModel::QuantAt(int64_t w) const {
   return nullptr;
 }
 
+absl::Status TrainModel::SetActivationBits(int bits) {
+  if (bits != 0 && bits != 8) {
+    return absl::InvalidArgumentError(absl::StrCat("activation bits must be 0 or 8, got ", bits));
+  }
+  act_bits_ = bits;
+  return absl::OkStatus();
+}
+
+const float* TrainModel::QuantizedInput(const float* x, int64_t T, int64_t K) {
+  if (act_bits_ == 0) return x;
+  x_q_.resize(static_cast<size_t>(T * K));
+  kernels::FakeQuantizeInt8PerToken(x, T, K, x_q_.data());
+  return x_q_.data();
+}
+
 void TrainModel::Linear(const float* x, int64_t w, const float* b, int64_t T, int64_t K, int64_t N, float* y) {
   const Quantized* q = QuantAt(w);
   if (q == nullptr) {
     LinearForward(x, P(w), b, T, K, N, y);
   } else {
+    x = QuantizedInput(x, T, K);
     q->q->Decode(P(w), q->params < 0 ? nullptr : P(q->params), w_hat_.data(), pool_.get());
     LinearForward(x, w_hat_.data(), b, T, K, N, y);
   }
@@ -233,6 +250,8 @@ void TrainModel::LinearBack(const float* dy, const float* x, int64_t w, int64_t 
     LinearBackward(dy, x, P(w), T, K, N, dx, freeze_dense_ ? nullptr : G(w), db, pool_.get());
   } else {
     // The forward's decoded weights were overwritten by later linears: decode again.
+    // A8: the weight gradient sees the quantized input; dx passes straight through.
+    x = QuantizedInput(x, T, K);
     const float* params = q->params < 0 ? nullptr : P(q->params);
     q->q->Decode(P(w), params, w_hat_.data(), pool_.get());
     std::fill(dw_hat_.begin(), dw_hat_.begin() + K * N, 0.0f);

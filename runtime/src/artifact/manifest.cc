@@ -220,6 +220,24 @@ absl::StatusOr<ArtifactManifest> ParseArtifactManifest(std::string_view text) {
     m.provenance.wall_seconds = it->get<double>();
   }
 
+  LCD_ASSIGN_OR_RETURN(const json* acts, Object(root, "", "activations", false));
+  if (acts != nullptr) {
+    for (const auto& [key, unused] : acts->items()) {
+      if (key != "bits" && key != "granularity" && key != "scheme") {
+        return Field(absl::StrCat("activations.", key), "unknown key");
+      }
+    }
+    LCD_ASSIGN_OR_RETURN(int64_t abits, Int(*acts, "activations.", "bits"));
+    if (abits != 8) return Field("activations.bits", absl::StrCat("only 8 is supported, got ", abits));
+    LCD_ASSIGN_OR_RETURN(std::string gran, String(*acts, "activations.", "granularity"));
+    if (gran != "per_token") return Field("activations.granularity", absl::StrCat("expected \"per_token\", got \"", gran, "\""));
+    LCD_ASSIGN_OR_RETURN(std::string scheme, String(*acts, "activations.", "scheme"));
+    if (scheme != "symmetric_absmax") {
+      return Field("activations.scheme", absl::StrCat("expected \"symmetric_absmax\", got \"", scheme, "\""));
+    }
+    m.activation_bits = static_cast<int>(abits);
+  }
+
   LCD_ASSIGN_OR_RETURN(const json* quality, Object(root, "", "quality", false));
   if (quality != nullptr) {
     for (const auto& [k, v] : quality->items()) {
@@ -242,6 +260,9 @@ std::string SerializeArtifactManifest(const ArtifactManifest& m) {
   method["group_size"] = m.method.group_size;
   method["params"] = m.method.params;
   root["method"] = method;
+  if (m.activation_bits != 0) {
+    root["activations"] = {{"bits", m.activation_bits}, {"granularity", "per_token"}, {"scheme", "symmetric_absmax"}};
+  }
   json tensors = json::object();
   for (const ArtifactTensor& t : m.tensors) {
     json e = json::object();

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lcd/base/status_macros.h"
+#include "lcd/kernels/act_quant.h"
 
 namespace lcd::runtime {
 namespace {
@@ -40,6 +41,15 @@ LlamaModel::LlamaModel(ModelConfig config, std::unique_ptr<TensorSource> source,
     down_names_.push_back({p + "mlp.down_proj.weight"});
   }
   weight_bytes_ += weights_.lm_head->BytesRead();
+}
+
+void LlamaModel::ResetInput(const float* x, int64_t m, int64_t cols, bool quantized_linear) {
+  if (act_bits_ == 8 && quantized_linear) {
+    Grow(x_q_, m * cols);
+    kernels::FakeQuantizeInt8PerToken(x, m, cols, x_q_.data());
+    x = x_q_.data();
+  }
+  in_.Reset(x, m, cols);
 }
 
 void LlamaModel::Observe(const std::vector<std::string>& names, const LinearInput& in) const {
@@ -151,7 +161,7 @@ absl::StatusOr<ForwardOutput> LlamaModel::Forward(const std::vector<SeqBatchEntr
   ForwardOutput out;
   out.num_rows = rows;
   out.logits.resize(static_cast<size_t>(rows * config_.vocab_size));
-  in_.Reset(h_.data(), rows, hidden);
+  ResetInput(h_.data(), rows, hidden, act_lm_head_);
   Observe({"lm_head.weight"}, in_);
   weights_.lm_head->Forward(in_, nullptr, out.logits.data(), pool_);
   return out;
@@ -181,7 +191,7 @@ void LlamaModel::RunLayer(int64_t layer, int64_t num_tokens, KvCache& cache) {
 
   // Attention block: q, k and v from one stacked weight, then split per token.
   kernels::RmsNorm(x_.data(), num_tokens, hidden, w.input_norm.data(), eps, h_.data());
-  in_.Reset(h_.data(), num_tokens, hidden);
+  ResetInput(h_.data(), num_tokens, hidden, true);
   Observe(qkv_names_[layer], in_);
   w.qkv->Forward(in_, bias(w.qkv_bias), qkv_.data(), pool);
   for (int64_t t = 0; t < num_tokens; ++t) {
@@ -198,14 +208,14 @@ void LlamaModel::RunLayer(int64_t layer, int64_t num_tokens, KvCache& cache) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   kernels::PagedAttention(q_.data(), c.num_heads, seqs_.data(), static_cast<int64_t>(seqs_.size()), layout,
                           cache.k_pool(layer), cache.v_pool(layer), scale, attn_.data(), pool);
-  in_.Reset(attn_.data(), num_tokens, q_dim);
+  ResetInput(attn_.data(), num_tokens, q_dim, true);
   Observe(o_names_[layer], in_);
   w.o_proj->Forward(in_, bias(w.o_bias), h_.data(), pool);
   kernels::Add(h_.data(), num_tokens * hidden, x_.data());
 
   // MLP block: gate and up from one stacked weight.
   kernels::RmsNorm(x_.data(), num_tokens, hidden, w.post_attention_norm.data(), eps, h_.data());
-  in_.Reset(h_.data(), num_tokens, hidden);
+  ResetInput(h_.data(), num_tokens, hidden, true);
   Observe(gate_up_names_[layer], in_);
   w.gate_up->Forward(in_, nullptr, gate_up_.data(), pool);
   for (int64_t t = 0; t < num_tokens; ++t) {
@@ -213,7 +223,7 @@ void LlamaModel::RunLayer(int64_t layer, int64_t num_tokens, KvCache& cache) {
     std::copy_n(gate_up_.data() + t * 2 * inter + inter, inter, up_.data() + t * inter);
   }
   kernels::SiluMul(gate_.data(), up_.data(), num_tokens * inter, gate_.data());
-  in_.Reset(gate_.data(), num_tokens, inter);
+  ResetInput(gate_.data(), num_tokens, inter, true);
   Observe(down_names_[layer], in_);
   w.down_proj->Forward(in_, nullptr, h_.data(), pool);
   kernels::Add(h_.data(), num_tokens * hidden, x_.data());

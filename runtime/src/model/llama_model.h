@@ -61,6 +61,15 @@ class LlamaModel : public Model {
   absl::StatusOr<ForwardOutput> Forward(const std::vector<SeqBatchEntry>& batch,
                                         KvCache& cache) override;
   void SetLinearInputObserver(LinearInputObserver observer) override { observer_ = std::move(observer); }
+  // The artifact's "activations" field: 8 = the inputs of the decoder
+  // linears (and of lm_head when lm_head_quantized) are quantize-dequantized
+  // per token to int8 (lcd/kernels/act_quant.h) before their kernels,
+  // once per shared input (q/k/v, gate/up). Correct W·A8 semantics on the
+  // fp kernels; an integer kernel consuming the int8 codes is a later step.
+  void SetActivationBits(int bits, bool lm_head_quantized) {
+    act_bits_ = bits;
+    act_lm_head_ = lm_head_quantized;
+  }
 
  private:
   // Reports `in` to the observer under each name (no-op without one).
@@ -72,6 +81,11 @@ class LlamaModel : public Model {
   std::unique_ptr<TensorSource> source_;  // Owns the mappings the weights point into.
   LlamaWeights weights_;
   LinearInputObserver observer_;
+  int act_bits_ = 0;
+  bool act_lm_head_ = false;
+  // in_ with the A8 quantize-dequantize applied when act_bits_ is 8 (into x_q_).
+  void ResetInput(const float* x, int64_t m, int64_t cols, bool quantized_linear);
+  std::vector<float> x_q_;
   // Per layer, the Hugging Face names behind each stacked weight (observer).
   std::vector<std::vector<std::string>> qkv_names_, o_names_, gate_up_names_, down_names_;
   std::shared_ptr<Backend> backend_;

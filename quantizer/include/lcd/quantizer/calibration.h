@@ -65,6 +65,9 @@ struct CalibrationStats {
   // E[x_j^2] over all samples, one value per input column, accumulated in
   // double and rounded once.
   std::map<std::string, std::vector<float>, std::less<>> mean_sq;
+  // Weight name -> max |x_j| over all samples, per input column (activation
+  // smoothing, LCD.md step 2).
+  std::map<std::string, std::vector<float>, std::less<>> max_abs;
 
   // Weight name -> E[x x^T] of its input (only the weights gram_for
   // accepted); weights sharing an input share the pointer.
@@ -73,6 +76,7 @@ struct CalibrationStats {
   // The statistics of one weight, or nullptr when it was never observed.
   const std::vector<float>* Find(std::string_view weight_name) const;
   const InputGram* FindGram(std::string_view weight_name) const;
+  const std::vector<float>* FindMaxAbs(std::string_view weight_name) const;
 };
 
 // Runs `tokens` through `model` as described above. Errors: InvalidArgument

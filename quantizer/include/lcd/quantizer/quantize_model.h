@@ -128,6 +128,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "lcd/runtime/artifact.h"
@@ -173,6 +174,32 @@ struct QuantizeModelOptions {
   // to 0.1 x kd_lr), "constant" (kd_lr throughout, no warmup), or "" = the
   // method's own (lcd: cosine; bitdistiller: constant, as its reference).
   std::string kd_lr_schedule;
+  // Per-tensor learning rate of the distillation: "none" (kd_lr for every
+  // tensor) or "rms" (each quantized weight and its quantizer parameters at
+  // kd_lr * RMS(W) / RMS over all quantized weights, W as initialised;
+  // issue 7). Manifest param lr_scale.
+  std::string kd_lr_scale = "none";
+
+  // LCD activation smoothing and W·A8 (method "lcd"; LCD.md step 2,
+  // lcd/quantizer/smoothing.h). lcd_smooth: per decoder input, s = 1 or
+  // SmoothQuant's s(alpha) for alpha in lcd_smooth_alphas (empty: 0, 0.1,
+  // ..., 0.8), whichever gives the smallest output error of the k-means
+  // init measured in the original space (E[x x^T] of the training
+  // sequences); folded into the norms (q/k/v, gate/up), v_proj's rows and
+  // bias (o_proj, s tied over the q heads of a kv head) and up_proj's rows
+  // (down_proj). The student starts from the smoothed weights, the teacher
+  // is the original; the artifact stores the smoothed norms (fp32) and v
+  // biases. Manifest: params smooth ("on"/"off"), smooth_alphas (the grid),
+  // smooth_chosen ("<layer>.<input>=<alpha|off>" per input); quality
+  // smooth_init_error_off / smooth_init_error (summed output errors).
+  // act_bits 8 (lcd only): the student's quantized linears see per-token
+  // int8 activations (straight-through) and the manifest's "activations"
+  // field makes the runtime apply the same. Errors: act_bits not 0 or 8,
+  // smoothing or act_bits with a method other than lcd, a grid value outside
+  // [0, 1].
+  bool lcd_smooth = false;
+  std::vector<double> lcd_smooth_alphas;
+  int act_bits = 0;
 
   // BitDistiller (method "bitdistiller"; LCD.md "BitDistiller"): INT2
   // asymmetric (kAffine) at 2 bits, NF3 (kCodebook) at 3, INT4 asymmetric at

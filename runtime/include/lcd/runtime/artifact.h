@@ -87,6 +87,10 @@ struct ArtifactManifest {
   // Quality figures measured when it was made, e.g. "bits_per_weight",
   // "ppl_<textname>", "ppl_<textname>_source", "kl_to_source".
   std::map<std::string, double> quality;
+  // "activations" (docs/ARTIFACT.md): 8 = every quantized linear's input is
+  // quantized per token, symmetric int8 (scale max|x|/127, round to
+  // nearest even), before the matmul; 0 (the key absent) = fp activations.
+  int activation_bits = 0;
 };
 
 // Parses and checks the manifest's own consistency (required fields, types,

@@ -20,6 +20,7 @@ struct ParamTensor {
   int64_t offset = 0;  // Into the flat buffers.
   int64_t size = 0;
   bool decay = false;  // Weight decay applies (matrices: yes; norms, biases: no).
+  float lr_scale = 1.0f;  // AdamW::Step uses lr * lr_scale for this tensor (per-tensor lr).
 };
 
 struct AdamWOptions {
@@ -29,7 +30,8 @@ struct AdamWOptions {
   double weight_decay = 0.0;
 };
 
-// torch.optim.AdamW's update (amsgrad off), per element, for step t >= 1:
+// torch.optim.AdamW's update (amsgrad off), per element, for step t >= 1
+// (lr = the step's lr times the tensor's lr_scale):
 //   p -= lr * wd * p                       (decoupled decay, decay tensors only)
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)

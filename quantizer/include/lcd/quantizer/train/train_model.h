@@ -97,6 +97,12 @@ class TrainModel {
   int64_t ReassignCodes();
   // See the class comment. Default false.
   void FreezeDense(bool frozen) { freeze_dense_ = frozen; }
+  // 8: the input of every quantized linear is quantize-dequantized per token
+  // to int8 (lcd/kernels/act_quant.h) before the matmul, in the forward and
+  // for the weight gradient; the input gradient passes straight through
+  // (STE). 0 (default): fp activations. InvalidArgument for other values.
+  absl::Status SetActivationBits(int bits);
+  int activation_bits() const { return act_bits_; }
   // The tensors an optimizer should step: all, or with FreezeDense the
   // quantized latent weights and their quantizers' parameters.
   std::vector<ParamTensor> TrainableTensors() const;
@@ -143,6 +149,8 @@ class TrainModel {
   float* G(int64_t offset) { return grads_.data() + offset; }
   // The linear at weight offset w: dense or quantized (see ops.h/loop_quantizer.h).
   const Quantized* QuantAt(int64_t w) const;
+  // x itself, or (activation_bits 8) its per-token int8 quantize-dequantize in x_q_.
+  const float* QuantizedInput(const float* x, int64_t T, int64_t K);
   void Linear(const float* x, int64_t w, const float* b, int64_t T, int64_t K, int64_t N, float* y);
   // dx may be nullptr; weight and bias gradients follow FreezeDense.
   void LinearBack(const float* dy, const float* x, int64_t w, int64_t b, int64_t T, int64_t K, int64_t N, float* dx);
@@ -157,6 +165,8 @@ class TrainModel {
   std::vector<std::pair<std::string, std::unique_ptr<LoopQuantizer>>> quantizers_;  // As given to EnableQuantized.
   std::vector<Quantized> quant_;                                                     // Built by Layout.
   bool freeze_dense_ = false;
+  int act_bits_ = 0;
+  std::vector<float> x_q_;  // The quantized input of one linear (scratch, act_bits_ 8).
   std::vector<float> w_hat_, dw_hat_;  // Decoded weights of one quantized linear (scratch).
 
   int64_t B_ = 0, L_ = 0, blocks_run_ = 0;
