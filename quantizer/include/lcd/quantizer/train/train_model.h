@@ -126,6 +126,17 @@ class TrainModel {
   void Backward();
   void ZeroGrad();
 
+  // Per-operation wall time of Forward / Backward / BackwardBlocks, for
+  // `lcd bench-train --breakdown`. Off by default (then no clock is read).
+  // Entries "fwd.<op>" / "bwd.<op>" (op: embedding, norm, qkv, rope,
+  // attention, o, gate_up, swiglu, down, residual, lm_head, decode,
+  // quant_grad), seconds summed since the last ResetProfile, in first-seen
+  // order; exclusive: a quantized linear's decode and centroid-gradient time
+  // is in decode / quant_grad, not in the linear's entry.
+  void EnableProfile(bool on) { profile_on_ = on; }
+  const std::vector<std::pair<std::string, double>>& profile() const { return profile_; }
+  void ResetProfile() { profile_.clear(); }
+
  private:
   struct Layer;       // Parameter pointers of one block.
   struct Quantized {  // One quantized weight.
@@ -139,6 +150,10 @@ class TrainModel {
   void Resize(int64_t B, int64_t L);
   // Back through blocks end-1 down to first, dx_ holding d loss / d (output of block end-1).
   void BackwardLayers(int64_t end, int64_t first);
+  // Runs fn, adding its wall time (less nested decode time) to `name` when profiling.
+  template <typename Fn>
+  void Timed(const char* name, Fn&& fn);
+  void AddProfile(const char* name, double seconds);
   float* P(int64_t offset) { return params_.data() + offset; }
   float* G(int64_t offset) { return grads_.data() + offset; }
   // The linear at weight offset w: dense or quantized (see ops.h/loop_quantizer.h).
@@ -158,6 +173,10 @@ class TrainModel {
   std::vector<Quantized> quant_;                                                     // Built by Layout.
   bool freeze_dense_ = false;
   std::vector<float> w_hat_, dw_hat_;  // Decoded weights of one quantized linear (scratch).
+
+  bool profile_on_ = false;
+  double nested_seconds_ = 0.0;  // Profiled time inside an outer Timed (decode, quant_grad).
+  std::vector<std::pair<std::string, double>> profile_;
 
   int64_t B_ = 0, L_ = 0, blocks_run_ = 0;
   std::vector<int32_t> tokens_;
