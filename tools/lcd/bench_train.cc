@@ -162,7 +162,7 @@ absl::Status Run(const BenchFlags& f) {
     model.ZeroGrad();
     model.Backward();
     const double t3 = Now();
-    tr::ClipGradNorm(model.grads(), model.num_params(), 1.0);
+    tr::ClipGradNorm(model.grads(), model.num_params(), 1.0, model.pool());
     adamw.Step(model.params(), model.grads(), trainable, 1e-5, model.pool());
     const double t4 = Now();
     std::fprintf(stderr, "bench-train: step %lld%s: loss %.4f, fwd %.2f s, loss %.2f s, bwd %.2f s, opt %.2f s\n",
