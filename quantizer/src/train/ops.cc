@@ -25,6 +25,23 @@ void LogSoftmaxRow(const float* z, int64_t V, double* lp) {
   for (int64_t j = 0; j < V; ++j) lp[j] = static_cast<double>(z[j]) - lse;
 }
 
+// LogSoftmaxRow and the probabilities p = exp(lp), in double, with one exp
+// per element: p[j] = exp(z[j] - max) / sum.
+void SoftmaxRow(const float* z, int64_t V, double* lp, double* p) {
+  double m = z[0];
+  for (int64_t j = 1; j < V; ++j) m = std::max(m, static_cast<double>(z[j]));
+  double s = 0.0;
+  for (int64_t j = 0; j < V; ++j) {
+    p[j] = std::exp(static_cast<double>(z[j]) - m);
+    s += p[j];
+  }
+  const double lse = m + std::log(s), inv = 1.0 / s;
+  for (int64_t j = 0; j < V; ++j) {
+    lp[j] = static_cast<double>(z[j]) - lse;
+    p[j] *= inv;
+  }
+}
+
 // C = alpha op(A) op(B) + beta C, row-major, with explicit leading dimensions
 // (the heads of a [T][H][D] activation are strided views).
 void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
@@ -330,14 +347,14 @@ double CrossEntropyLoss(const float* logits, const int32_t* targets, int64_t N, 
   std::vector<double> row_loss(static_cast<size_t>(N));
   const double inv_n = 1.0 / static_cast<double>(N);
   ParallelFor(pool, N, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<double> lp(static_cast<size_t>(V));
+    std::vector<double> lp(static_cast<size_t>(V)), p(static_cast<size_t>(V));
     for (int64_t r = r0; r < r1; ++r) {
-      LogSoftmaxRow(logits + r * V, V, lp.data());
+      SoftmaxRow(logits + r * V, V, lp.data(), p.data());
       const int32_t y = targets[r];
       row_loss[r] = -lp[y];
       if (dlogits == nullptr) continue;
       float* g = dlogits + r * V;
-      for (int64_t j = 0; j < V; ++j) g[j] += static_cast<float>((std::exp(lp[j]) - (j == y ? 1.0 : 0.0)) * inv_n);
+      for (int64_t j = 0; j < V; ++j) g[j] += static_cast<float>((p[j] - (j == y ? 1.0 : 0.0)) * inv_n);
     }
   });
   return MeanOf(row_loss);
@@ -351,23 +368,22 @@ double MixedKl(const float* logits, const float* teacher_logits, int64_t N, int6
   std::vector<double> row_loss(static_cast<size_t>(N));
   const double inv_n = 1.0 / static_cast<double>(N);
   ParallelFor(pool, N, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<double> ls(static_cast<size_t>(V)), lt(static_cast<size_t>(V));
+    std::vector<double> ls(static_cast<size_t>(V)), lt(static_cast<size_t>(V)), ps(static_cast<size_t>(V)),
+        pt(static_cast<size_t>(V));
     for (int64_t r = r0; r < r1; ++r) {
-      LogSoftmaxRow(logits + r * V, V, ls.data());
-      LogSoftmaxRow(teacher_logits + r * V, V, lt.data());
+      SoftmaxRow(logits + r * V, V, ls.data(), ps.data());
+      SoftmaxRow(teacher_logits + r * V, V, lt.data(), pt.data());
       double fkl = 0.0, rkl = 0.0;
       for (int64_t j = 0; j < V; ++j) {
         const double d = ls[j] - lt[j];
-        fkl -= std::exp(lt[j]) * d;
-        rkl += std::exp(ls[j]) * d;
+        fkl -= pt[j] * d;
+        rkl += ps[j] * d;
       }
       row_loss[r] = gamma * rkl + (1.0 - gamma) * fkl;
       if (dlogits == nullptr) continue;
       float* g = dlogits + r * V;
       for (int64_t j = 0; j < V; ++j) {
-        const double ps = std::exp(ls[j]);
-        const double pt = std::exp(lt[j]);
-        const double grad = gamma * ps * (ls[j] - lt[j] - rkl) + (1.0 - gamma) * (ps - pt);
+        const double grad = gamma * ps[j] * (ls[j] - lt[j] - rkl) + (1.0 - gamma) * (ps[j] - pt[j]);
         g[j] += static_cast<float>(grad * inv_n);
       }
     }
