@@ -23,6 +23,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"],
+                    help="transformers attention implementation (sdpa: PyTorch's fused CPU attention)")
     a = ap.parse_args()
     if min(a.seq_len, a.batch, a.steps) < 1 or a.warmup < 0 or a.threads < 1:
         sys.exit("bench_train_torch: --seq-len, --batch, --steps, --threads must be >= 1, --warmup >= 0")
@@ -33,7 +35,7 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     print(f"seed {a.seed}, torch {torch.__version__}, threads {torch.get_num_threads()}", file=sys.stderr)
-    model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=torch.float32, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(a.model, torch_dtype=torch.float32, attn_implementation=a.attn)
     model.train()
     # No dropout in this model; train() only matters for the attention path.
     vocab = model.config.vocab_size
@@ -60,7 +62,7 @@ def main():
             t_opt += t3 - t2
     n = a.batch * a.seq_len * a.steps
     total = t_fwd + t_bwd + t_opt
-    print(f"torch {torch.__version__} fp32, {a.threads} threads, batch {a.batch} x seq {a.seq_len}, {a.steps} steps")
+    print(f"torch {torch.__version__} fp32 ({a.attn} attention), {a.threads} threads, batch {a.batch} x seq {a.seq_len}, {a.steps} steps")
     print(f"torch tok/s: fwd+loss {n / t_fwd:.1f} | bwd {n / t_bwd:.1f} | optimizer {n / t_opt:.1f} | total {n / total:.1f}")
 
 

@@ -135,9 +135,13 @@ void TrainModel::Layout() {
   lm_head_ = c.tie_word_embeddings ? embed_ : addw("lm_head.weight", c.vocab_size, C);
   params_.assign(static_cast<size_t>(off), 0.0f);
   grads_.assign(static_cast<size_t>(off), 0.0f);
-  int64_t most = 0;
-  for (const Quantized& q : quant_) most = std::max(most, q.q->rows() * q.q->cols());
-  w_hat_.assign(static_cast<size_t>(most), 0.0f);
+  int64_t most = 0, all = 0;
+  for (Quantized& q : quant_) {
+    most = std::max(most, q.q->rows() * q.q->cols());
+    q.hat = all;
+    all += q.q->rows() * q.q->cols();
+  }
+  w_hat_.assign(static_cast<size_t>(all), 0.0f);
   dw_hat_.assign(static_cast<size_t>(most), 0.0f);
 }
 
@@ -249,13 +253,14 @@ void TrainModel::Linear(const float* x, int64_t w, const float* b, int64_t T, in
     LinearForward(x, P(w), b, T, K, N, y);
   } else {
     const double t0 = profile_on_ ? Now() : 0.0;
-    q->q->Decode(P(w), q->params < 0 ? nullptr : P(q->params), w_hat_.data(), pool_.get());
+    float* w_hat = w_hat_.data() + q->hat;
+    q->q->Decode(P(w), q->params < 0 ? nullptr : P(q->params), w_hat, pool_.get());
     if (profile_on_) {
       const double dt = Now() - t0;
       AddProfile("fwd.decode", dt);
       nested_seconds_ += dt;
     }
-    LinearForward(x, w_hat_.data(), b, T, K, N, y);
+    LinearForward(x, w_hat, b, T, K, N, y);
   }
 }
 
@@ -266,18 +271,13 @@ void TrainModel::LinearBack(const float* dy, const float* x, int64_t w, int64_t 
   if (q == nullptr) {
     LinearBackward(dy, x, P(w), T, K, N, dx, freeze_dense_ ? nullptr : G(w), db, pool_.get());
   } else {
-    // The forward's decoded weights were overwritten by later linears: decode again.
+    // Ŵ as the last Forward decoded it (kept per weight, not decoded again).
     const float* params = q->params < 0 ? nullptr : P(q->params);
     double t0 = profile_on_ ? Now() : 0.0;
-    q->q->Decode(P(w), params, w_hat_.data(), pool_.get());
     std::fill(dw_hat_.begin(), dw_hat_.begin() + K * N, 0.0f);
-    if (profile_on_) {
-      const double dt = Now() - t0;
-      AddProfile("bwd.decode", dt);
-      nested_seconds_ += dt;
-    }
-    LinearBackward(dy, x, w_hat_.data(), T, K, N, dx, dw_hat_.data(), db, pool_.get());
-    t0 = profile_on_ ? Now() : 0.0;
+    double dt_zero = profile_on_ ? Now() - t0 : 0.0;
+    LinearBackward(dy, x, w_hat_.data() + q->hat, T, K, N, dx, dw_hat_.data(), db, pool_.get());
+    t0 = profile_on_ ? Now() - dt_zero : 0.0;  // quant_grad includes zeroing the dŴ scratch.
     q->q->Backward(P(w), params, dw_hat_.data(), G(w), q->params < 0 ? nullptr : G(q->params), pool_.get());
     if (profile_on_) {
       const double dt = Now() - t0;

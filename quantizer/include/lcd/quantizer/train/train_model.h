@@ -122,7 +122,10 @@ class TrainModel {
   // ops.h accumulate into it.
   float* dlogits() { return dlogits_.data(); }
   // grads() += d loss / d params, from dlogits() and the last successful
-  // Forward (none: no-op).
+  // Forward (none: no-op). Quantized linears back-propagate through the Ŵ
+  // that Forward decoded (kept, not decoded again) and give the quantizer
+  // parameters' gradient for the codes current at Backward (unchanged in a
+  // normal step).
   void Backward();
   void ZeroGrad();
 
@@ -131,8 +134,9 @@ class TrainModel {
   // Entries "fwd.<op>" / "bwd.<op>" (op: embedding, norm, qkv, rope,
   // attention, o, gate_up, swiglu, down, residual, lm_head, decode,
   // quant_grad), seconds summed since the last ResetProfile, in first-seen
-  // order; exclusive: a quantized linear's decode and centroid-gradient time
-  // is in decode / quant_grad, not in the linear's entry.
+  // order; exclusive: a quantized linear's decode (forward) and its dŴ
+  // zeroing + LoopQuantizer::Backward (backward) are in fwd.decode /
+  // bwd.quant_grad, not in the linear's entry.
   void EnableProfile(bool on) { profile_on_ = on; }
   const std::vector<std::pair<std::string, double>>& profile() const { return profile_; }
   void ResetProfile() { profile_.clear(); }
@@ -143,6 +147,7 @@ class TrainModel {
     std::string name;
     LoopQuantizer* q = nullptr;         // Owned by quantizers_.
     int64_t weight = 0, params = -1;    // Offsets; params -1: the quantizer has none.
+    int64_t hat = 0;                    // Offset of its decoded Ŵ in w_hat_.
   };
   struct LayerActs;   // Saved activations of one block.
   TrainModel(runtime::ModelConfig config, int threads);
@@ -172,7 +177,10 @@ class TrainModel {
   std::vector<std::pair<std::string, std::unique_ptr<LoopQuantizer>>> quantizers_;  // As given to EnableQuantized.
   std::vector<Quantized> quant_;                                                     // Built by Layout.
   bool freeze_dense_ = false;
-  std::vector<float> w_hat_, dw_hat_;  // Decoded weights of one quantized linear (scratch).
+  // Decoded Ŵ of every quantized linear, written by Forward and read by the
+  // backward (rows * cols floats per quantized weight: the memory of the
+  // decode it saves); dŴ scratch of one quantized linear.
+  std::vector<float> w_hat_, dw_hat_;
 
   bool profile_on_ = false;
   double nested_seconds_ = 0.0;  // Profiled time inside an outer Timed (decode, quant_grad).
