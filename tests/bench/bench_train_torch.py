@@ -62,8 +62,10 @@ def main():
             t_opt += t3 - t2
     n = a.batch * a.seq_len * a.steps
     total = t_fwd + t_bwd + t_opt
-    print(f"torch {torch.__version__} fp32 ({a.attn} attention), {a.threads} threads, batch {a.batch} x seq {a.seq_len}, {a.steps} steps")
-    print(f"torch tok/s: fwd+loss {n / t_fwd:.1f} | bwd {n / t_bwd:.1f} | optimizer {n / t_opt:.1f} | total {n / total:.1f}")
+    print(f"torch {torch.__version__} fp32 ({a.attn} attention), {a.threads} threads, "
+          f"batch {a.batch} x seq {a.seq_len}, {a.steps} steps")
+    print(f"torch tok/s: fwd+loss {n / t_fwd:.1f} | bwd {n / t_bwd:.1f} | optimizer {n / t_opt:.1f} "
+          f"| total {n / total:.1f}")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def test_bad_inputs(tmp_path):
 
 
 def _parse(out):
-    tok = re.search(r"tok/s: fwd ([\d.]+) \| loss ([\d.]+) \| bwd ([\d.]+) \| optimizer ([\d.]+) \| total ([\d.]+)", out)
+    tok = re.search(r"tok/s: fwd ([\d.]+) \| loss ([\d.]+) \| bwd ([\d.]+) \| optimizer ([\d.]+) "
+                    r"\| total ([\d.]+)", out)
     sec = re.search(r"seconds/step: fwd ([\d.]+), loss ([\d.]+), bwd ([\d.]+)", out)
     assert tok and sec, out
     assert all(float(x) > 0 for x in tok.groups()), out

@@ -58,7 +58,8 @@ double SgemmGflops(int64_t m, int64_t n, int64_t k) {
       c(static_cast<size_t>(m * n));
   auto once = [&] {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
-                1.0f, a.data(), static_cast<int>(k), b.data(), static_cast<int>(k), 0.0f, c.data(), static_cast<int>(n));
+                1.0f, a.data(), static_cast<int>(k), b.data(), static_cast<int>(k), 0.0f, c.data(),
+                static_cast<int>(n));
   };
   once();  // Warm-up (OpenBLAS buffers, page faults).
   int reps = 0;
@@ -127,7 +128,8 @@ absl::Status Run(const BenchFlags& f) {
   tr::TrainModel& model = **loaded;
   const runtime::ModelConfig& c = model.config();
   if (f.seq_len > c.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat("--seq-len ", f.seq_len, " exceeds the model's max_position_embeddings ",
+    return absl::InvalidArgumentError(absl::StrCat("--seq-len ", f.seq_len,
+                                                   " exceeds the model's max_position_embeddings ",
                                                    c.max_position_embeddings));
   }
   if (bits > 0) {
@@ -195,7 +197,8 @@ absl::Status Run(const BenchFlags& f) {
               tokens_run / t_loss, tokens_run / t_bwd, tokens_run / t_opt, tokens_run / total);
   std::printf("seconds/step: fwd %.3f, loss %.3f, bwd %.3f, optimizer %.3f, total %.3f\n", t_fwd / f.steps,
               t_loss / f.steps, t_bwd / f.steps, t_opt / f.steps, total / f.steps);
-  std::printf("FLOPs/token %.3g (6 x %.1fM linear params + attention %.3g); achieved %.1f GFLOP/s (fwd %.1f, bwd %.1f)\n",
+  std::printf("FLOPs/token %.3g (6 x %.1fM linear params + attention %.3g); "
+              "achieved %.1f GFLOP/s (fwd %.1f, bwd %.1f)\n",
               flops_tok, n_linear / 1e6, 3.0 * attn_fwd, flops_tok * tokens_run / total / 1e9,
               (flops_tok / 3.0) * tokens_run / t_fwd / 1e9, (flops_tok * 2.0 / 3.0) * tokens_run / t_bwd / 1e9);
   if (f.breakdown) {
@@ -276,6 +279,7 @@ int RunBenchTrain(int argc, char** argv) {
 }  // namespace
 
 LCD_REGISTER_SUBCOMMAND(bench_train, "bench-train",
-                        "Measure training-core tokens/s (fwd/bwd/AdamW) and GFLOP/s against the sgemm peak", RunBenchTrain);
+                        "Measure training-core tokens/s (fwd/bwd/AdamW) and GFLOP/s against the sgemm peak",
+                        RunBenchTrain);
 
 }  // namespace lcd::tools

@@ -237,8 +237,8 @@ void AttentionForward(const float* q, const float* k, const float* v, int64_t B,
           for (int64_t j = 0; j <= i; ++j) p[j] *= inv;
           std::fill(p + i + 1, p + L, 0.0f);
         }
-        Gemm(false, false, i1 - i0, D, i1, 1.0f, p0 + i0 * L, L, vh, KVH * D, 0.0f, out + (b * L * H + h) * D + i0 * H * D,
-             H * D);
+        Gemm(false, false, i1 - i0, D, i1, 1.0f, p0 + i0 * L, L, vh, KVH * D, 0.0f,
+             out + (b * L * H + h) * D + i0 * H * D, H * D);
       }
     }
   });

@@ -69,7 +69,9 @@ double ClipGradNorm(float* grads, int64_t n, double max_norm, kernels::ThreadPoo
   kernels::ParallelFor(pool, blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       double ss = 0.0;
-      for (int64_t i = b * kBlock, e = std::min(n, i + kBlock); i < e; ++i) ss += static_cast<double>(grads[i]) * grads[i];
+      for (int64_t i = b * kBlock, e = std::min(n, i + kBlock); i < e; ++i) {
+        ss += static_cast<double>(grads[i]) * grads[i];
+      }
       partial[b] = ss;
     }
   });

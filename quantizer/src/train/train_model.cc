@@ -411,7 +411,9 @@ absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L, in
   for (int64_t l = 0; l < blocks; ++l) {
     const Layer& w = layers_[l];
     LayerActs& a = acts_[l];
-    Timed("fwd.norm", [&] { RmsNormForward(a.x.data(), P(w.input_norm), T, C, eps, a.h1.data(), a.rstd1.data(), pool); });
+    Timed("fwd.norm", [&] {
+      RmsNormForward(a.x.data(), P(w.input_norm), T, C, eps, a.h1.data(), a.rstd1.data(), pool);
+    });
     Timed("fwd.qkv", [&] {
       Linear(a.h1.data(), w.wq, bias(w.bq), T, C, qd, a.q.data());
       Linear(a.h1.data(), w.wk, bias(w.bk), T, C, kvd, a.k.data());
