@@ -218,8 +218,11 @@ def _attention(q, k, v):
     return torch.einsum("bhij,bjhd->bihd", p, v)
 
 
-def test_attention_gqa(rng, tmp_path):
-    B, L, H, KVH, D = 2, 11, 6, 2, 10
+# L = 150 spans three causal row blocks of AttentionForward/Backward (64
+# rows each, the last one short).
+@pytest.mark.parametrize("L", [11, 150])
+def test_attention_gqa(rng, tmp_path, L):
+    B, H, KVH, D = 2, 6, 2, 10
     inputs = dict(q=_f32(rng, B, L, H, D), k=_f32(rng, B, L, KVH, D), v=_f32(rng, B, L, KVH, D),
                   dout=_f32(rng, B, L, H, D))
     out = _op("attention", inputs, tmp_path)

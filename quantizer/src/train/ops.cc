@@ -25,6 +25,23 @@ void LogSoftmaxRow(const float* z, int64_t V, double* lp) {
   for (int64_t j = 0; j < V; ++j) lp[j] = static_cast<double>(z[j]) - lse;
 }
 
+// LogSoftmaxRow and the probabilities p = exp(lp), in double, with one exp
+// per element: p[j] = exp(z[j] - max) / sum.
+void SoftmaxRow(const float* z, int64_t V, double* lp, double* p) {
+  double m = z[0];
+  for (int64_t j = 1; j < V; ++j) m = std::max(m, static_cast<double>(z[j]));
+  double s = 0.0;
+  for (int64_t j = 0; j < V; ++j) {
+    p[j] = std::exp(static_cast<double>(z[j]) - m);
+    s += p[j];
+  }
+  const double lse = m + std::log(s), inv = 1.0 / s;
+  for (int64_t j = 0; j < V; ++j) {
+    lp[j] = static_cast<double>(z[j]) - lse;
+    p[j] *= inv;
+  }
+}
+
 // C = alpha op(A) op(B) + beta C, row-major, with explicit leading dimensions
 // (the heads of a [T][H][D] activation are strided views).
 void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
@@ -170,73 +187,126 @@ void LinearBackward(const float* dy, const float* x, const float* w, int64_t T, 
   }
 }
 
-// Per (sequence, head) the scores S = scale Q K^T and the output P V are two
-// sgemms over strided head views (the causal upper triangle is computed and
-// then zeroed: twice the minimum work, at BLAS speed); the masked softmax
-// runs row-parallel on the pool between them.
+namespace {
+// Query rows per block of the causal attention: row block [i0, i1) needs key
+// columns [0, i1) only, so the sgemms skip most of the masked upper
+// triangle (at L = 512, 56% of the full square's work).
+constexpr int64_t kAttnRows = 64;
+
+// OpenBLAS single-threaded while the pool runs one (sequence, head) per
+// task: the heads are the parallelism, and OpenBLAS's own threads would only
+// contend with the pool's for the same cores. Restores the previous count.
+class SerialBlas {
+ public:
+  SerialBlas() : prev_(openblas_get_num_threads()) { openblas_set_num_threads(1); }
+  ~SerialBlas() { openblas_set_num_threads(prev_); }
+
+ private:
+  int prev_;
+};
+}  // namespace
+
+// Per (sequence, head), one pool task each (single-threaded sgemms, see
+// SerialBlas), row block by row block: S = scale Q K^T over the causal
+// columns, the masked softmax, out = P V.
 void AttentionForward(const float* q, const float* k, const float* v, int64_t B, int64_t L, int64_t H, int64_t KVH,
                       int64_t D, float* att, float* out, ThreadPool* pool) {
   const int64_t group = H / KVH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < H; ++h) {
-      Gemm(false, true, L, L, D, scale, q + (b * L * H + h) * D, H * D, k + (b * L * KVH + h / group) * D, KVH * D,
-           0.0f, att + (b * H + h) * L * L, L);
-    }
-  }
-  ParallelFor(pool, B * H * L, RowChunk(L), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t i = r % L;  // Query position: attends to j <= i.
-      float* p = att + r * L;
-      float m = p[0];
-      for (int64_t j = 1; j <= i; ++j) m = std::max(m, p[j]);
-      float sum = 0.0f;
-      for (int64_t j = 0; j <= i; ++j) {
-        p[j] = std::exp(p[j] - m);
-        sum += p[j];
+  SerialBlas serial;
+  ParallelFor(pool, B * H, 1, [&](int64_t bh0, int64_t bh1) {
+    for (int64_t bh = bh0; bh < bh1; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      const float* qh = q + (b * L * H + h) * D;
+      const float* kh = k + (b * L * KVH + h / group) * D;
+      const float* vh = v + (b * L * KVH + h / group) * D;
+      float* p0 = att + bh * L * L;
+      for (int64_t i0 = 0; i0 < L; i0 += kAttnRows) {
+        const int64_t i1 = std::min(L, i0 + kAttnRows);
+        Gemm(false, true, i1 - i0, i1, D, scale, qh + i0 * H * D, H * D, kh, KVH * D, 0.0f, p0 + i0 * L, L);
+        for (int64_t i = i0; i < i1; ++i) {  // Query position i attends to j <= i.
+          float* p = p0 + i * L;
+          float m = p[0];
+          for (int64_t j = 1; j <= i; ++j) m = std::max(m, p[j]);
+          float sum = 0.0f;
+          for (int64_t j = 0; j <= i; ++j) {
+            p[j] = std::exp(p[j] - m);
+            sum += p[j];
+          }
+          const float inv = 1.0f / sum;
+          for (int64_t j = 0; j <= i; ++j) p[j] *= inv;
+          std::fill(p + i + 1, p + L, 0.0f);
+        }
+        Gemm(false, false, i1 - i0, D, i1, 1.0f, p0 + i0 * L, L, vh, KVH * D, 0.0f,
+             out + (b * L * H + h) * D + i0 * H * D, H * D);
       }
-      const float inv = 1.0f / sum;
-      for (int64_t j = 0; j <= i; ++j) p[j] *= inv;
-      std::fill(p + i + 1, p + L, 0.0f);
     }
   });
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < H; ++h) {
-      Gemm(false, false, L, D, L, 1.0f, att + (b * H + h) * L * L, L, v + (b * L * KVH + h / group) * D, KVH * D,
-           0.0f, out + (b * L * H + h) * D, H * D);
-    }
-  }
 }
 
-// Per (sequence, head), in head order (so the query heads sharing a kv head
-// add into dk/dv in a fixed order): dP = dO V^T, dV += P^T dO,
-// dS = P (dP - rowsum(P dP)) scale, dQ += dS K, dK += dS^T Q.
+// Per (sequence, head), one pool task each, over the causal blocks only:
+// dP = dO V^T, dS = P (dP - rowsum(P dP)) scale, dQ += dS K; the head's
+// dV = P^T dO and dK = dS^T Q go to a per-head scratch that is then added
+// into dk/dv head by head in order (fixed order whatever the threads).
 void AttentionBackward(const float* dout, const float* q, const float* k, const float* v, const float* att, int64_t B,
                        int64_t L, int64_t H, int64_t KVH, int64_t D, float* dq, float* dk, float* dv,
                        ThreadPool* pool) {
   const int64_t group = H / KVH;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  std::vector<float> ds(static_cast<size_t>(L * L));
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t qo = (b * L * H + h) * D, ko = (b * L * KVH + h / group) * D;
-      const float* p = att + (b * H + h) * L * L;
-      Gemm(false, true, L, L, D, 1.0f, dout + qo, H * D, v + ko, KVH * D, 0.0f, ds.data(), L);
-      Gemm(true, false, L, D, L, 1.0f, p, L, dout + qo, H * D, 1.0f, dv + ko, KVH * D);
-      ParallelFor(pool, L, RowChunk(L), [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) {
-          const float* pi = p + i * L;
-          float* d = ds.data() + i * L;
-          float dot = 0.0f;
-          for (int64_t j = 0; j <= i; ++j) dot += pi[j] * d[j];
-          for (int64_t j = 0; j <= i; ++j) d[j] = pi[j] * (d[j] - dot) * scale;
-          std::fill(d + i + 1, d + L, 0.0f);
+  std::vector<float> dk_h(static_cast<size_t>(B * H * L * D)), dv_h(static_cast<size_t>(B * H * L * D));
+  {
+    SerialBlas serial;
+    ParallelFor(pool, B * H, 1, [&](int64_t bh0, int64_t bh1) {
+      std::vector<float> ds(static_cast<size_t>(L * L));
+      for (int64_t bh = bh0; bh < bh1; ++bh) {
+        const int64_t b = bh / H, h = bh % H;
+        const int64_t qo = (b * L * H + h) * D, ko = (b * L * KVH + h / group) * D;
+        const float* p = att + bh * L * L;
+        float* dkh = dk_h.data() + bh * L * D;
+        float* dvh = dv_h.data() + bh * L * D;
+        for (int64_t i0 = 0; i0 < L; i0 += kAttnRows) {
+          const int64_t i1 = std::min(L, i0 + kAttnRows);
+          Gemm(false, true, i1 - i0, i1, D, 1.0f, dout + qo + i0 * H * D, H * D, v + ko, KVH * D, 0.0f,
+               ds.data() + i0 * L, L);
+          for (int64_t i = i0; i < i1; ++i) {
+            const float* pi = p + i * L;
+            float* d = ds.data() + i * L;
+            float dot = 0.0f;
+            for (int64_t j = 0; j <= i; ++j) dot += pi[j] * d[j];
+            for (int64_t j = 0; j <= i; ++j) d[j] = pi[j] * (d[j] - dot) * scale;
+            std::fill(d + i + 1, d + L, 0.0f);
+          }
+          Gemm(false, false, i1 - i0, D, i1, 1.0f, ds.data() + i0 * L, L, k + ko, KVH * D, 1.0f,
+               dq + qo + i0 * H * D, H * D);
         }
-      });
-      Gemm(false, false, L, D, L, 1.0f, ds.data(), L, k + ko, KVH * D, 1.0f, dq + qo, H * D);
-      Gemm(true, false, L, D, L, 1.0f, ds.data(), L, q + qo, H * D, 1.0f, dk + ko, KVH * D);
-    }
+        // Key block [j0, j1) gets its gradient from query rows i >= j0 (P and
+        // dS are 0 above the diagonal).
+        for (int64_t j0 = 0; j0 < L; j0 += kAttnRows) {
+          const int64_t j1 = std::min(L, j0 + kAttnRows);
+          Gemm(true, false, j1 - j0, D, L - j0, 1.0f, p + j0 * L + j0, L, dout + qo + j0 * H * D, H * D, 0.0f,
+               dvh + j0 * D, D);
+          Gemm(true, false, j1 - j0, D, L - j0, 1.0f, ds.data() + j0 * L + j0, L, q + qo + j0 * H * D, H * D, 0.0f,
+               dkh + j0 * D, D);
+        }
+      }
+    });
   }
+  // dk/dv [B*L][KVH][D] += the heads' parts, heads in order; parallel over tokens.
+  ParallelFor(pool, B * L, RowChunk(H * D), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / L, i = t % L;
+      for (int64_t h = 0; h < H; ++h) {
+        const float* sk = dk_h.data() + ((b * H + h) * L + i) * D;
+        const float* sv = dv_h.data() + ((b * H + h) * L + i) * D;
+        float* gk = dk + (t * KVH + h / group) * D;
+        float* gv = dv + (t * KVH + h / group) * D;
+        for (int64_t d = 0; d < D; ++d) {
+          gk[d] += sk[d];
+          gv[d] += sv[d];
+        }
+      }
+    }
+  });
 }
 
 void SwiGluForward(const float* gate, const float* up, int64_t n, float* out, ThreadPool* pool) {
@@ -277,14 +347,14 @@ double CrossEntropyLoss(const float* logits, const int32_t* targets, int64_t N, 
   std::vector<double> row_loss(static_cast<size_t>(N));
   const double inv_n = 1.0 / static_cast<double>(N);
   ParallelFor(pool, N, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<double> lp(static_cast<size_t>(V));
+    std::vector<double> lp(static_cast<size_t>(V)), p(static_cast<size_t>(V));
     for (int64_t r = r0; r < r1; ++r) {
-      LogSoftmaxRow(logits + r * V, V, lp.data());
+      SoftmaxRow(logits + r * V, V, lp.data(), p.data());
       const int32_t y = targets[r];
       row_loss[r] = -lp[y];
       if (dlogits == nullptr) continue;
       float* g = dlogits + r * V;
-      for (int64_t j = 0; j < V; ++j) g[j] += static_cast<float>((std::exp(lp[j]) - (j == y ? 1.0 : 0.0)) * inv_n);
+      for (int64_t j = 0; j < V; ++j) g[j] += static_cast<float>((p[j] - (j == y ? 1.0 : 0.0)) * inv_n);
     }
   });
   return MeanOf(row_loss);
@@ -298,23 +368,22 @@ double MixedKl(const float* logits, const float* teacher_logits, int64_t N, int6
   std::vector<double> row_loss(static_cast<size_t>(N));
   const double inv_n = 1.0 / static_cast<double>(N);
   ParallelFor(pool, N, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<double> ls(static_cast<size_t>(V)), lt(static_cast<size_t>(V));
+    std::vector<double> ls(static_cast<size_t>(V)), lt(static_cast<size_t>(V)), ps(static_cast<size_t>(V)),
+        pt(static_cast<size_t>(V));
     for (int64_t r = r0; r < r1; ++r) {
-      LogSoftmaxRow(logits + r * V, V, ls.data());
-      LogSoftmaxRow(teacher_logits + r * V, V, lt.data());
+      SoftmaxRow(logits + r * V, V, ls.data(), ps.data());
+      SoftmaxRow(teacher_logits + r * V, V, lt.data(), pt.data());
       double fkl = 0.0, rkl = 0.0;
       for (int64_t j = 0; j < V; ++j) {
         const double d = ls[j] - lt[j];
-        fkl -= std::exp(lt[j]) * d;
-        rkl += std::exp(ls[j]) * d;
+        fkl -= pt[j] * d;
+        rkl += ps[j] * d;
       }
       row_loss[r] = gamma * rkl + (1.0 - gamma) * fkl;
       if (dlogits == nullptr) continue;
       float* g = dlogits + r * V;
       for (int64_t j = 0; j < V; ++j) {
-        const double ps = std::exp(ls[j]);
-        const double pt = std::exp(lt[j]);
-        const double grad = gamma * ps * (ls[j] - lt[j] - rkl) + (1.0 - gamma) * (ps - pt);
+        const double grad = gamma * ps[j] * (ls[j] - lt[j] - rkl) + (1.0 - gamma) * (ps[j] - pt[j]);
         g[j] += static_cast<float>(grad * inv_n);
       }
     }

@@ -3,6 +3,7 @@
 #include "lcd/quantizer/train/train_model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <random>
 #include <utility>
 
@@ -23,6 +24,33 @@ struct TrainModel::Layer {
 struct TrainModel::LayerActs {
   std::vector<float> x, rstd1, h1, q, k, v, att, attn, x_mid, rstd2, h2, gate, up, act;
 };
+
+namespace {
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+void TrainModel::AddProfile(const char* name, double seconds) {
+  for (auto& [n, s] : profile_) {
+    if (n == name) {
+      s += seconds;
+      return;
+    }
+  }
+  profile_.emplace_back(name, seconds);
+}
+
+template <typename Fn>
+void TrainModel::Timed(const char* name, Fn&& fn) {
+  if (!profile_on_) {
+    fn();
+    return;
+  }
+  const double nested0 = nested_seconds_, t0 = Now();
+  fn();
+  AddProfile(name, Now() - t0 - (nested_seconds_ - nested0));
+}
 
 TrainModel::TrainModel(runtime::ModelConfig config, int threads)
     : config_(std::move(config)),
@@ -108,9 +136,13 @@ void TrainModel::Layout() {
   lm_head_ = c.tie_word_embeddings ? embed_ : addw("lm_head.weight", c.vocab_size, C);
   params_.assign(static_cast<size_t>(off), 0.0f);
   grads_.assign(static_cast<size_t>(off), 0.0f);
-  int64_t most = 0;
-  for (const Quantized& q : quant_) most = std::max(most, q.q->rows() * q.q->cols());
-  w_hat_.assign(static_cast<size_t>(most), 0.0f);
+  int64_t most = 0, all = 0;
+  for (Quantized& q : quant_) {
+    most = std::max(most, q.q->rows() * q.q->cols());
+    q.hat = all;
+    all += q.q->rows() * q.q->cols();
+  }
+  w_hat_.assign(static_cast<size_t>(all), 0.0f);
   dw_hat_.assign(static_cast<size_t>(most), 0.0f);
 }
 
@@ -237,8 +269,15 @@ void TrainModel::Linear(const float* x, int64_t w, const float* b, int64_t T, in
     LinearForward(x, P(w), b, T, K, N, y);
   } else {
     x = QuantizedInput(x, T, K);
-    q->q->Decode(P(w), q->params < 0 ? nullptr : P(q->params), w_hat_.data(), pool_.get());
-    LinearForward(x, w_hat_.data(), b, T, K, N, y);
+    const double t0 = profile_on_ ? Now() : 0.0;
+    float* w_hat = w_hat_.data() + q->hat;
+    q->q->Decode(P(w), q->params < 0 ? nullptr : P(q->params), w_hat, pool_.get());
+    if (profile_on_) {
+      const double dt = Now() - t0;
+      AddProfile("fwd.decode", dt);
+      nested_seconds_ += dt;
+    }
+    LinearForward(x, w_hat, b, T, K, N, y);
   }
 }
 
@@ -249,14 +288,21 @@ void TrainModel::LinearBack(const float* dy, const float* x, int64_t w, int64_t 
   if (q == nullptr) {
     LinearBackward(dy, x, P(w), T, K, N, dx, freeze_dense_ ? nullptr : G(w), db, pool_.get());
   } else {
-    // The forward's decoded weights were overwritten by later linears: decode again.
+    // Ŵ as the last Forward decoded it (kept per weight, not decoded again).
     // A8: the weight gradient sees the quantized input; dx passes straight through.
     x = QuantizedInput(x, T, K);
     const float* params = q->params < 0 ? nullptr : P(q->params);
-    q->q->Decode(P(w), params, w_hat_.data(), pool_.get());
+    double t0 = profile_on_ ? Now() : 0.0;
     std::fill(dw_hat_.begin(), dw_hat_.begin() + K * N, 0.0f);
-    LinearBackward(dy, x, w_hat_.data(), T, K, N, dx, dw_hat_.data(), db, pool_.get());
+    double dt_zero = profile_on_ ? Now() - t0 : 0.0;
+    LinearBackward(dy, x, w_hat_.data() + q->hat, T, K, N, dx, dw_hat_.data(), db, pool_.get());
+    t0 = profile_on_ ? Now() - dt_zero : 0.0;  // quant_grad includes zeroing the dŴ scratch.
     q->q->Backward(P(w), params, dw_hat_.data(), G(w), q->params < 0 ? nullptr : G(q->params), pool_.get());
+    if (profile_on_) {
+      const double dt = Now() - t0;
+      AddProfile("bwd.quant_grad", dt);
+      nested_seconds_ += dt;
+    }
   }
 }
 
@@ -380,30 +426,44 @@ absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L, in
   auto bias = [&](int64_t off) { return off < 0 ? nullptr : P(off); };
 
   blocks_run_ = blocks;
-  EmbeddingForward(P(embed_), tokens, T, C, acts_[0].x.data());
+  Timed("fwd.embedding", [&] { EmbeddingForward(P(embed_), tokens, T, C, acts_[0].x.data()); });
   for (int64_t l = 0; l < blocks; ++l) {
     const Layer& w = layers_[l];
     LayerActs& a = acts_[l];
-    RmsNormForward(a.x.data(), P(w.input_norm), T, C, eps, a.h1.data(), a.rstd1.data(), pool);
-    Linear(a.h1.data(), w.wq, bias(w.bq), T, C, qd, a.q.data());
-    Linear(a.h1.data(), w.wk, bias(w.bk), T, C, kvd, a.k.data());
-    Linear(a.h1.data(), w.wv, bias(w.bv), T, C, kvd, a.v.data());
-    RopeForward(a.q.data(), B, L, H, D, rope_cos_.data(), rope_sin_.data());
-    RopeForward(a.k.data(), B, L, KVH, D, rope_cos_.data(), rope_sin_.data());
-    AttentionForward(a.q.data(), a.k.data(), a.v.data(), B, L, H, KVH, D, a.att.data(), a.attn.data(), pool);
-    Linear(a.attn.data(), w.wo, bias(w.bo), T, qd, C, a.x_mid.data());
-    ResidualForward(a.x.data(), a.x_mid.data(), T * C, a.x_mid.data());
-    RmsNormForward(a.x_mid.data(), P(w.post_norm), T, C, eps, a.h2.data(), a.rstd2.data(), pool);
-    Linear(a.h2.data(), w.wgate, nullptr, T, C, I, a.gate.data());
-    Linear(a.h2.data(), w.wup, nullptr, T, C, I, a.up.data());
-    SwiGluForward(a.gate.data(), a.up.data(), T * I, a.act.data(), pool);
+    Timed("fwd.norm", [&] {
+      RmsNormForward(a.x.data(), P(w.input_norm), T, C, eps, a.h1.data(), a.rstd1.data(), pool);
+    });
+    Timed("fwd.qkv", [&] {
+      Linear(a.h1.data(), w.wq, bias(w.bq), T, C, qd, a.q.data());
+      Linear(a.h1.data(), w.wk, bias(w.bk), T, C, kvd, a.k.data());
+      Linear(a.h1.data(), w.wv, bias(w.bv), T, C, kvd, a.v.data());
+    });
+    Timed("fwd.rope", [&] {
+      RopeForward(a.q.data(), B, L, H, D, rope_cos_.data(), rope_sin_.data());
+      RopeForward(a.k.data(), B, L, KVH, D, rope_cos_.data(), rope_sin_.data());
+    });
+    Timed("fwd.attention", [&] {
+      AttentionForward(a.q.data(), a.k.data(), a.v.data(), B, L, H, KVH, D, a.att.data(), a.attn.data(), pool);
+    });
+    Timed("fwd.o", [&] { Linear(a.attn.data(), w.wo, bias(w.bo), T, qd, C, a.x_mid.data()); });
+    Timed("fwd.residual", [&] { ResidualForward(a.x.data(), a.x_mid.data(), T * C, a.x_mid.data()); });
+    Timed("fwd.norm", [&] {
+      RmsNormForward(a.x_mid.data(), P(w.post_norm), T, C, eps, a.h2.data(), a.rstd2.data(), pool);
+    });
+    Timed("fwd.gate_up", [&] {
+      Linear(a.h2.data(), w.wgate, nullptr, T, C, I, a.gate.data());
+      Linear(a.h2.data(), w.wup, nullptr, T, C, I, a.up.data());
+    });
+    Timed("fwd.swiglu", [&] { SwiGluForward(a.gate.data(), a.up.data(), T * I, a.act.data(), pool); });
     float* out = l + 1 < c.num_layers ? acts_[l + 1].x.data() : x_final_.data();
-    Linear(a.act.data(), w.wdown, nullptr, T, I, C, out);
-    ResidualForward(a.x_mid.data(), out, T * C, out);
+    Timed("fwd.down", [&] { Linear(a.act.data(), w.wdown, nullptr, T, I, C, out); });
+    Timed("fwd.residual", [&] { ResidualForward(a.x_mid.data(), out, T * C, out); });
   }
   if (blocks < c.num_layers) return absl::OkStatus();  // A partial forward: no head, no logits.
-  RmsNormForward(x_final_.data(), P(final_norm_), T, C, eps, h_final_.data(), rstd_final_.data(), pool);
-  Linear(h_final_.data(), lm_head_, nullptr, T, C, V, logits_.data());
+  Timed("fwd.norm", [&] {
+    RmsNormForward(x_final_.data(), P(final_norm_), T, C, eps, h_final_.data(), rstd_final_.data(), pool);
+  });
+  Timed("fwd.lm_head", [&] { Linear(h_final_.data(), lm_head_, nullptr, T, C, V, logits_.data()); });
   std::fill(dlogits_.begin(), dlogits_.end(), 0.0f);
   return absl::OkStatus();
 }
@@ -420,13 +480,19 @@ void TrainModel::Backward() {
   const int64_t T = B_ * L_, C = c.hidden_size, V = c.vocab_size;
   auto zero = [](std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); };
   // dx_ holds d loss / d (residual stream) as it flows back through the blocks.
-  zero(dh_);
-  LinearBack(dlogits_.data(), h_final_.data(), lm_head_, -1, T, C, V, dh_.data());
-  zero(dx_);
-  RmsNormBackward(dh_.data(), x_final_.data(), P(final_norm_), rstd_final_.data(), T, C, dx_.data(),
-                  freeze_dense_ ? nullptr : G(final_norm_), pool_.get());
+  Timed("bwd.lm_head", [&] {
+    zero(dh_);
+    LinearBack(dlogits_.data(), h_final_.data(), lm_head_, -1, T, C, V, dh_.data());
+  });
+  Timed("bwd.norm", [&] {
+    zero(dx_);
+    RmsNormBackward(dh_.data(), x_final_.data(), P(final_norm_), rstd_final_.data(), T, C, dx_.data(),
+                    freeze_dense_ ? nullptr : G(final_norm_), pool_.get());
+  });
   BackwardLayers(c.num_layers, 0);
-  if (!freeze_dense_) EmbeddingBackward(dx_.data(), tokens_.data(), T, C, G(embed_));
+  if (!freeze_dense_) {
+    Timed("bwd.embedding", [&] { EmbeddingBackward(dx_.data(), tokens_.data(), T, C, G(embed_)); });
+  }
 }
 
 void TrainModel::BackwardBlocks(const float* dout, int64_t first) {
@@ -452,32 +518,50 @@ void TrainModel::BackwardLayers(int64_t end, int64_t first) {
     LayerActs& a = acts_[l];
     // out = x_mid + down(act): dx_ (d out) flows to x_mid unchanged (the
     // residual's identity branch, accumulated in place) and into the MLP.
-    zero(dact_);
-    LinearBack(dx_.data(), a.act.data(), w.wdown, -1, T, I, C, dact_.data());
-    zero(dgate_);
-    zero(dup_);
-    SwiGluBackward(dact_.data(), a.gate.data(), a.up.data(), T * I, dgate_.data(), dup_.data(), pool);
-    zero(dh_);
-    LinearBack(dgate_.data(), a.h2.data(), w.wgate, -1, T, C, I, dh_.data());
-    LinearBack(dup_.data(), a.h2.data(), w.wup, -1, T, C, I, dh_.data());
-    RmsNormBackward(dh_.data(), a.x_mid.data(), P(w.post_norm), a.rstd2.data(), T, C, dx_.data(),
-                    dense(w.post_norm), pool);
+    Timed("bwd.down", [&] {
+      zero(dact_);
+      LinearBack(dx_.data(), a.act.data(), w.wdown, -1, T, I, C, dact_.data());
+    });
+    Timed("bwd.swiglu", [&] {
+      zero(dgate_);
+      zero(dup_);
+      SwiGluBackward(dact_.data(), a.gate.data(), a.up.data(), T * I, dgate_.data(), dup_.data(), pool);
+    });
+    Timed("bwd.gate_up", [&] {
+      zero(dh_);
+      LinearBack(dgate_.data(), a.h2.data(), w.wgate, -1, T, C, I, dh_.data());
+      LinearBack(dup_.data(), a.h2.data(), w.wup, -1, T, C, I, dh_.data());
+    });
+    Timed("bwd.norm", [&] {
+      RmsNormBackward(dh_.data(), a.x_mid.data(), P(w.post_norm), a.rstd2.data(), T, C, dx_.data(),
+                      dense(w.post_norm), pool);
+    });
     // x_mid = x + o(attn): dx_ now is d x_mid.
-    zero(dattn_);
-    LinearBack(dx_.data(), a.attn.data(), w.wo, w.bo, T, qd, C, dattn_.data());
-    zero(dq_);
-    zero(dk_);
-    zero(dv_);
-    AttentionBackward(dattn_.data(), a.q.data(), a.k.data(), a.v.data(), a.att.data(), B, L, H, KVH, D, dq_.data(),
-                      dk_.data(), dv_.data(), pool);
-    RopeBackward(dq_.data(), B, L, H, D, rope_cos_.data(), rope_sin_.data());
-    RopeBackward(dk_.data(), B, L, KVH, D, rope_cos_.data(), rope_sin_.data());
-    zero(dh_);
-    LinearBack(dq_.data(), a.h1.data(), w.wq, w.bq, T, C, qd, dh_.data());
-    LinearBack(dk_.data(), a.h1.data(), w.wk, w.bk, T, C, kvd, dh_.data());
-    LinearBack(dv_.data(), a.h1.data(), w.wv, w.bv, T, C, kvd, dh_.data());
-    RmsNormBackward(dh_.data(), a.x.data(), P(w.input_norm), a.rstd1.data(), T, C, dx_.data(),
-                    dense(w.input_norm), pool);
+    Timed("bwd.o", [&] {
+      zero(dattn_);
+      LinearBack(dx_.data(), a.attn.data(), w.wo, w.bo, T, qd, C, dattn_.data());
+    });
+    Timed("bwd.attention", [&] {
+      zero(dq_);
+      zero(dk_);
+      zero(dv_);
+      AttentionBackward(dattn_.data(), a.q.data(), a.k.data(), a.v.data(), a.att.data(), B, L, H, KVH, D, dq_.data(),
+                        dk_.data(), dv_.data(), pool);
+    });
+    Timed("bwd.rope", [&] {
+      RopeBackward(dq_.data(), B, L, H, D, rope_cos_.data(), rope_sin_.data());
+      RopeBackward(dk_.data(), B, L, KVH, D, rope_cos_.data(), rope_sin_.data());
+    });
+    Timed("bwd.qkv", [&] {
+      zero(dh_);
+      LinearBack(dq_.data(), a.h1.data(), w.wq, w.bq, T, C, qd, dh_.data());
+      LinearBack(dk_.data(), a.h1.data(), w.wk, w.bk, T, C, kvd, dh_.data());
+      LinearBack(dv_.data(), a.h1.data(), w.wv, w.bv, T, C, kvd, dh_.data());
+    });
+    Timed("bwd.norm", [&] {
+      RmsNormBackward(dh_.data(), a.x.data(), P(w.input_norm), a.rstd1.data(), T, C, dx_.data(),
+                      dense(w.input_norm), pool);
+    });
   }
 }
 

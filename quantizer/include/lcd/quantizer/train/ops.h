@@ -61,12 +61,14 @@ void LinearBackward(const float* dy, const float* x, const float* w, int64_t T, 
 // Causal grouped-query attention of B sequences of length L.
 // q [B*L][H][D], k and v [B*L][KVH][D] (H a multiple of KVH; query head h
 // reads kv head h / (H/KVH)), scale 1/sqrt(D). out [B*L][H][D]. The softmax
-// probabilities are saved in att [B][H][L][L] (upper triangle 0). Q K^T and
-// P V are sgemms over strided head views; the softmax is row-parallel.
+// probabilities are saved in att [B][H][L][L] (upper triangle 0). One pool
+// task per (sequence, head), OpenBLAS single-threaded meanwhile: Q K^T and
+// P V are sgemms over strided head views in causal row blocks.
 void AttentionForward(const float* q, const float* k, const float* v, int64_t B, int64_t L, int64_t H, int64_t KVH,
                       int64_t D, float* att, float* out, kernels::ThreadPool* pool);
-// dq, dk, dv += gradients: five sgemms per (sequence, head), heads in order,
-// so the query heads sharing a kv head add into dk/dv in a fixed order.
+// dq, dk, dv += gradients: one pool task per (sequence, head) over the
+// causal blocks; the query heads sharing a kv head add into dk/dv in head
+// order (results do not depend on the thread count).
 void AttentionBackward(const float* dout, const float* q, const float* k, const float* v, const float* att, int64_t B,
                        int64_t L, int64_t H, int64_t KVH, int64_t D, float* dq, float* dk, float* dv,
                        kernels::ThreadPool* pool);

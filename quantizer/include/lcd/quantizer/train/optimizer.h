@@ -71,10 +71,13 @@ struct LrSchedule {
 // "constant", "linear" or "cosine"; InvalidArgument otherwise.
 absl::StatusOr<LrSchedule::Kind> ParseLrScheduleKind(const std::string& name);
 
-// Global L2 norm of grads[0, n) (summed in double, in order); when it
+// Global L2 norm of grads[0, n) (summed in double over fixed blocks of 2^16,
+// the blocks' sums added in order: the same whatever the threads); when it
 // exceeds max_norm > 0 the gradients are scaled by max_norm / (norm + 1e-6),
 // as torch.nn.utils.clip_grad_norm_ does. Returns the norm before clipping.
+// The pool may be nullptr (the calling thread; the first overload).
 double ClipGradNorm(float* grads, int64_t n, double max_norm);
+double ClipGradNorm(float* grads, int64_t n, double max_norm, kernels::ThreadPool* pool);
 
 }  // namespace lcd::quantizer::train
 

@@ -128,9 +128,24 @@ class TrainModel {
   // ops.h accumulate into it.
   float* dlogits() { return dlogits_.data(); }
   // grads() += d loss / d params, from dlogits() and the last successful
-  // Forward (none: no-op).
+  // Forward (none: no-op). Quantized linears back-propagate through the Ŵ
+  // that Forward decoded (kept, not decoded again) and give the quantizer
+  // parameters' gradient for the codes current at Backward (unchanged in a
+  // normal step).
   void Backward();
   void ZeroGrad();
+
+  // Per-operation wall time of Forward / Backward / BackwardBlocks, for
+  // `lcd bench-train --breakdown`. Off by default (then no clock is read).
+  // Entries "fwd.<op>" / "bwd.<op>" (op: embedding, norm, qkv, rope,
+  // attention, o, gate_up, swiglu, down, residual, lm_head, decode,
+  // quant_grad), seconds summed since the last ResetProfile, in first-seen
+  // order; exclusive: a quantized linear's decode (forward) and its dŴ
+  // zeroing + LoopQuantizer::Backward (backward) are in fwd.decode /
+  // bwd.quant_grad, not in the linear's entry.
+  void EnableProfile(bool on) { profile_on_ = on; }
+  const std::vector<std::pair<std::string, double>>& profile() const { return profile_; }
+  void ResetProfile() { profile_.clear(); }
 
  private:
   struct Layer;       // Parameter pointers of one block.
@@ -138,6 +153,7 @@ class TrainModel {
     std::string name;
     LoopQuantizer* q = nullptr;         // Owned by quantizers_.
     int64_t weight = 0, params = -1;    // Offsets; params -1: the quantizer has none.
+    int64_t hat = 0;                    // Offset of its decoded Ŵ in w_hat_.
   };
   struct LayerActs;   // Saved activations of one block.
   TrainModel(runtime::ModelConfig config, int threads);
@@ -145,6 +161,10 @@ class TrainModel {
   void Resize(int64_t B, int64_t L);
   // Back through blocks end-1 down to first, dx_ holding d loss / d (output of block end-1).
   void BackwardLayers(int64_t end, int64_t first);
+  // Runs fn, adding its wall time (less nested decode time) to `name` when profiling.
+  template <typename Fn>
+  void Timed(const char* name, Fn&& fn);
+  void AddProfile(const char* name, double seconds);
   float* P(int64_t offset) { return params_.data() + offset; }
   float* G(int64_t offset) { return grads_.data() + offset; }
   // The linear at weight offset w: dense or quantized (see ops.h/loop_quantizer.h).
@@ -167,7 +187,14 @@ class TrainModel {
   bool freeze_dense_ = false;
   int act_bits_ = 0;
   std::vector<float> x_q_;  // The quantized input of one linear (scratch, act_bits_ 8).
-  std::vector<float> w_hat_, dw_hat_;  // Decoded weights of one quantized linear (scratch).
+  // Decoded Ŵ of every quantized linear, written by Forward and read by the
+  // backward (rows * cols floats per quantized weight: the memory of the
+  // decode it saves); dŴ scratch of one quantized linear.
+  std::vector<float> w_hat_, dw_hat_;
+
+  bool profile_on_ = false;
+  double nested_seconds_ = 0.0;  // Profiled time inside an outer Timed (decode, quant_grad).
+  std::vector<std::pair<std::string, double>> profile_;
 
   int64_t B_ = 0, L_ = 0, blocks_run_ = 0;
   std::vector<int32_t> tokens_;
