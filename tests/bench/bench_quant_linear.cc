@@ -88,21 +88,11 @@ const std::vector<std::unique_ptr<PackedQuantMatrix>>& Packed(const QuantLayout&
   return *copies;
 }
 
-// Args: format, bits, rows, cols, group_size, kernel, m, threads. `dram`:
-// rotate over copies (weights from DRAM) or run one copy that stays in L2/L3
-// (the compute ceiling of the kernel).
-void BM_QuantLinear(benchmark::State& state, bool dram) {
-  const QuantLayout l{static_cast<QuantFormat>(state.range(0)), static_cast<int>(state.range(1)),
-                      state.range(2), state.range(3), state.range(4)};
-  const QuantKernel kernel = static_cast<QuantKernel>(state.range(5));
-  const int64_t m = state.range(6);
-  const int threads = static_cast<int>(state.range(7));
-  std::string error;
-  const auto& copies = Packed(l, kernel, dram, &error);
-  if (copies.empty()) {
-    state.SkipWithError(error.c_str());
-    return;
-  }
+// Times QuantActivations::Prepare + QuantLinear on m random input rows,
+// rotating over `copies` (one copy: it stays in cache), and reports bytes/s,
+// the ratio to a same-thread stream read, weights/s and GFLOP/s.
+void TimeCopies(benchmark::State& state, const std::vector<std::unique_ptr<PackedQuantMatrix>>& copies,
+                const QuantLayout& l, int64_t m, int threads) {
   const double stream = StreamBandwidth(threads);
   ThreadPool* pool = threads > 1 ? Pool(threads) : nullptr;
   std::vector<float> x(m * l.cols), y(m * l.rows);
@@ -128,6 +118,24 @@ void BM_QuantLinear(benchmark::State& state, bool dram) {
       benchmark::Counter(2e-9 * l.rows * l.cols * m * iters, benchmark::Counter::kIsRate);
   state.counters["stream_GBps"] = stream * 1e-9;
   state.SetLabel(copies[0]->Describe() + " x" + std::to_string(copies.size()) + " copies");
+}
+
+// Args: format, bits, rows, cols, group_size, kernel, m, threads. `dram`:
+// rotate over copies (weights from DRAM) or run one copy that stays in L2/L3
+// (the compute ceiling of the kernel).
+void BM_QuantLinear(benchmark::State& state, bool dram) {
+  const QuantLayout l{static_cast<QuantFormat>(state.range(0)), static_cast<int>(state.range(1)),
+                      state.range(2), state.range(3), state.range(4)};
+  const QuantKernel kernel = static_cast<QuantKernel>(state.range(5));
+  const int64_t m = state.range(6);
+  const int threads = static_cast<int>(state.range(7));
+  std::string error;
+  const auto& copies = Packed(l, kernel, dram, &error);
+  if (copies.empty()) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  TimeCopies(state, copies, l, m, threads);
 }
 
 // The dense bf16 Linear of the same shape (one 90 MB copy: already > L3).
@@ -191,25 +199,7 @@ void BM_Lattice(benchmark::State& state) {
     }
     copies.push_back(*std::move(p));
   } while (static_cast<int64_t>(copies.size() * copies.front()->BytesRead()) < kWorkingSet);
-  const double stream = StreamBandwidth(threads);
-  ThreadPool* pool = threads > 1 ? Pool(threads) : nullptr;
-  std::vector<float> x(m * l.cols), y(m * l.rows);
-  for (float& v : x) v = static_cast<float>(static_cast<int32_t>(Lcg(&s))) * 4.6566e-10f;
-  QuantActivations act;
-  size_t i = 0;
-  for (auto _ : state) {
-    act.Prepare(x.data(), m, l.cols, pool);
-    QuantLinear(act, *copies[i], nullptr, y.data(), pool);
-    if (++i == copies.size()) i = 0;
-    benchmark::DoNotOptimize(y.data());
-    benchmark::ClobberMemory();
-  }
-  const double bytes = static_cast<double>(copies[0]->BytesRead() + x.size() * 4);
-  const double iters = static_cast<double>(state.iterations());
-  state.SetBytesProcessed(static_cast<int64_t>(iters * bytes));
-  state.counters["vs_stream"] = benchmark::Counter(iters * bytes / stream, benchmark::Counter::kIsRate);
-  state.counters["Gw/s"] = benchmark::Counter(iters * l.rows * l.cols * 1e-9, benchmark::Counter::kIsRate);
-  state.SetLabel(copies[0]->Describe() + " x" + std::to_string(copies.size()) + " copies");
+  TimeCopies(state, copies, l, m, threads);
 }
 
 void LatticeArgs(benchmark::internal::Benchmark* b) {
