@@ -236,6 +236,22 @@ message ErrorResponse { int32 error_code = 1; string error_message = 2; }
 """
 
 
+def run_with_progress_fd(args, timeout=600):
+    """Runs `args + ["--progress-fd", N]` with a pipe on N; returns (CompletedProcess, the JSON progress lines)."""
+    r, w = os.pipe()
+    try:
+        res = subprocess.run([*args, "--progress-fd", str(w)], capture_output=True, text=True, timeout=timeout,
+                             pass_fds=(w,))
+        os.close(w)
+        w = None
+        with os.fdopen(r) as f:
+            lines = [json.loads(x) for x in f.read().splitlines()]
+    finally:
+        if w is not None:
+            os.close(w)
+    return res, lines
+
+
 def reflection_stubs():
     from grpc_tools import protoc
     out = tempfile.mkdtemp(prefix="lcd_reflection_")

@@ -150,18 +150,8 @@ def test_thread_count_does_not_change_the_artifact(job, tmp_path):
 
 def test_act_order_with_progress_fd(tmp_path):
     out = str(tmp_path / "act")
-    r, w = os.pipe()
-    try:
-        res = subprocess.run([lcd_paths.lcd_tool(), "quantize", "--model", h.TINY_SHAKESPEARE, "--out", out, *ARGS,
-                              "--gptq-act-order", "--threads", "2", "--progress-fd", str(w)],
-                             capture_output=True, text=True, timeout=600, pass_fds=(w,))
-        os.close(w)
-        w = None
-        with os.fdopen(r) as f:
-            lines = [json.loads(x) for x in f.read().splitlines()]
-    finally:
-        if w is not None:
-            os.close(w)
+    res, lines = h.run_with_progress_fd([lcd_paths.lcd_tool(), "quantize", "--model", h.TINY_SHAKESPEARE, "--out", out,
+                                         *ARGS, "--gptq-act-order", "--threads", "2"])
     assert res.returncode == 0, res.stderr
     phases = [x["phase"] for x in lines]
     assert {"calibrate", "quantize", "write"} <= set(phases), phases

@@ -67,18 +67,8 @@ def test_resume_reuses_finished_weights(artifact, resume_dir, tmp_path):
     data = open(foreign, "rb").read().split(b"\n", 2)
     open(foreign, "wb").write(data[0] + b"\n" + data[1].replace(b"steps 4", b"steps 5") + b"\n" + data[2])
     out2 = str(tmp_path / "again")
-    r, w = os.pipe()
-    try:
-        res = subprocess.run([lcd_paths.lcd_tool(), "quantize", "--model", h.TINY_SHAKESPEARE, "--out", out2, *ARGS,
-                              "--resume", resume_dir, "--progress-fd", str(w)],
-                             capture_output=True, text=True, timeout=600, pass_fds=(w,))
-        os.close(w)
-        w = None
-        with os.fdopen(r) as f:
-            lines = [json.loads(x) for x in f.read().splitlines()]
-    finally:
-        if w is not None:
-            os.close(w)
+    res, lines = h.run_with_progress_fd([lcd_paths.lcd_tool(), "quantize", "--model", h.TINY_SHAKESPEARE, "--out", out2,
+                                         *ARGS, "--resume", resume_dir])
     assert res.returncode == 0, res.stderr
     # JSON progress lines: every phase, monotonic fractions ending at 1.
     assert {"calibrate", "quantize", "write"} <= {x["phase"] for x in lines}
