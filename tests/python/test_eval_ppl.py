@@ -194,6 +194,13 @@ def test_kl_of_a_model_to_itself_is_zero(setup):
     assert abs(got["kl"]) < 1e-6 and got["top1_agreement"] == 1.0, got
 
 
+def test_missing_reference_is_refused(setup, tmp_path):
+    res = subprocess.run([_lcd(), "eval-ppl", "--model", setup["model_dir"], "--reference", str(tmp_path / "nope"),
+                          "--text", setup["text_path"], "--max-windows", "1"], capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "eval-ppl" in res.stderr and "nope" in res.stderr, res.stderr
+
+
 def test_reference_with_another_vocabulary_is_refused(setup, tmp_path):
     src = os.environ.get("LCD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
     other = os.path.join(src, "models", "tiny-shakespeare")
