@@ -402,7 +402,12 @@ def test_e2e_eval_ppl_matches_oracle(a8_artifact, tmp_path):
     want = math.exp(nll / count)
     print(f"A8 artifact ppl: lcd {got['ppl']:.6g}, oracle {want:.6g}")
     assert got["predicted_tokens"] == count
-    assert abs(got["ppl"] - want) <= 1e-3 * want
+    # Looser than the logits check above: an input that sits on an int8 rounding boundary rounds
+    # one way in lcd's fp32 and the other in the oracle's fp64, moving that activation by a whole
+    # int8 step, and through attention every later position of its window moves too. Measured
+    # (per-position logits of these windows): 4 of 5 windows equal to 1e-4, one with 53 positions
+    # off by up to 0.44; ppl off by 1.0e-3 and 1.1e-3 relative on two artifacts of these settings.
+    assert abs(got["ppl"] - want) <= 3e-3 * want
 
 
 @pytest.mark.parametrize("acts,message", [

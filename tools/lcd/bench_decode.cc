@@ -30,26 +30,14 @@ int RunBenchDecode(int argc, char** argv) {
   int64_t tokens = 0, prompt_tokens = 0;
   int threads = 0;
   runtime::GenerateOptions gen_options;
-  try {
-    cxxopts::ParseResult flags = options.parse(argc, argv);
-    if (flags.count("help")) {
-      std::printf("%s\n", options.help().c_str());
-      return 0;
-    }
-    if (!flags.count("model")) {
-      std::fprintf(stderr, "lcd bench-decode: --model is required\n%s\n", options.help().c_str());
-      return 2;
-    }
-    model_dir = flags["model"].as<std::string>();
-    tokens = flags["tokens"].as<int64_t>();
-    prompt_tokens = flags["prompt-tokens"].as<int64_t>();
-    threads = flags["threads"].as<int>();
-    if (!kernels::DTypeFromName(flags["kv-dtype"].as<std::string>(), &gen_options.kv_dtype)) {
-      std::fprintf(stderr, "lcd bench-decode: --kv-dtype must be f16, bf16 or f32\n");
-      return 2;
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "lcd bench-decode: %s\n", e.what());
+  cxxopts::ParseResult flags;
+  if (std::optional<int> exit = ParseFlags("bench-decode", options, argc, argv, {"model"}, &flags)) return *exit;
+  model_dir = flags["model"].as<std::string>();
+  tokens = flags["tokens"].as<int64_t>();
+  prompt_tokens = flags["prompt-tokens"].as<int64_t>();
+  threads = flags["threads"].as<int>();
+  if (!kernels::DTypeFromName(flags["kv-dtype"].as<std::string>(), &gen_options.kv_dtype)) {
+    std::fprintf(stderr, "lcd bench-decode: --kv-dtype must be f16, bf16 or f32\n");
     return 2;
   }
   if (prompt_tokens < 1 || tokens < 1) {

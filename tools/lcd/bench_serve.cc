@@ -171,30 +171,18 @@ int RunBenchServe(int argc, char** argv) {
       ("json", "Also write the results as JSON to this file", cxxopts::value<std::string>())
       ("h,help", "Show this help");
   BenchConfig cfg;
-  try {
-    cxxopts::ParseResult flags = options.parse(argc, argv);
-    if (flags.count("help")) {
-      std::printf("%s\n", options.help().c_str());
-      return 0;
-    }
-    if (!flags.count("model")) {
-      std::fprintf(stderr, "lcd bench-serve: --model is required\n%s\n", options.help().c_str());
-      return 2;
-    }
-    cfg.server = flags["server"].as<std::string>();
-    cfg.model = flags["model"].as<std::string>();
-    cfg.concurrency = flags["concurrency"].as<int>();
-    cfg.num_requests = flags["num-requests"].as<int>();
-    cfg.prompt_tokens = flags["prompt-tokens"].as<int>();
-    cfg.output_tokens = flags["output-tokens"].as<int>();
-    cfg.seed = flags["seed"].as<uint64_t>();
-    cfg.temperature = flags["temperature"].as<double>();
-    cfg.timeout_s = flags["timeout"].as<double>();
-    if (flags.count("json")) cfg.json_path = flags["json"].as<std::string>();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "lcd bench-serve: %s\n", e.what());
-    return 2;
-  }
+  cxxopts::ParseResult flags;
+  if (std::optional<int> exit = ParseFlags("bench-serve", options, argc, argv, {"model"}, &flags)) return *exit;
+  cfg.server = flags["server"].as<std::string>();
+  cfg.model = flags["model"].as<std::string>();
+  cfg.concurrency = flags["concurrency"].as<int>();
+  cfg.num_requests = flags["num-requests"].as<int>();
+  cfg.prompt_tokens = flags["prompt-tokens"].as<int>();
+  cfg.output_tokens = flags["output-tokens"].as<int>();
+  cfg.seed = flags["seed"].as<uint64_t>();
+  cfg.temperature = flags["temperature"].as<double>();
+  cfg.timeout_s = flags["timeout"].as<double>();
+  if (flags.count("json")) cfg.json_path = flags["json"].as<std::string>();
   const char* bad = nullptr;
   if (cfg.concurrency < 1 || cfg.concurrency > 4096) bad = "--concurrency must be in [1, 4096]";
   else if (cfg.num_requests < 1) bad = "--num-requests must be >= 1";

@@ -247,30 +247,18 @@ int RunBenchTrain(int argc, char** argv) {
       ("skip-gemm", "Do not measure the sgemm peak", cxxopts::value<bool>()->default_value("false"))
       ("h,help", "Show this help");
   BenchFlags f;
-  try {
-    cxxopts::ParseResult flags = options.parse(argc, argv);
-    if (flags.count("help")) {
-      std::printf("%s\n", options.help().c_str());
-      return 0;
-    }
-    if (!flags.count("model")) {
-      std::fprintf(stderr, "lcd bench-train: --model is required\n%s\n", options.help().c_str());
-      return 2;
-    }
-    f.model_dir = flags["model"].as<std::string>();
-    f.seq_len = flags["seq-len"].as<int64_t>();
-    f.batch = flags["batch"].as<int64_t>();
-    f.steps = flags["steps"].as<int64_t>();
-    f.warmup = flags["warmup"].as<int64_t>();
-    f.threads = flags["threads"].as<int>();
-    f.quantized = flags["quantized"].as<std::string>();
-    f.group_size = flags["group-size"].as<int64_t>();
-    f.breakdown = flags["breakdown"].as<bool>();
-    f.skip_gemm = flags["skip-gemm"].as<bool>();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "lcd bench-train: %s\n", e.what());
-    return 2;
-  }
+  cxxopts::ParseResult flags;
+  if (std::optional<int> exit = ParseFlags("bench-train", options, argc, argv, {"model"}, &flags)) return *exit;
+  f.model_dir = flags["model"].as<std::string>();
+  f.seq_len = flags["seq-len"].as<int64_t>();
+  f.batch = flags["batch"].as<int64_t>();
+  f.steps = flags["steps"].as<int64_t>();
+  f.warmup = flags["warmup"].as<int64_t>();
+  f.threads = flags["threads"].as<int>();
+  f.quantized = flags["quantized"].as<std::string>();
+  f.group_size = flags["group-size"].as<int64_t>();
+  f.breakdown = flags["breakdown"].as<bool>();
+  f.skip_gemm = flags["skip-gemm"].as<bool>();
   absl::Status s = Run(f);
   if (!s.ok()) return ReportError("bench-train", s);
   return 0;

@@ -97,42 +97,30 @@ int RunClient(int argc, char** argv) {
   std::string server;
   bool stream = false;
   double timeout_s = 0;
-  try {
-    cxxopts::ParseResult flags = options.parse(argc, argv);
-    if (flags.count("help")) {
-      std::printf("%s\n", options.help().c_str());
-      return 0;
-    }
-    if (!flags.count("model") || !flags.count("prompt")) {
-      std::fprintf(stderr, "lcd client: --model and --prompt are required\n%s\n", options.help().c_str());
-      return 2;
-    }
-    server = flags["server"].as<std::string>();
-    stream = flags.count("stream") > 0;
-    timeout_s = flags["timeout"].as<double>();
-    if (!(timeout_s > 0)) {
-      std::fprintf(stderr, "lcd client: --timeout must be > 0 seconds\n");
-      return 2;
-    }
-    request.set_model(flags["model"].as<std::string>());
-    request.set_text(flags["prompt"].as<std::string>());
-    // Out-of-range sampling values are passed through on purpose: the server
-    // validates them and its INVALID_ARGUMENT message names the field.
-    v1::SamplingParams* sampling = request.mutable_sampling();
-    if (flags.count("max-new-tokens")) sampling->set_max_new_tokens(flags["max-new-tokens"].as<int64_t>());
-    if (flags.count("temperature")) sampling->set_temperature(flags["temperature"].as<double>());
-    if (flags.count("top-k")) sampling->set_top_k(flags["top-k"].as<int64_t>());
-    if (flags.count("top-p")) sampling->set_top_p(flags["top-p"].as<double>());
-    if (flags.count("seed")) sampling->set_seed(flags["seed"].as<uint64_t>());
-    if (flags.count("stop")) {
-      for (const std::string& s : flags["stop"].as<std::vector<std::string>>()) sampling->add_stop_strings(s);
-    }
-    sampling->set_ignore_eos(flags.count("ignore-eos") > 0);
-    if (flags.count("request-id")) request.set_request_id(flags["request-id"].as<std::string>());
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "lcd client: %s\n", e.what());
+  cxxopts::ParseResult flags;
+  if (std::optional<int> exit = ParseFlags("client", options, argc, argv, {"model", "prompt"}, &flags)) return *exit;
+  server = flags["server"].as<std::string>();
+  stream = flags.count("stream") > 0;
+  timeout_s = flags["timeout"].as<double>();
+  if (!(timeout_s > 0)) {
+    std::fprintf(stderr, "lcd client: --timeout must be > 0 seconds\n");
     return 2;
   }
+  request.set_model(flags["model"].as<std::string>());
+  request.set_text(flags["prompt"].as<std::string>());
+  // Out-of-range sampling values are passed through on purpose: the server
+  // validates them and its INVALID_ARGUMENT message names the field.
+  v1::SamplingParams* sampling = request.mutable_sampling();
+  if (flags.count("max-new-tokens")) sampling->set_max_new_tokens(flags["max-new-tokens"].as<int64_t>());
+  if (flags.count("temperature")) sampling->set_temperature(flags["temperature"].as<double>());
+  if (flags.count("top-k")) sampling->set_top_k(flags["top-k"].as<int64_t>());
+  if (flags.count("top-p")) sampling->set_top_p(flags["top-p"].as<double>());
+  if (flags.count("seed")) sampling->set_seed(flags["seed"].as<uint64_t>());
+  if (flags.count("stop")) {
+    for (const std::string& s : flags["stop"].as<std::vector<std::string>>()) sampling->add_stop_strings(s);
+  }
+  sampling->set_ignore_eos(flags.count("ignore-eos") > 0);
+  if (flags.count("request-id")) request.set_request_id(flags["request-id"].as<std::string>());
 
   std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
   std::unique_ptr<v1::GenerationService::Stub> stub = v1::GenerationService::NewStub(channel);

@@ -39,28 +39,16 @@ int RunEvalPpl(int argc, char** argv) {
   int64_t window = 0, max_windows = 0;
   int threads = 0;
   bool use_bos = true, json = false;
-  try {
-    cxxopts::ParseResult flags = options.parse(argc, argv);
-    if (flags.count("help")) {
-      std::printf("%s\n", options.help().c_str());
-      return 0;
-    }
-    if (!flags.count("model") || !flags.count("text")) {
-      std::fprintf(stderr, "lcd eval-ppl: --model and --text are required\n%s\n", options.help().c_str());
-      return 2;
-    }
-    model_dir = flags["model"].as<std::string>();
-    text_path = flags["text"].as<std::string>();
-    if (flags.count("reference")) reference_dir = flags["reference"].as<std::string>();
-    window = flags["window"].as<int64_t>();
-    max_windows = flags["max-windows"].as<int64_t>();
-    threads = flags["threads"].as<int>();
-    use_bos = flags.count("no-bos") == 0;
-    json = flags.count("json") > 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "lcd eval-ppl: %s\n", e.what());
-    return 2;
-  }
+  cxxopts::ParseResult flags;
+  if (std::optional<int> exit = ParseFlags("eval-ppl", options, argc, argv, {"model", "text"}, &flags)) return *exit;
+  model_dir = flags["model"].as<std::string>();
+  text_path = flags["text"].as<std::string>();
+  if (flags.count("reference")) reference_dir = flags["reference"].as<std::string>();
+  window = flags["window"].as<int64_t>();
+  max_windows = flags["max-windows"].as<int64_t>();
+  threads = flags["threads"].as<int>();
+  use_bos = flags.count("no-bos") == 0;
+  json = flags.count("json") > 0;
 
   std::ifstream in(text_path, std::ios::binary);
   if (!in) return ReportError("eval-ppl", absl::NotFoundError(absl::StrCat("cannot read ", text_path)));

@@ -38,37 +38,25 @@ int RunGenerate(int argc, char** argv) {
   int threads = 0;
   runtime::GenerateOptions gen_options;
   bool add_bos = true;
-  try {
-    cxxopts::ParseResult flags = options.parse(argc, argv);
-    if (flags.count("help")) {
-      std::printf("%s\n", options.help().c_str());
-      return 0;
-    }
-    if (!flags.count("model") || !flags.count("prompt")) {
-      std::fprintf(stderr, "lcd generate: --model and --prompt are required\n%s\n", options.help().c_str());
-      return 2;
-    }
-    model_dir = flags["model"].as<std::string>();
-    prompt = flags["prompt"].as<std::string>();
-    params.max_new_tokens = flags["max-new-tokens"].as<int64_t>();
-    params.temperature = flags["temperature"].as<double>();
-    params.top_k = flags["top-k"].as<int64_t>();
-    params.top_p = flags["top-p"].as<double>();
-    params.min_p = flags["min-p"].as<double>();
-    params.repetition_penalty = flags["repetition-penalty"].as<double>();
-    if (flags.count("seed")) params.seed = flags["seed"].as<uint64_t>();
-    if (flags.count("stop")) params.stop_strings = flags["stop"].as<std::vector<std::string>>();
-    params.ignore_eos = flags.count("ignore-eos") > 0;
-    threads = flags["threads"].as<int>();
-    if (!kernels::DTypeFromName(flags["kv-dtype"].as<std::string>(), &gen_options.kv_dtype)) {
-      std::fprintf(stderr, "lcd generate: --kv-dtype must be f16, bf16 or f32\n");
-      return 2;
-    }
-    add_bos = flags.count("no-bos") == 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "lcd generate: %s\n", e.what());
+  cxxopts::ParseResult flags;
+  if (std::optional<int> exit = ParseFlags("generate", options, argc, argv, {"model", "prompt"}, &flags)) return *exit;
+  model_dir = flags["model"].as<std::string>();
+  prompt = flags["prompt"].as<std::string>();
+  params.max_new_tokens = flags["max-new-tokens"].as<int64_t>();
+  params.temperature = flags["temperature"].as<double>();
+  params.top_k = flags["top-k"].as<int64_t>();
+  params.top_p = flags["top-p"].as<double>();
+  params.min_p = flags["min-p"].as<double>();
+  params.repetition_penalty = flags["repetition-penalty"].as<double>();
+  if (flags.count("seed")) params.seed = flags["seed"].as<uint64_t>();
+  if (flags.count("stop")) params.stop_strings = flags["stop"].as<std::vector<std::string>>();
+  params.ignore_eos = flags.count("ignore-eos") > 0;
+  threads = flags["threads"].as<int>();
+  if (!kernels::DTypeFromName(flags["kv-dtype"].as<std::string>(), &gen_options.kv_dtype)) {
+    std::fprintf(stderr, "lcd generate: --kv-dtype must be f16, bf16 or f32\n");
     return 2;
   }
+  add_bos = flags.count("no-bos") == 0;
   if (absl::Status st = params.Validate(); !st.ok()) return ReportError("generate", st);
 
   absl::StatusOr<std::unique_ptr<runtime::Tokenizer>> tokenizer = runtime::LoadTokenizer(model_dir);

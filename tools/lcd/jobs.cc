@@ -112,16 +112,7 @@ int RunJobs(int argc, char** argv) {
       ("h,help", "Show this help");
   options.parse_positional({"id"});
   cxxopts::ParseResult flags;
-  try {
-    flags = options.parse(argc - 1, argv + 1);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "lcd jobs: %s\n", e.what());
-    return 2;
-  }
-  if (flags.count("help")) {
-    std::printf("%s\n", options.help().c_str());
-    return 0;
-  }
+  if (std::optional<int> exit = ParseFlags("jobs", options, argc - 1, argv + 1, {}, &flags)) return *exit;
   std::string token;
   if (flags.count("token")) {
     token = flags["token"].as<std::string>();

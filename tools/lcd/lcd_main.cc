@@ -41,6 +41,33 @@ int ReportError(const char* command, const absl::Status& status) {
   return 1;
 }
 
+std::optional<int> ParseFlags(const char* command, cxxopts::Options& options, int argc, char** argv,
+                              std::initializer_list<const char*> required, cxxopts::ParseResult* flags) {
+  try {
+    *flags = options.parse(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lcd %s: %s\n", command, e.what());
+    return 2;
+  }
+  if (flags->count("help")) {
+    std::printf("%s\n", options.help().c_str());
+    return 0;
+  }
+  if (!flags->unmatched().empty()) {
+    // E.g. "--smooth off": an option with an implicit value takes "=off".
+    std::fprintf(stderr, "lcd %s: unexpected argument '%s' (a flag's value is --flag VALUE, or --flag=VALUE for one "
+                 "whose value is optional)\n", command, flags->unmatched()[0].c_str());
+    return 2;
+  }
+  for (const char* name : required) {
+    if (!flags->count(name)) {
+      std::fprintf(stderr, "lcd %s: --%s is required\n%s\n", command, name, options.help().c_str());
+      return 2;
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace lcd::tools
 
 int main(int argc, char** argv) {

@@ -98,90 +98,72 @@ int RunQuantize(int argc, char** argv) {
   quantizer::QuantizeModelOptions o;
   bool json = false;
   int progress_fd = -1;
-  try {
-    cxxopts::ParseResult flags = options.parse(argc, argv);
-    if (flags.count("help")) {
-      std::printf("%s\n", options.help().c_str());
-      return 0;
-    }
-    if (!flags.unmatched().empty()) {
-      // E.g. "--smooth off": an option with an implicit value takes "=off".
-      std::fprintf(stderr, "lcd quantize: unexpected argument '%s' (options with a value for --smooth: --smooth=on|off)\n",
-                   flags.unmatched()[0].c_str());
+  cxxopts::ParseResult flags;
+  if (std::optional<int> exit = ParseFlags("quantize", options, argc, argv, {"model", "out", "method", "bits"}, &flags)) {
+    return *exit;
+  }
+  o.model_dir = flags["model"].as<std::string>();
+  o.out_dir = flags["out"].as<std::string>();
+  o.method = flags["method"].as<std::string>();
+  o.bits = flags["bits"].as<int>();
+  o.group_size = flags["group-size"].as<int64_t>();
+  if (flags.count("calib")) o.calib_path = flags["calib"].as<std::string>();
+  o.calib_tokens = flags["calib-tokens"].as<int64_t>();
+  o.calib_window = flags["calib-window"].as<int64_t>();
+  o.kmeans_iters = flags["kmeans-iters"].as<int>();
+  o.lm_head_bits = flags["quantize-lm-head"].as<int>();
+  if (flags.count("eval-text")) o.eval_text = flags["eval-text"].as<std::string>();
+  o.eval_window = flags["eval-window"].as<int64_t>();
+  o.eval_max_windows = flags["eval-max-windows"].as<int64_t>();
+  o.threads = flags["threads"].as<int>();
+  o.kd_steps = flags["steps"].as<int64_t>();
+  o.kd_lr = flags["lr"].as<double>();
+  o.kd_seq_len = flags["seq-len"].as<int64_t>();
+  o.kd_batch = flags["batch"].as<int64_t>();
+  o.kd_reassign_every = flags["reassign-every"].as<int64_t>();
+  o.kd_samples = flags["samples"].as<int64_t>();
+  o.kd_temperature = flags["temperature"].as<double>();
+  o.kd_seed = flags["seed"].as<uint64_t>();
+  o.kd_speculative = flags.count("speculative") > 0;
+  o.kd_block_steps = flags["block-steps"].as<int64_t>();
+  {
+    const std::string smooth = flags["smooth"].as<std::string>();
+    if (smooth != "on" && smooth != "off") {
+      std::fprintf(stderr, "lcd quantize: --smooth takes on or off, got '%s'\n", smooth.c_str());
       return 2;
     }
-    for (const char* required : {"model", "out", "method", "bits"}) {
-      if (!flags.count(required)) {
-        std::fprintf(stderr, "lcd quantize: --%s is required\n%s\n", required, options.help().c_str());
+    o.lcd_smooth = smooth == "on";
+    const std::vector<std::string> alphas = absl::StrSplit(flags["smooth-alphas"].as<std::string>(), ',');
+    for (const std::string& a : alphas) {
+      double v = 0.0;
+      if (!absl::SimpleAtod(a, &v)) {
+        std::fprintf(stderr, "lcd quantize: --smooth-alphas: '%s' is not a number\n", a.c_str());
         return 2;
       }
+      o.lcd_smooth_alphas.push_back(v);
     }
-    o.model_dir = flags["model"].as<std::string>();
-    o.out_dir = flags["out"].as<std::string>();
-    o.method = flags["method"].as<std::string>();
-    o.bits = flags["bits"].as<int>();
-    o.group_size = flags["group-size"].as<int64_t>();
-    if (flags.count("calib")) o.calib_path = flags["calib"].as<std::string>();
-    o.calib_tokens = flags["calib-tokens"].as<int64_t>();
-    o.calib_window = flags["calib-window"].as<int64_t>();
-    o.kmeans_iters = flags["kmeans-iters"].as<int>();
-    o.lm_head_bits = flags["quantize-lm-head"].as<int>();
-    if (flags.count("eval-text")) o.eval_text = flags["eval-text"].as<std::string>();
-    o.eval_window = flags["eval-window"].as<int64_t>();
-    o.eval_max_windows = flags["eval-max-windows"].as<int64_t>();
-    o.threads = flags["threads"].as<int>();
-    o.kd_steps = flags["steps"].as<int64_t>();
-    o.kd_lr = flags["lr"].as<double>();
-    o.kd_seq_len = flags["seq-len"].as<int64_t>();
-    o.kd_batch = flags["batch"].as<int64_t>();
-    o.kd_reassign_every = flags["reassign-every"].as<int64_t>();
-    o.kd_samples = flags["samples"].as<int64_t>();
-    o.kd_temperature = flags["temperature"].as<double>();
-    o.kd_seed = flags["seed"].as<uint64_t>();
-    o.kd_speculative = flags.count("speculative") > 0;
-    o.kd_block_steps = flags["block-steps"].as<int64_t>();
-    {
-      const std::string smooth = flags["smooth"].as<std::string>();
-      if (smooth != "on" && smooth != "off") {
-        std::fprintf(stderr, "lcd quantize: --smooth takes on or off, got '%s'\n", smooth.c_str());
-        return 2;
-      }
-      o.lcd_smooth = smooth == "on";
-      const std::vector<std::string> alphas = absl::StrSplit(flags["smooth-alphas"].as<std::string>(), ',');
-      for (const std::string& a : alphas) {
-        double v = 0.0;
-        if (!absl::SimpleAtod(a, &v)) {
-          std::fprintf(stderr, "lcd quantize: --smooth-alphas: '%s' is not a number\n", a.c_str());
-          return 2;
-        }
-        o.lcd_smooth_alphas.push_back(v);
-      }
-      o.act_bits = flags["act-bits"].as<int>();
-      o.kd_lr_scale = flags["lr-scale"].as<std::string>();
-    }
-    o.gptq_percdamp = flags["gptq-damp"].as<double>();
-    o.gptq_act_order = flags.count("gptq-act-order") > 0;
-    o.gptq_block_size = flags["gptq-block-size"].as<int64_t>();
-    o.gptq_sequential = flags.count("gptq-sequential") > 0;
-    if (flags.count("resume")) o.resume_dir = flags["resume"].as<std::string>();
-    o.kd_checkpoint_every = flags["checkpoint-every"].as<int64_t>();
-    o.kd_teacher_cache_mb = flags["teacher-cache-mb"].as<int64_t>();
-    o.r2q_refit = flags["r2q-refit"].as<int>();
-    if (flags.count("lr-schedule")) o.kd_lr_schedule = flags["lr-schedule"].as<std::string>();
-    o.bitdistiller_clip = flags.count("bitdistiller-no-clip") == 0;
-    o.bitdistiller_range_grad = flags.count("bitdistiller-no-range-grad") == 0;
-    o.glvq_dim = flags["glvq-dim"].as<int>();
-    o.glvq_steps = flags["glvq-steps"].as<int>();
-    o.glvq_reround_every = flags["glvq-reround-every"].as<int>();
-    o.glvq_lr = flags["glvq-lr"].as<double>();
-    o.glvq_lambda = flags["glvq-lambda"].as<double>();
-    o.glvq_allocate_bits = flags.count("glvq-no-alloc") == 0;
-    json = flags.count("json") > 0;
-    if (flags.count("progress-fd")) progress_fd = flags["progress-fd"].as<int>();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "lcd quantize: %s\n", e.what());
-    return 2;
+    o.act_bits = flags["act-bits"].as<int>();
+    o.kd_lr_scale = flags["lr-scale"].as<std::string>();
   }
+  o.gptq_percdamp = flags["gptq-damp"].as<double>();
+  o.gptq_act_order = flags.count("gptq-act-order") > 0;
+  o.gptq_block_size = flags["gptq-block-size"].as<int64_t>();
+  o.gptq_sequential = flags.count("gptq-sequential") > 0;
+  if (flags.count("resume")) o.resume_dir = flags["resume"].as<std::string>();
+  o.kd_checkpoint_every = flags["checkpoint-every"].as<int64_t>();
+  o.kd_teacher_cache_mb = flags["teacher-cache-mb"].as<int64_t>();
+  o.r2q_refit = flags["r2q-refit"].as<int>();
+  if (flags.count("lr-schedule")) o.kd_lr_schedule = flags["lr-schedule"].as<std::string>();
+  o.bitdistiller_clip = flags.count("bitdistiller-no-clip") == 0;
+  o.bitdistiller_range_grad = flags.count("bitdistiller-no-range-grad") == 0;
+  o.glvq_dim = flags["glvq-dim"].as<int>();
+  o.glvq_steps = flags["glvq-steps"].as<int>();
+  o.glvq_reround_every = flags["glvq-reround-every"].as<int>();
+  o.glvq_lr = flags["glvq-lr"].as<double>();
+  o.glvq_lambda = flags["glvq-lambda"].as<double>();
+  o.glvq_allocate_bits = flags.count("glvq-no-alloc") == 0;
+  json = flags.count("json") > 0;
+  if (flags.count("progress-fd")) progress_fd = flags["progress-fd"].as<int>();
   o.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   std::FILE* progress_out = nullptr;
   if (progress_fd >= 0) {

@@ -4,10 +4,13 @@
 #ifndef LCD_TOOLS_LCD_SUBCOMMAND_H_
 #define LCD_TOOLS_LCD_SUBCOMMAND_H_
 
+#include <initializer_list>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "cxxopts.hpp"
 
 namespace lcd::tools {
 
@@ -27,6 +30,14 @@ std::vector<Subcommand> Subcommands();
 
 // Prints "lcd <command>: <status>" to stderr and returns the exit code 1.
 int ReportError(const char* command, const absl::Status& status);
+
+// Parses a subcommand's flags into *flags. Returns the exit code to leave
+// with: 0 after printing --help on stdout; 2 after naming on stderr a parse
+// error (unknown flag, malformed value), a stray argument or a missing
+// flag of `required`. nullopt: go on and read *flags (a flag with a default
+// or a counted one reads without throwing).
+std::optional<int> ParseFlags(const char* command, cxxopts::Options& options, int argc, char** argv,
+                              std::initializer_list<const char*> required, cxxopts::ParseResult* flags);
 
 }  // namespace lcd::tools
 
