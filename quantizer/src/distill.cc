@@ -247,6 +247,7 @@ absl::StatusOr<std::string> Fingerprint(const QuantizeModelOptions& o, const std
              {"speculative", o.kd_speculative},       {"block_steps", o.kd_block_steps},
              {"lr_schedule", o.kd_lr_schedule.empty() ? plan.lr_schedule : o.kd_lr_schedule}};
   if (o.kd_lr_scale != "none") f["kd"]["lr_scale"] = o.kd_lr_scale;
+  if (o.kd_merge_split_tau > 0.0) f["kd"]["merge_split_tau"] = o.kd_merge_split_tau;
   return f.dump();
 }
 
@@ -605,6 +606,57 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
   double loss_sum = 0.0;
   int64_t loss_n = 0;
   std::vector<std::vector<uint8_t>> saved_codes(weights.size());
+  // LCD.md step 6's centroid merge/split, proposed after the re-assignment
+  // and judged like it against `current`, the judging loss as it stands.
+  // Kept: the AdamW moments of the changed groups' centroids restart at 0
+  // (a split centroid is a new parameter).
+  auto propose_merge_split = [&](int64_t step, const KdEval& current) -> absl::Status {
+    std::vector<std::vector<float>> saved_params(weights.size());
+    std::vector<std::vector<int64_t>> changed(weights.size());
+    int64_t groups = 0;
+    for (size_t i = 0; i < weights.size(); ++i) {
+      LCD_ASSIGN_OR_RETURN(const tr::ParamTensor* t, student->Find(weights[i]));
+      LCD_ASSIGN_OR_RETURN(tr::LoopQuantizer * q, student->quantizer(weights[i]));
+      float* params = ParamsOf(*student, weights[i], *q);
+      if (params == nullptr) continue;
+      int64_t n = 1;
+      for (int64_t d : q->param_shape()) n *= d;
+      saved_params[i].assign(params, params + n);
+      saved_codes[i] = q->codes();
+      groups += q->MergeSplit(student->params() + t->offset, params, static_cast<float>(o.kd_merge_split_tau),
+                              &changed[i]);
+    }
+    if (groups == 0) {
+      log(absl::StrFormat("step %d: no centroid pair nearer than %g x its group's range", step, o.kd_merge_split_tau));
+      return absl::OkStatus();
+    }
+    LCD_ASSIGN_OR_RETURN(KdEval after, Evaluate(*student, tlog, seqs, spec_begin, spec_end, B, gamma));
+    ++st.ms_proposals;
+    const bool keep = after.cakld <= current.cakld;
+    for (size_t i = 0; i < weights.size(); ++i) {
+      if (changed[i].empty()) continue;
+      LCD_ASSIGN_OR_RETURN(tr::LoopQuantizer * q, student->quantizer(weights[i]));
+      float* params = ParamsOf(*student, weights[i], *q);
+      if (!keep) {
+        std::copy(saved_params[i].begin(), saved_params[i].end(), params);
+        q->codes() = saved_codes[i];
+        continue;
+      }
+      const int64_t k = q->param_shape().back();
+      const int64_t offset = params - student->params();
+      for (int64_t g : changed[i]) {
+        std::fill(opt.m() + offset + g * k, opt.m() + offset + (g + 1) * k, 0.0f);
+        std::fill(opt.v() + offset + g * k, opt.v() + offset + (g + 1) * k, 0.0f);
+      }
+    }
+    if (keep) {
+      ++st.ms_accepted;
+      st.ms_groups += groups;
+    }
+    log(absl::StrFormat("step %d: merge/split of %d centroid groups %s (judging cakld %.5f -> %.5f)", step, groups,
+                        keep ? "accepted" : "rolled back", current.cakld, after.cakld));
+    return absl::OkStatus();
+  };
   const Clock::time_point train_start = Clock::now();
   const int64_t first_step = st.step;
   for (int64_t step = first_step; step < o.kd_steps; ++step) {
@@ -633,6 +685,9 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
         log(absl::StrFormat("step %d: re-assignment of %d codes %s (judging cakld %.5f -> %.5f)", step,
                             changed, after.cakld <= before.cakld ? "accepted" : "rolled back", before.cakld,
                             after.cakld));
+        if (o.kd_merge_split_tau > 0.0) {
+          LCD_RETURN_IF_ERROR(propose_merge_split(step, after.cakld <= before.cakld ? after : before));
+        }
       }
     }
     next_batch();
@@ -702,11 +757,19 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
   res.params["seed"] = std::to_string(o.kd_seed);
   res.params["trained"] = plan.trained;
   res.params["stages"] = absl::StrCat(plan.init_name, o.kd_block_steps > 0 ? ", blockwise" : "", ", e2e-kd",
-                                      o.kd_speculative ? ", speculative" : "");
+                                      o.kd_speculative ? ", speculative" : "",
+                                      o.kd_merge_split_tau > 0.0 ? ", merge-split" : "");
   res.params["block_steps"] = std::to_string(o.kd_block_steps);
+  if (o.kd_merge_split_tau > 0.0) res.params["merge_split_tau"] = absl::StrFormat("%g", o.kd_merge_split_tau);
   if (o.kd_speculative) {
     res.quality["speculative_proposals"] = static_cast<double>(proposals);
     res.quality["speculative_acceptance"] = proposals > 0 ? static_cast<double>(accepted) / proposals : 0.0;
+    if (o.kd_merge_split_tau > 0.0) {
+      res.quality["speculative_merge_split_proposals"] = static_cast<double>(st.ms_proposals);
+      res.quality["speculative_merge_split_acceptance"] =
+          st.ms_proposals > 0 ? static_cast<double>(st.ms_accepted) / static_cast<double>(st.ms_proposals) : 0.0;
+      res.quality["speculative_merge_split_groups"] = static_cast<double>(st.ms_groups);
+    }
   }
   res.quality["kd_gamma"] = gamma;
   res.quality["kd_loss_first_step"] = first_loss;

@@ -78,6 +78,12 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
     if (o.bits != 2) return absl::InvalidArgumentError(absl::StrCat("r2q is 2 bits (two 1-bit planes), got --bits ", o.bits));
     if (o.r2q_refit < 0) return absl::InvalidArgumentError(absl::StrCat("r2q: refit rounds must be >= 0, got ", o.r2q_refit));
   }
+  if (o.kd_merge_split_tau != 0.0 && (o.method != "lcd" || !o.kd_speculative || !(o.kd_merge_split_tau > 0.0) ||
+                                      !(o.kd_merge_split_tau < 1.0))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "merge-split-tau must be in (0, 1) and is for --method lcd --speculative (centroids judged by the KD loss), got ",
+        o.kd_merge_split_tau, " with --method ", o.method, o.kd_speculative ? " --speculative" : ""));
+  }
   if (o.method == "bitdistiller" && o.kd_speculative) {
     return absl::InvalidArgumentError(
         "bitdistiller: --speculative judges code re-assignments; bitdistiller's codes always follow the weights");

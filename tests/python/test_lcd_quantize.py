@@ -14,8 +14,8 @@ A 2-bit, g = 64 LCD job with teacher-generated calibration (16 sequences of
   * be deterministic: a second run with the same seed writes the same
     model.safetensors;
   * serve: lcd eval-ppl loads it and gives a finite perplexity.
---speculative judges each re-assignment and reports the acceptance rate; --block-steps
-runs the progressive block-wise stage first.
+--speculative judges each re-assignment and reports the acceptance rate (with --merge-split-tau
+also centroid merges/splits); --block-steps runs the progressive block-wise stage first.
 --resume DIR: a run killed after a checkpoint and started again writes the uninterrupted run's
 artifact byte for byte (both stages); other settings and damaged checkpoints are refused.
 Errors: a calibration text too short for two sequences is refused by name.
@@ -187,6 +187,34 @@ def test_speculative_reassignment(model_dir, tmp_path):
     assert q["heldout_kl_teacher"] <= 0.8 * q["heldout_kl_teacher_init"], q
 
 
+def test_speculative_centroid_merge_split(model_dir, tmp_path):
+    """--merge-split-tau: after each judged re-assignment, the centroid merge/split of every group
+    whose two closest centroids are nearer than tau x its range is proposed and judged the same way;
+    the log and the manifest count proposals, acceptance and groups. It needs --speculative and the
+    lcd method (centroids); other uses are refused by name."""
+    out = str(tmp_path / "ms")
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", out, *ARGS, "--speculative",
+                          "--merge-split-tau", "0.3", "--json"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    q = json.loads(res.stdout.strip().splitlines()[-1])
+    logged = [ln for ln in res.stderr.splitlines() if "merge/split of" in ln]
+    assert len(logged) == q["speculative_merge_split_proposals"] == 2, res.stderr
+    kept = [ln for ln in logged if " accepted (judging" in ln]
+    assert q["speculative_merge_split_acceptance"] == len(kept) / 2
+    assert q["speculative_merge_split_groups"] == sum(int(ln.split("merge/split of ")[1].split()[0]) for ln in kept)
+    with open(os.path.join(out, "manifest.json")) as f:
+        m = json.load(f)
+    assert m["method"]["params"]["merge_split_tau"] == "0.3"
+    assert m["method"]["params"]["stages"].endswith("speculative, merge-split")
+    artifact_numpy.dequantize(out)  # Still a valid codebook artifact.
+    for extra, words in ((["--merge-split-tau", "0.3"], "for --method lcd --speculative"),
+                         (["--speculative", "--merge-split-tau", "1.5"], "must be in (0, 1)")):
+        res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "bad"), *ARGS, *extra],
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode != 0 and words in res.stderr, res.stderr
+        assert not os.path.exists(tmp_path / "bad")
+
+
 def test_progressive_blockwise_stage(model_dir, tmp_path):
     """--block-steps: every block (5) is tuned front to back against the teacher's block output
     before the end-to-end KD; the held-out KL after that stage is below the k-means init's."""
@@ -231,8 +259,9 @@ def _kill_after_checkpoint(cmd, resume_dir, stage, at_least):
             proc.wait()
 
 
-@pytest.mark.parametrize("extra,stage,at_least", [([], "kd", 10), (["--block-steps", "4"], "blockwise", 2)],
-                         ids=["kd-stage", "blockwise-stage"])
+@pytest.mark.parametrize("extra,stage,at_least", [([], "kd", 10), (["--block-steps", "4"], "blockwise", 2),
+                                                   (["--speculative", "--merge-split-tau", "0.3"], "kd", 15)],
+                         ids=["kd-stage", "blockwise-stage", "speculative-merge-split"])
 def test_resume_after_kill_gives_the_uninterrupted_artifact(job, model_dir, tmp_path, extra, stage, at_least):
     """--resume DIR: a run killed with SIGKILL after a checkpoint (end-to-end stage at step >= 10 of
     30, checkpoints every 5 steps; or block-wise stage after block 2 of 5) and started again with the
@@ -258,6 +287,10 @@ def test_resume_after_kill_gives_the_uninterrupted_artifact(job, model_dir, tmp_
     a = open(os.path.join(reference, "model.safetensors"), "rb").read()
     b = open(os.path.join(out, "model.safetensors"), "rb").read()
     assert a == b
+    # The counts carried by the checkpoint (re-assignments, speculative proposals) continue too.
+    qa, qb = ({k: v for k, v in json.load(open(os.path.join(d, "manifest.json")))["quality"].items()
+               if k.startswith(("speculative", "codes_reassigned"))} for d in (reference, out))
+    assert qa == qb
     # Only the newest payload is kept.
     assert sorted(os.listdir(resume))[-1] == "checkpoint.json"
     assert len([n for n in os.listdir(resume) if n.endswith(".bin")]) == 1

@@ -4,6 +4,7 @@
 // is tests/python/test_train_parity.py), that backward accumulates, that a
 // TrainModel step is bit-identical for 1 and 2 pool threads (OpenBLAS threads fixed), its input errors,
 // and AdamW / LR schedule / clipping against their formulas.
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -157,6 +158,75 @@ TEST_F(TrainOpsTest, CodebookLinearCentroidGradientsMatchFiniteDifferences) {
     sums[((i / s.cols) * s.groups() + (i % s.cols) / s.group_size) * s.k + codes[i]] += dw[i];
   }
   for (size_t j = 0; j < sums.size(); ++j) EXPECT_NEAR(sums[j], dc[j], 1e-5) << j;
+}
+
+// LCD.md step 6's centroid merge/split on hand-worked groups (group 8,
+// k = 4, tau 0.05 of the range): group 0 merges its two near centroids and
+// splits the most loaded; group 1 has no near pair; group 2's split would
+// leave a half empty. Expected values worked out by hand.
+TEST(CodebookMergeSplitTest, HandWorkedGroups) {
+  CodebookShape s;
+  s.rows = 1;
+  s.cols = 24;
+  s.group_size = 8;
+  s.k = 4;
+  std::vector<float> w = {-1.0f, -0.9f, -0.1f, 0.0f, 0.05f, 0.1f, 0.9f, 1.0f,   // near pair 0.0 / 0.02
+                          -1.0f, -0.5f, -0.4f, 0.0f, 0.1f, 0.4f, 0.5f, 1.0f,    // centroids far apart
+                          -1.0f, 1.0f,  1.0f,  1.0f, 1.0f, 1.0f, 1.0f, 1.0f};   // m's members all equal
+  std::vector<float> cent = {-0.95f, 0.0f, 0.02f, 0.95f, -0.9f, -0.3f, 0.3f, 0.9f, -1.0f, 1.0f, 1.001f, 3.0f};
+  std::vector<uint8_t> codes(w.size());
+  CodebookAssign(w.data(), cent.data(), s, codes.data(), nullptr);
+  const std::vector<float> cent0 = cent;
+  const std::vector<uint8_t> codes0 = codes;
+  std::vector<int64_t> changed;
+  EXPECT_EQ(CodebookMergeSplit(w.data(), cent.data(), s, 0.05f, codes.data(), &changed), 1);
+  EXPECT_EQ(changed, std::vector<int64_t>{0});
+  // Group 0: counts 2/2/2/2; 1 and 2 merge at 0.01 (4 members), which is then
+  // the most loaded: {-0.1, 0.0} -> -0.05 in slot 1, {0.05, 0.1} -> 0.075 in slot 2.
+  const std::vector<float> want = {-0.95f, -0.05f, 0.075f, 0.95f};
+  for (int q = 0; q < 4; ++q) EXPECT_NEAR(cent[q], want[q], 1e-6) << q;
+  EXPECT_EQ(std::vector<uint8_t>(codes.begin(), codes.begin() + 8), (std::vector<uint8_t>{0, 0, 1, 1, 2, 2, 3, 3}));
+  // Groups 1 and 2 untouched.
+  EXPECT_EQ(std::vector<float>(cent.begin() + 4, cent.end()), std::vector<float>(cent0.begin() + 4, cent0.end()));
+  EXPECT_EQ(std::vector<uint8_t>(codes.begin() + 8, codes.end()), std::vector<uint8_t>(codes0.begin() + 8, codes0.end()));
+  // tau 0: nothing is nearer than 0.
+  EXPECT_EQ(CodebookMergeSplit(w.data(), cent.data(), s, 0.0f, codes.data(), nullptr), 0);
+}
+
+// On random groups: every group the call reports changed has its codes at the
+// nearest centroid and exactly three of its k centroids' values replaced at
+// most; every other group is bit-identical.
+TEST_F(TrainOpsTest, CodebookMergeSplitLeavesOtherGroupsAndAssignsNearest) {
+  SCOPED_TRACE(SeedMessage(seed_));
+  CodebookShape s;
+  s.rows = 7;
+  s.cols = 45;
+  s.group_size = 16;  // The last group of each row is 13 wide.
+  s.k = 4;
+  std::vector<float> w = Randn(rng_, s.rows * s.cols), cent = Randn(rng_, s.num_centroids());
+  std::vector<uint8_t> codes(w.size());
+  CodebookAssign(w.data(), cent.data(), s, codes.data(), nullptr);
+  const std::vector<float> cent0 = cent;
+  const std::vector<uint8_t> codes0 = codes;
+  std::vector<int64_t> changed;
+  const int64_t n = CodebookMergeSplit(w.data(), cent.data(), s, 0.2f, codes.data(), &changed);
+  ASSERT_EQ(n, static_cast<int64_t>(changed.size()));
+  EXPECT_GT(n, 0);
+  std::vector<uint8_t> nearest(codes.size());
+  CodebookAssign(w.data(), cent.data(), s, nearest.data(), nullptr);
+  for (int64_t r = 0; r < s.rows; ++r) {
+    for (int64_t g = 0; g < s.groups(); ++g) {
+      const int64_t gi = r * s.groups() + g;
+      const bool was_changed = std::find(changed.begin(), changed.end(), gi) != changed.end();
+      int replaced = 0;
+      for (int64_t q = 0; q < s.k; ++q) replaced += cent[gi * s.k + q] != cent0[gi * s.k + q];
+      EXPECT_LE(replaced, was_changed ? 3 : 0) << gi;
+      for (int64_t c = g * s.group_size; c < std::min(s.cols, (g + 1) * s.group_size); ++c) {
+        const int64_t i = r * s.cols + c;
+        EXPECT_EQ(codes[i], was_changed ? nearest[i] : codes0[i]) << gi << " " << c;
+      }
+    }
+  }
 }
 
 TEST_F(TrainOpsTest, GqaAttentionMatchesFiniteDifferences) {

@@ -63,6 +63,9 @@ int RunQuantize(int argc, char** argv) {
       ("glvq-lambda", "glvq: weight of ||G - G0||^2 / ||G0||^2", cxxopts::value<double>()->default_value("0.01"))
       ("glvq-no-alloc", "glvq: same width for every column group (no salience N-1/N/N+1 allocation)")
       ("speculative", "lcd: keep a code re-assignment only if the KD loss on judging sequences does not rise")
+      ("merge-split-tau", "lcd --speculative: also propose, at each re-assignment, merging each group's two centroids "
+       "nearer than TAU x the group's weight range and splitting its most loaded one, kept only if the KD loss does not "
+       "rise (0 = never)", cxxopts::value<double>()->default_value("0"))
       ("smooth", "lcd: adaptive activation smoothing folded into norms/rows: --smooth (= --smooth=on) or --smooth=off",
        cxxopts::value<std::string>()->default_value("off")->implicit_value("on"))
       ("smooth-alphas", "lcd: the smoothing alpha grid, comma-separated values in [0, 1] (s = 1 is always a candidate)",
@@ -125,6 +128,7 @@ int RunQuantize(int argc, char** argv) {
   o.kd_temperature = flags["temperature"].as<double>();
   o.kd_seed = flags["seed"].as<uint64_t>();
   o.kd_speculative = flags.count("speculative") > 0;
+  o.kd_merge_split_tau = flags["merge-split-tau"].as<double>();
   o.kd_block_steps = flags["block-steps"].as<int64_t>();
   {
     const std::string smooth = flags["smooth"].as<std::string>();

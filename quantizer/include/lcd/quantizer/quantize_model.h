@@ -39,7 +39,12 @@
 // latent weight every kd_reassign_every steps (kd_speculative, LCD.md
 // step 6: tentatively, kept only when the mean CAKLD on a judging tenth of
 // the sequences, apart from training and held-out ones, does not rise;
-// figures speculative_proposals and speculative_acceptance); the artifact stores the
+// figures speculative_proposals and speculative_acceptance; with
+// kd_merge_split_tau > 0 a second proposal at each re-assignment merges each
+// group's two centroids nearer than tau x the group's range and splits the
+// most loaded one (train::CodebookMergeSplit), judged the same way, its AdamW
+// moments reset when kept; figures speculative_merge_split_proposals,
+// _acceptance and _groups); the artifact stores the
 // final centroids in fp16 with the codes trained last. Quality figures
 // added: kd_gamma, kd_loss_first_step, kd_loss_last_step, heldout_cakld(_init),
 // heldout_kl_teacher(_init) (mean per-token KL(P_T||P_S) on the held-out
@@ -109,8 +114,9 @@
 // out of range, a distilling method (lcd, r2q, bitdistiller) with lm_head_bits or
 // with kd_* options out of range, r2q at bits other than 2 or with
 // r2q_refit < 0, bitdistiller with kd_speculative (its codes follow the
-// weights: nothing to judge), a kd_lr_schedule other than "", cosine or
-// constant, kd_checkpoint_every < 1, bits outside 2..4, lm_head_bits outside
+// weights: nothing to judge), kd_merge_split_tau outside (0, 1) or set
+// without method lcd and kd_speculative, kd_teacher_cache_mb < 0, a
+// kd_lr_schedule other than "", cosine or constant, kd_checkpoint_every < 1, bits outside 2..4, lm_head_bits outside
 // the method's range (rtn and gptq 2..8, kmeans 2..4), group_size < 1,
 // --calib with rtn, gptq without calibration or with gptq_percdamp outside
 // [0, 1] or gptq_block_size < 1, an out_dir that
@@ -162,6 +168,7 @@ struct QuantizeModelOptions {
   double kd_temperature = 0.8;      // Of the teacher's sampling.
   uint64_t kd_seed = 0;
   bool kd_speculative = false;      // Keep a re-assignment only when it does not raise the KD loss.
+  double kd_merge_split_tau = 0.0;  // lcd with kd_speculative: centroid merge/split proposals (0: none).
   // Checkpoint directory of the distillation (empty: none): resumed from
   // when it holds a checkpoint of the same settings (quantizer/src/distill.h).
   // glvq: one file per finished weight (glvq-<i>.bin), reused when the

@@ -14,6 +14,7 @@
 #define LCD_QUANTIZER_TRAIN_CODEBOOK_LINEAR_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "lcd/kernels/thread_pool.h"
 
@@ -32,6 +33,19 @@ struct CodebookShape {
 // index on a tie).
 void CodebookAssign(const float* w, const float* centroids, const CodebookShape& s, uint8_t* codes,
                     kernels::ThreadPool* pool);
+// LCD.md step 6's centroid merge/split, per (row, group) of the latent
+// weights w: when the group's two closest centroids are nearer than
+// tau x (max w - min w of the group), they merge into their mean weighted by
+// how many weights code each, and the freed centroid splits the most loaded
+// one (the most codes after the merge; the lowest index on a tie): the
+// weights of that centroid below it and those at or above it each get the
+// mean of their half. The group's codes are then the nearest centroids
+// (CodebookAssign's rule). A group whose split would leave a half empty is
+// left as it is, as is a group with no pair that near. Returns the number
+// of groups changed; their indices (row * groups + group) are appended to
+// *changed when not nullptr.
+int64_t CodebookMergeSplit(const float* w, float* centroids, const CodebookShape& s, float tau, uint8_t* codes,
+                           std::vector<int64_t>* changed);
 // w_hat [rows][cols] = the centroids the codes select.
 void CodebookDecode(const float* centroids, const uint8_t* codes, const CodebookShape& s, float* w_hat,
                     kernels::ThreadPool* pool);

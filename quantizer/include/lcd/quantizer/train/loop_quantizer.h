@@ -56,6 +56,14 @@ class LoopQuantizer {
   virtual void Assign(const float* w, const float* params, uint8_t* codes, kernels::ThreadPool* pool) const = 0;
   // The largest valid code (codes restored from a checkpoint are checked).
   virtual int max_code() const { return 255; }
+  // LCD.md step 6's centroid merge/split on codes() and params, for a
+  // quantizer with centroids (CodebookMergeSplit); returns the groups changed
+  // and appends their indices (into param_shape()'s leading dimensions,
+  // flattened) to *changed. Without centroids: nothing to do, 0.
+  virtual int64_t MergeSplit(const float* w, float* params, float tau, std::vector<int64_t>* changed) {
+    (void)w, (void)params, (void)tau, (void)changed;
+    return 0;
+  }
 
  private:
   int64_t rows_, cols_;
@@ -78,6 +86,7 @@ class CodebookLoopQuantizer final : public LoopQuantizer {
                 kernels::ThreadPool* pool) const override;
   void Assign(const float* w, const float* params, uint8_t* codes, kernels::ThreadPool* pool) const override;
   int max_code() const override { return static_cast<int>(shape_.k) - 1; }
+  int64_t MergeSplit(const float* w, float* params, float tau, std::vector<int64_t>* changed) override;
 
  private:
   CodebookShape shape_;
