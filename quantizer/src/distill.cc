@@ -715,6 +715,14 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
       loss_n = 0;
     }
     st.step = step + 1;
+    if (o.kd_eval_every > 0 && st.step % o.kd_eval_every == 0 && st.step < o.kd_steps) {
+      LCD_ASSIGN_OR_RETURN(KdEval e, Evaluate(*student, tlog, seqs, spec_end, seqs.count, B, gamma));
+      st.kl_curve.emplace_back(st.step, e.kl);
+      const std::string line = absl::StrFormat("[%s] held-out after step %d (%d training tokens): cakld %.5f, kl %.5f",
+                                               tag, st.step, st.step * B * L, e.cakld, e.kl);
+      if (o.log) o.log(line);
+      if (o.progress) o.progress("distill", 0.1 + 0.7 * st.step / o.kd_steps, line);
+    }
     if (!o.resume_dir.empty() && st.step % o.kd_checkpoint_every == 0 && st.step < o.kd_steps) {
       LCD_RETURN_IF_ERROR(save(&opt));
     }
@@ -778,6 +786,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
   res.quality["heldout_cakld"] = fin.cakld;
   res.quality["heldout_kl_teacher_init"] = init.kl;
   res.quality["heldout_kl_teacher"] = fin.kl;
+  for (const auto& [steps, kl] : st.kl_curve) res.quality[absl::StrCat("heldout_kl_step_", steps)] = kl;
   res.quality["codes_reassigned"] = static_cast<double>(changed_total);
   res.quality[tag + "_seconds"] = Seconds(start);
   return res;

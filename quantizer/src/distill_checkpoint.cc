@@ -56,7 +56,7 @@ absl::Status DataLoss(const std::string& path, std::string_view what) {
 // checkpoint of an earlier build lacks reads as the field's default).
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(DistillState, stage, next_block, step, gamma, init_cakld, init_kl,
                                                 first_loss, last_loss, changed_total, proposals, accepted,
-                                                ms_proposals, ms_accepted, ms_groups, rng, order, next, adam_steps,
+                                                ms_proposals, ms_accepted, ms_groups, kl_curve, rng, order, next, adam_steps,
                                                 calibration)
 
 absl::Status SaveDistillCheckpoint(const std::string& dir, const std::string& fingerprint, const DistillState& state,

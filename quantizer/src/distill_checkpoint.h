@@ -52,6 +52,7 @@ struct DistillState {
   double first_loss = 0.0, last_loss = 0.0;
   int64_t changed_total = 0, proposals = 0, accepted = 0;
   int64_t ms_proposals = 0, ms_accepted = 0, ms_groups = 0;  // Centroid merge/split proposals.
+  std::vector<std::pair<int64_t, double>> kl_curve;  // (steps done, held-out KL) of --eval-every.
   std::string rng;              // std::mt19937_64's textual state.
   std::vector<int64_t> order;   // The batch permutation ...
   int64_t next = 0;             // ... and the position in it.

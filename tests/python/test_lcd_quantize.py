@@ -150,6 +150,29 @@ def test_teacher_logit_cache_changes_nothing_but_time(job, model_dir, tmp_path):
     assert res.returncode != 0 and "teacher-cache-mb must be >= 0" in res.stderr, res.stderr
 
 
+def test_heldout_curve_changes_nothing_else(job, model_dir, tmp_path):
+    """--eval-every 10: the held-out KL after steps 10 and 20 of 30 is logged and stamped
+    (heldout_kl_step_10/_20), the last figure is still heldout_kl_teacher, and the artifact is the
+    one the run without it writes, byte for byte (evaluating trains nothing)."""
+    out, quality, _ = job
+    again = str(tmp_path / "curve")
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", again, *ARGS, "--eval-every", "10",
+                          "--json"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    q = json.loads(res.stdout.strip().splitlines()[-1])
+    assert sorted(k for k in q if k.startswith("heldout_kl_step_")) == ["heldout_kl_step_10", "heldout_kl_step_20"]
+    for n in (10, 20):
+        assert f"[lcd] held-out after step {n} ({n * 4 * 64} training tokens): cakld" in res.stderr, res.stderr
+        assert 0.0 < q[f"heldout_kl_step_{n}"] < q["heldout_kl_teacher_init"]
+    assert q["heldout_kl_teacher"] == quality["heldout_kl_teacher"]
+    a = open(os.path.join(out, "model.safetensors"), "rb").read()
+    b = open(os.path.join(again, "model.safetensors"), "rb").read()
+    assert a == b
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "bad"), *ARGS,
+                          "--eval-every", "-1"], capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0 and "eval-every must be >= 0" in res.stderr, res.stderr
+
+
 def test_artifact_serves(job, tmp_path):
     out, _, _ = job
     text = tmp_path / "t.txt"
@@ -260,7 +283,7 @@ def _kill_after_checkpoint(cmd, resume_dir, stage, at_least):
 
 
 @pytest.mark.parametrize("extra,stage,at_least", [([], "kd", 10), (["--block-steps", "4"], "blockwise", 2),
-                                                   (["--speculative", "--merge-split-tau", "0.3"], "kd", 15)],
+                                                   (["--speculative", "--merge-split-tau", "0.3", "--eval-every", "10"], "kd", 15)],
                          ids=["kd-stage", "blockwise-stage", "speculative-merge-split"])
 def test_resume_after_kill_gives_the_uninterrupted_artifact(job, model_dir, tmp_path, extra, stage, at_least):
     """--resume DIR: a run killed with SIGKILL after a checkpoint (end-to-end stage at step >= 10 of
@@ -287,9 +310,10 @@ def test_resume_after_kill_gives_the_uninterrupted_artifact(job, model_dir, tmp_
     a = open(os.path.join(reference, "model.safetensors"), "rb").read()
     b = open(os.path.join(out, "model.safetensors"), "rb").read()
     assert a == b
-    # The counts carried by the checkpoint (re-assignments, speculative proposals) continue too.
+    # The counts and curve carried by the checkpoint (re-assignments, speculative proposals,
+    # --eval-every points) continue too.
     qa, qb = ({k: v for k, v in json.load(open(os.path.join(d, "manifest.json")))["quality"].items()
-               if k.startswith(("speculative", "codes_reassigned"))} for d in (reference, out))
+               if k.startswith(("speculative", "codes_reassigned", "heldout_kl_step_"))} for d in (reference, out))
     assert qa == qb
     # Only the newest payload is kept.
     assert sorted(os.listdir(resume))[-1] == "checkpoint.json"

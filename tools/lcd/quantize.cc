@@ -84,6 +84,8 @@ int RunQuantize(int argc, char** argv) {
        cxxopts::value<std::string>())
       ("checkpoint-every", "With --resume: distillation steps between checkpoints",
        cxxopts::value<int64_t>()->default_value("50"))
+      ("eval-every", "Distillation: end-to-end steps between held-out KL evaluations (the quality curve, in the log and "
+       "the manifest as heldout_kl_step_<n>); 0 = only before and after", cxxopts::value<int64_t>()->default_value("0"))
       ("teacher-cache-mb", "Distillation: memory (MiB) for the teacher's logits of every calibration sequence; when they "
        "fit, the teacher runs once per sequence instead of every step (same result, ~25% faster steps); 0 = never",
        cxxopts::value<int64_t>()->default_value("4096"))
@@ -156,6 +158,7 @@ int RunQuantize(int argc, char** argv) {
   if (flags.count("resume")) o.resume_dir = flags["resume"].as<std::string>();
   o.kd_checkpoint_every = flags["checkpoint-every"].as<int64_t>();
   o.kd_teacher_cache_mb = flags["teacher-cache-mb"].as<int64_t>();
+  o.kd_eval_every = flags["eval-every"].as<int64_t>();
   o.r2q_refit = flags["r2q-refit"].as<int>();
   if (flags.count("lr-schedule")) o.kd_lr_schedule = flags["lr-schedule"].as<std::string>();
   o.bitdistiller_clip = flags.count("bitdistiller-no-clip") == 0;
