@@ -50,7 +50,7 @@ absl::StatusOr<std::vector<float>> ForwardChunk(Runner& r, const std::vector<int
 }
 
 absl::Status EvalWindow(Runner& model, Runner* reference, const std::vector<int32_t>& table,
-                        const std::vector<int32_t>& window, Sums& sums) {
+                        const std::vector<int32_t>& window, int64_t score_from, Sums& sums) {
   const int64_t vocab = model.model->config().vocab_size;
   const int64_t n = static_cast<int64_t>(window.size());
   for (int64_t start = 0; start < n; start += kForwardChunk) {
@@ -60,7 +60,7 @@ absl::Status EvalWindow(Runner& model, Runner* reference, const std::vector<int3
     if (reference != nullptr) {
       LCD_ASSIGN_OR_RETURN(ref_logits, ForwardChunk(*reference, table, window, start, end));
     }
-    for (int64_t i = start; i < end && i + 1 < n; ++i) {
+    for (int64_t i = std::max(start, score_from); i < end && i + 1 < n; ++i) {
       const float* row = logits.data() + (i - start) * vocab;
       const auto [lse, arg] = LogSumExp(row, vocab);
       sums.nll += lse - row[window[i + 1]];
@@ -83,9 +83,10 @@ absl::Status EvalWindow(Runner& model, Runner* reference, const std::vector<int3
 }  // namespace
 
 absl::StatusOr<PerplexityResult> EvaluatePerplexity(runtime::Model& model, const std::vector<int32_t>& tokens,
-                                                    std::optional<int32_t> bos, int64_t window,
-                                                    int64_t max_windows, const PerplexityProgress& progress,
-                                                    runtime::Model* reference) {
+                                                    const PerplexityOptions& options) {
+  const std::optional<int32_t> bos = options.bos;
+  runtime::Model* reference = options.reference;
+  int64_t window = options.window;
   const runtime::ModelConfig& config = model.config();
   if (reference != nullptr && reference->config().vocab_size != config.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat("perplexity: the reference model's vocabulary (",
@@ -97,11 +98,16 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(runtime::Model& model, const
     return absl::InvalidArgumentError(
         absl::StrCat("perplexity: window must be in [2, ", config.max_position_embeddings, "], got ", window));
   }
+  if (options.score_from < 0 || options.score_from >= window - 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("perplexity: score-from must be in [0, ", window - 1, ") for window ", window, ", got ",
+                     options.score_from));
+  }
   const int64_t text_per_window = bos ? window - 1 : window;
   const int64_t total = static_cast<int64_t>(tokens.size());
   int64_t num_windows = (total + text_per_window - 1) / text_per_window;
   if (!bos && total % text_per_window == 1) --num_windows;  // A 1-token tail predicts nothing.
-  if (max_windows > 0) num_windows = std::min(num_windows, max_windows);
+  if (options.max_windows > 0) num_windows = std::min(num_windows, options.max_windows);
   if (num_windows <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("perplexity: text has ", total, " tokens, too few to predict any"));
   }
@@ -127,8 +133,14 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(runtime::Model& model, const
     std::vector<int32_t> win;
     if (bos) win.push_back(*bos);
     win.insert(win.end(), tokens.begin() + begin, tokens.begin() + end);
-    LCD_RETURN_IF_ERROR(EvalWindow(runner, ref_runner ? &*ref_runner : nullptr, table, win, sums));
-    if (progress) progress(w + 1, num_windows, std::exp(sums.nll / static_cast<double>(sums.predicted)));
+    LCD_RETURN_IF_ERROR(EvalWindow(runner, ref_runner ? &*ref_runner : nullptr, table, win, options.score_from, sums));
+    if (options.progress && sums.predicted > 0) {
+      options.progress(w + 1, num_windows, std::exp(sums.nll / static_cast<double>(sums.predicted)));
+    }
+  }
+  if (sums.predicted == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("perplexity: no position at or after score-from ",
+                                                   options.score_from, " in ", num_windows, " window(s)"));
   }
   const double predicted = static_cast<double>(sums.predicted);
   PerplexityResult r;

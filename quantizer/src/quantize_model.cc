@@ -330,9 +330,12 @@ absl::StatusOr<runtime::ArtifactManifest> Run(const QuantizeModelOptions& o) {
     LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Model> artifact, runtime::Model::Load(o.out_dir, {o.threads}));
     for (runtime::Model* model : {artifact.get(), source.get()}) {
       const bool is_source = model == source.get();
-      LCD_ASSIGN_OR_RETURN(PerplexityResult r,
-                           EvaluatePerplexity(*model, tokens, tokenizer->bos_id(), o.eval_window, o.eval_max_windows,
-                                              nullptr, is_source ? nullptr : source.get()));
+      PerplexityOptions popts;
+      popts.bos = tokenizer->bos_id();
+      popts.window = o.eval_window;
+      popts.max_windows = o.eval_max_windows;
+      popts.reference = is_source ? nullptr : source.get();
+      LCD_ASSIGN_OR_RETURN(PerplexityResult r, EvaluatePerplexity(*model, tokens, popts));
       m.quality[absl::StrCat("ppl_", stem, is_source ? "_source" : "")] = r.ppl;
       std::string kl;
       if (r.mean_kl) {

@@ -9,7 +9,8 @@ Protocol checked (see tools/lcd/eval_ppl.cc): the text is tokenized once
 without BOS; with BOS, window k is [BOS] + text tokens [k*(W-1), (k+1)*(W-1))
 and every text token is predicted once; with --no-bos, window k is text
 tokens [k*W, (k+1)*W) and its first token is context only; a final partial
-window is included. ppl = exp(mean NLL over all predicted tokens).
+window is included. ppl = exp(mean NLL over all predicted tokens); with --score-from N only the
+rows N.. of each window are scored (llama-perplexity's protocol with N = window / 2).
 
 Reference: transformers in float64 on the same weights and token ids.
 Tolerance: 1e-3 relative on the perplexity (lcd computes in fp32).
@@ -105,7 +106,7 @@ def setup(tmp_path_factory):
                 other_dir=str(other_dir), other=other)
 
 
-def _hf_ppl(ref, ids, window, bos, max_windows=0):
+def _hf_ppl(ref, ids, window, bos, max_windows=0, score_from=0):
     import torch
     per = window - 1 if bos is not None else window
     starts = list(range(0, len(ids), per))
@@ -118,9 +119,9 @@ def _hf_ppl(ref, ids, window, bos, max_windows=0):
         for s in starts:
             win = ([bos] if bos is not None else []) + ids[s:s + per]
             x = torch.tensor([win])
-            logits = ref(x).logits[0, :-1]
-            nll += torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum").item()
-            count += len(win) - 1
+            logits = ref(x).logits[0, score_from:-1]
+            nll += torch.nn.functional.cross_entropy(logits, x[0, score_from + 1:], reduction="sum").item()
+            count += len(win) - 1 - score_from
     return math.exp(nll / count), count, len(starts)
 
 
@@ -147,6 +148,19 @@ def test_ppl_without_bos_and_window_limit_matches_transformers(setup):
     assert got["predicted_tokens"] == count == 4 * 47
     assert got["windows"] == windows == 4
     assert abs(got["ppl"] - want) <= REL_TOL * want, (got, want)
+
+
+def test_score_from_matches_transformers(setup):
+    """--score-from N (llama-perplexity's protocol with --no-bos and N = window / 2): the same
+    windows, only rows N.. of each scored."""
+    got = _run(setup, "--no-bos", "--window", "48", "--score-from", "24", "--max-windows", "4")
+    want, count, windows = _hf_ppl(setup["ref"], setup["ids"], 48, None, max_windows=4, score_from=24)
+    assert got["predicted_tokens"] == count == 4 * 23 and got["score_from"] == 24
+    assert abs(got["ppl"] - want) <= REL_TOL * want, (got, want)
+    for bad in ("47", "-1"):
+        res = subprocess.run([_lcd(), "eval-ppl", "--model", setup["model_dir"], "--text", setup["text_path"],
+                              "--no-bos", "--window", "48", "--score-from", bad], capture_output=True, text=True)
+        assert res.returncode != 0 and "score-from must be in [0, 47) for window 48" in res.stderr, res.stderr
 
 
 def _hf_kl(ref, model, ids, window, bos, max_windows=0):

@@ -31,12 +31,14 @@ int RunEvalPpl(int argc, char** argv) {
       ("reference", "Also report KL(P_reference || P_model) per token and top-1 agreement against this model "
                     "(e.g. the full-precision source of an artifact; same vocabulary)",
        cxxopts::value<std::string>())
+      ("score-from", "Score only positions >= N of each window, the rest is context (llama-perplexity: --no-bos "
+                     "--score-from WINDOW/2)", cxxopts::value<int64_t>()->default_value("0"))
       ("no-bos", "Do not start windows with BOS even if the tokenizer has one")
       ("threads", "Worker threads (0 = all cores)", cxxopts::value<int>()->default_value("0"))
       ("json", "Print the result as one JSON object on stdout")
       ("h,help", "Show this help");
   std::string model_dir, text_path, reference_dir;
-  int64_t window = 0, max_windows = 0;
+  int64_t window = 0, max_windows = 0, score_from = 0;
   int threads = 0;
   bool use_bos = true, json = false;
   cxxopts::ParseResult flags;
@@ -46,6 +48,7 @@ int RunEvalPpl(int argc, char** argv) {
   if (flags.count("reference")) reference_dir = flags["reference"].as<std::string>();
   window = flags["window"].as<int64_t>();
   max_windows = flags["max-windows"].as<int64_t>();
+  score_from = flags["score-from"].as<int64_t>();
   threads = flags["threads"].as<int>();
   use_bos = flags.count("no-bos") == 0;
   json = flags.count("json") > 0;
@@ -69,20 +72,26 @@ int RunEvalPpl(int argc, char** argv) {
 
   const std::optional<int32_t> bos = use_bos ? (*tokenizer)->bos_id() : std::nullopt;
   std::fprintf(stderr, "[eval-ppl] %zu tokens%s\n", tokens->size(), bos ? " (windows start with BOS)" : "");
-  absl::StatusOr<quantizer::PerplexityResult> r = quantizer::EvaluatePerplexity(
-      **model, *tokens, bos, window, max_windows, [](int64_t done, int64_t total, double running) {
-        std::fprintf(stderr, "[eval-ppl] window %lld/%lld: running ppl %.4f\n", static_cast<long long>(done),
-                     static_cast<long long>(total), running);
-      },
-      reference.get());
+  quantizer::PerplexityOptions popts;
+  popts.bos = bos;
+  popts.window = window;
+  popts.max_windows = max_windows;
+  popts.score_from = score_from;
+  popts.reference = reference.get();
+  popts.progress = [](int64_t done, int64_t total, double running) {
+    std::fprintf(stderr, "[eval-ppl] window %lld/%lld: running ppl %.4f\n", static_cast<long long>(done),
+                 static_cast<long long>(total), running);
+  };
+  absl::StatusOr<quantizer::PerplexityResult> r = quantizer::EvaluatePerplexity(**model, *tokens, popts);
   if (!r.ok()) return ReportError("eval-ppl", r.status());
   const double ppl = r->ppl;
   if (json) {
     std::string kl;
     if (r->mean_kl) kl = absl::StrFormat(", \"kl\": %.10g, \"top1_agreement\": %.10g", *r->mean_kl, *r->top1_agreement);
-    std::printf("{\"ppl\": %.10g, \"mean_nll\": %.10g, \"predicted_tokens\": %lld, \"windows\": %lld, \"window\": %lld%s}\n",
+    std::printf("{\"ppl\": %.10g, \"mean_nll\": %.10g, \"predicted_tokens\": %lld, \"windows\": %lld, \"window\": %lld, "
+                "\"score_from\": %lld%s}\n",
                 ppl, r->mean_nll, static_cast<long long>(r->predicted_tokens), static_cast<long long>(r->windows),
-                static_cast<long long>(r->window), kl.c_str());
+                static_cast<long long>(r->window), static_cast<long long>(score_from), kl.c_str());
   } else {
     std::printf("perplexity: %.4f (%lld predicted tokens, %lld windows of %lld)\n", ppl,
                 static_cast<long long>(r->predicted_tokens), static_cast<long long>(r->windows),

@@ -9,6 +9,13 @@
 // text tokens and its first token is context only (a 1-token tail is
 // dropped). ppl = exp(mean NLL over predicted tokens), accumulated in double.
 //
+// With score_from > 0 only the positions i >= score_from of each window
+// predict (logits row i scores token i + 1); the earlier ones are context.
+// llama.cpp's `llama-perplexity` is this protocol with no BOS and
+// score_from = window / 2 (its chunks of n_ctx text tokens, the second half
+// scored): `lcd eval-ppl --no-bos --window 1024 --score-from 512` measures
+// what it measures, on the same tokens.
+//
 // With a `reference` model (the full-precision source of a quantized one, on
 // the same vocabulary) every predicted position also gets
 // KL(P_ref || P_model) = sum_v p_ref(v) (log p_ref(v) - log p_model(v)), in
@@ -44,15 +51,20 @@ struct PerplexityResult {
 // Called after every window with (windows done, windows in all, running ppl).
 using PerplexityProgress = std::function<void(int64_t done, int64_t total, double running_ppl)>;
 
-// window 0 = min(2048, max_position_embeddings); max_windows 0 = all.
-// InvalidArgument for a window outside [2, max_position_embeddings] or a
-// stream too short to predict anything, or a reference whose vocabulary
-// differs; Forward's errors unchanged.
+struct PerplexityOptions {
+  std::optional<int32_t> bos;  // Each window starts with it (none: the first text token is context).
+  int64_t window = 0;          // 0 = min(2048, max_position_embeddings).
+  int64_t max_windows = 0;     // 0 = all.
+  int64_t score_from = 0;      // The first scored position of a window.
+  PerplexityProgress progress;
+  runtime::Model* reference = nullptr;  // For KL and top-1 agreement.
+};
+
+// InvalidArgument for a window outside [2, max_position_embeddings], a
+// score_from outside [0, window - 1), a stream too short to predict anything,
+// or a reference whose vocabulary differs; Forward's errors unchanged.
 absl::StatusOr<PerplexityResult> EvaluatePerplexity(runtime::Model& model, const std::vector<int32_t>& tokens,
-                                                    std::optional<int32_t> bos, int64_t window = 0,
-                                                    int64_t max_windows = 0,
-                                                    const PerplexityProgress& progress = nullptr,
-                                                    runtime::Model* reference = nullptr);
+                                                    const PerplexityOptions& options);
 
 }  // namespace lcd::quantizer
 
