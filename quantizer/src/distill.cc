@@ -308,11 +308,14 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
     res.calibration =
         CalibrationFileProvenance(o.calib_path, sha, absl::StrCat("sequences:", seqs.count, " tokens:", seqs.length));
   }
-  // The last ~10% of the sequences (at least one) are held out for the KL
-  // figures; with speculative re-assignment the ~10% before them (at least
-  // one) judge the proposals.
-  const int64_t held = std::max<int64_t>(1, seqs.count / 10);
-  const int64_t spec_n = o.kd_speculative ? std::max<int64_t>(1, seqs.count / 10) : 0;
+  // The last ~10% of the sequences (at least one, at most kMaxHeldOut) are
+  // held out for the KL figures; with speculative re-assignment as many
+  // before them judge the proposals. The cap bounds what every evaluation
+  // costs when the calibration set is large: 32 x 128 tokens already give
+  // the held-out KL to about 1%.
+  constexpr int64_t kMaxHeldOut = 32;
+  const int64_t held = std::clamp<int64_t>(seqs.count / 10, 1, kMaxHeldOut);
+  const int64_t spec_n = o.kd_speculative ? held : 0;
   const int64_t train_n = seqs.count - held - spec_n;
   if (train_n < 1) {
     return absl::InvalidArgumentError(absl::StrCat(tag, ": ", seqs.count, " calibration sequences leave none to train on"));
@@ -394,13 +397,20 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
       LCD_RETURN_IF_ERROR(tlog.Range(i, std::min(B, train_n - i)).status());
     }
   } else {
+    // Over the first kGammaSeqs training sequences (all of them when the
+    // cache holds them: it is filled here, in these batches).
+    constexpr int64_t kGammaSeqs = 128;
+    const int64_t fill = tlog.caching() ? train_n : std::min(train_n, kGammaSeqs);
     double top = 0.0;
-    for (int64_t i = 0; i < train_n; i += B) {
-      const int64_t b = std::min(B, train_n - i);
+    int64_t counted = 0;
+    for (int64_t i = 0; i < fill; i += B) {
+      const int64_t b = std::min(B, fill - i);
       LCD_ASSIGN_OR_RETURN(const float* t, tlog.Range(i, b));
+      if (i >= kGammaSeqs) continue;
       top += tr::MeanTopProbability(t, b * L, V) * static_cast<double>(b * L);
+      counted += b * L;
     }
-    gamma = top / static_cast<double>(train_n * L);
+    gamma = top / static_cast<double>(counted);
     LCD_ASSIGN_OR_RETURN(init, Evaluate(*student, tlog, seqs, spec_end, seqs.count, B, gamma));
   }
   log(absl::StrFormat("gamma %.4f; held-out (%d seqs) after init: cakld %.5f, kl %.5f", gamma, held,

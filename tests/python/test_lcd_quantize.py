@@ -238,6 +238,26 @@ def test_speculative_centroid_merge_split(model_dir, tmp_path):
         assert not os.path.exists(tmp_path / "bad")
 
 
+def test_large_calibration_set_caps_the_held_out_part(model_dir, tmp_path):
+    """With 1,000+ calibration sequences the held-out (and judging) part stops at 32 sequences, so
+    every evaluation costs the same however large the set; the rest trains."""
+    calib = os.path.join(SOURCE_DIR, "..", "shared", "data", "wikitext-2", "valid.txt")
+    if not os.path.exists(calib):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{calib} missing under CI=true")
+        lcd_skip.skip(f"{calib} not present")
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "big"), "--method", "lcd",
+                          "--bits", "2", "--group-size", "64", "--steps", "2", "--seq-len", "32", "--calib", calib,
+                          "--calib-tokens", "40000", "--speculative", "--reassign-every", "1", "--threads", "2"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    with open(tmp_path / "big" / "manifest.json") as f:
+        m = json.load(f)
+    count = int(m["provenance"]["calibration"].split("sequences:")[1].split()[0])
+    assert count > 1000, m["provenance"]["calibration"]
+    assert "held-out (32 seqs) after init" in res.stderr, res.stderr
+
+
 def test_progressive_blockwise_stage(model_dir, tmp_path):
     """--block-steps: every block (5) is tuned front to back against the teacher's block output
     before the end-to-end KD; the held-out KL after that stage is below the k-means init's."""

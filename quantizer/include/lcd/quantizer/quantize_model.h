@@ -23,7 +23,7 @@
 // calib_tokens tokens) or, without calib_path, kd_samples sequences the
 // full-precision model generates from BOS (token 0 when the tokenizer has
 // none) with runtime::Generate at kd_temperature, seed kd_seed*1000003+i,
-// EOS ignored. The last tenth (at least one) is held out. Centroids start
+// EOS ignored. The last tenth (at least one, at most 32 sequences) is held out. Centroids start
 // from QuantizeKmeans with E[x_j^2] importance measured on the training
 // sequences; then, with kd_block_steps > 0 (LCD.md step 4), every block
 // in turn, front to back, fits its output to the teacher's block output
@@ -34,7 +34,7 @@
 // to 0.1 x kd_lr after 5% warmup, global-norm clip 1) on the centroids and
 // latent weights (straight-through) minimise CAKLD against the frozen
 // full-precision TrainModel on batches of kd_batch training sequences;
-// gamma = mean teacher top-1 probability over the training sequences,
+// gamma = mean teacher top-1 probability over the (first 128) training sequences,
 // measured first. Codes are re-assigned to the nearest centroid of the
 // latent weight every kd_reassign_every steps (kd_speculative, LCD.md
 // step 6: tentatively, kept only when the mean CAKLD on a judging tenth of
