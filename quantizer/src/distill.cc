@@ -386,6 +386,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
   const int64_t L = seqs.length, V = config.vocab_size, B = std::min(o.kd_batch, train_n);
   double gamma = 0.0;
   KdEval init;
+  double eval_seconds = 0.0;  // What one held-out evaluation takes (unmeasured after a resume: 0).
   if (resume) {
     gamma = resume->state.gamma;
     init.cakld = resume->state.init_cakld;
@@ -411,7 +412,9 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
       counted += b * L;
     }
     gamma = top / static_cast<double>(counted);
+    const Clock::time_point e0 = Clock::now();
     LCD_ASSIGN_OR_RETURN(init, Evaluate(*student, tlog, seqs, spec_end, seqs.count, B, gamma));
+    eval_seconds = Seconds(e0);
   }
   log(absl::StrFormat("gamma %.4f; held-out (%d seqs) after init: cakld %.5f, kl %.5f", gamma, held,
                       init.cakld, init.kl));
@@ -669,6 +672,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
   };
   const Clock::time_point train_start = Clock::now();
   const int64_t first_step = st.step;
+  constexpr int64_t kBudgetProbeSteps = 3;
   for (int64_t step = first_step; step < o.kd_steps; ++step) {
     if (o.kd_reassign_every > 0 && step > 0 && step % o.kd_reassign_every == 0) {
       if (!o.kd_speculative) {
@@ -725,6 +729,24 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
       loss_n = 0;
     }
     st.step = step + 1;
+    // The budget check, once the first steps are measured: what is spent,
+    // plus the remaining steps at the measured pace, plus a final held-out
+    // evaluation as long as the first one took.
+    if (o.time_budget_s > 0.0 && st.step - first_step == std::min<int64_t>(kBudgetProbeSteps, o.kd_steps - first_step)) {
+      const double per_step = Seconds(train_start) / static_cast<double>(st.step - first_step);
+      const double spent = Seconds(start);
+      const double projected = spent + per_step * static_cast<double>(o.kd_steps - st.step) + eval_seconds;
+      if (projected > o.time_budget_s) {
+        const int64_t fit = st.step + static_cast<int64_t>(std::max(0.0, (o.time_budget_s - spent - eval_seconds) /
+                                                                             per_step));
+        return absl::ResourceExhaustedError(absl::StrFormat(
+            "%s: at %.1f s per step (%.0f s spent so far), %d steps need about %.0f s in all, over the time budget "
+            "of %.0f s; about %d steps fit: ask for fewer --steps or a larger budget",
+            tag, per_step, spent, o.kd_steps, projected, o.time_budget_s, fit));
+      }
+      log(absl::StrFormat("time budget: projected %.0f s of %.0f s (%.1f s per step)", projected, o.time_budget_s,
+                          per_step));
+    }
     if (o.kd_eval_every > 0 && st.step % o.kd_eval_every == 0 && st.step < o.kd_steps) {
       LCD_ASSIGN_OR_RETURN(KdEval e, Evaluate(*student, tlog, seqs, spec_end, seqs.count, B, gamma));
       st.kl_curve.emplace_back(st.step, e.kl);

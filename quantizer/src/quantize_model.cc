@@ -129,6 +129,7 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
   if (o.calib_tokens < 0) return absl::InvalidArgumentError("calibration tokens must be >= 0");
   if (o.kd_teacher_cache_mb < 0) return absl::InvalidArgumentError("teacher-cache-mb must be >= 0");
   if (o.kd_eval_every < 0) return absl::InvalidArgumentError("eval-every must be >= 0");
+  if (!(o.time_budget_s >= 0.0)) return absl::InvalidArgumentError("time-budget must be >= 0 seconds");
   if (o.kd_checkpoint_every < 1) return absl::InvalidArgumentError("checkpoint-every must be >= 1");
   if (o.model_dir.empty() || o.out_dir.empty()) return absl::InvalidArgumentError("model and out dirs are required");
   return absl::OkStatus();

@@ -2,8 +2,10 @@
 // artifact store, real worker processes (the real `lcd quantize` on the tiny
 // model, or shell scripts that fail in chosen ways and then hand over to it).
 // Covers success with progress, a worker killed by SIGKILL and retried, a
-// worker that always fails (FAILED with the cause after max_attempts),
-// cancelling a running job, a time limit, and recovery of a job a killed
+// worker that always fails (FAILED with the cause after max_attempts), one
+// that exits 2 or 3 (FAILED at once: the same attempt would fail again; a
+// budget the real quantizer measures it cannot meet), cancelling a running
+// job, a time limit, and recovery of a job a killed
 // lcd-jobs left RUNNING. In every case no partial or unverified version is
 // left where lcd-server would look.
 #include "lcd/server/jobs/job_scheduler.h"
@@ -72,9 +74,11 @@ class JobSchedulerTest : public ::testing::Test {
     return p.string();
   }
 
-  std::string Submit(double budget = 0) {
+  std::string Submit(double budget = 0, const std::string& method = "rtn") {
     JobSpec s = testing::TinySpec();
     s.budget_seconds = budget;
+    s.method = method;
+    if (method != "rtn") s.bits = 2;
     bool created;
     auto j = store_->Create(s, absl::ToUnixMillis(absl::Now()), &created);
     EXPECT_TRUE(j.ok()) << j.status();
@@ -220,12 +224,12 @@ TEST_F(JobSchedulerTest, StartDropsCheckpointsOfEndedJobs) {
 
 TEST_F(JobSchedulerTest, FailsWithTheCauseAfterMaxAttempts) {
   scheduler_ = std::make_unique<JobScheduler>(
-      store_.get(), artifacts_.get(), Options(Script("echo 'lcd quantize: out of memory' >&2; exit 3")));
+      store_.get(), artifacts_.get(), Options(Script("echo 'lcd quantize: out of memory' >&2; exit 1")));
   ASSERT_TRUE(scheduler_->Start().ok());
   const JobRecord j = WaitTerminal(Submit());
   ASSERT_EQ(j.state, JobState::kFailed);
   EXPECT_EQ(j.attempts, 2);
-  EXPECT_THAT(j.reason, HasSubstr("exit code 3"));
+  EXPECT_THAT(j.reason, HasSubstr("exit code 1"));
   EXPECT_THAT(j.reason, HasSubstr("out of memory"));
   EXPECT_TRUE(artifacts_->Versions("tiny")->empty());
   ExpectNoPartials();
@@ -258,6 +262,46 @@ TEST_F(JobSchedulerTest, TimeLimitFailsTheAttempt) {
   EXPECT_EQ(j.state, JobState::kFailed);
   EXPECT_THAT(j.reason, HasSubstr("timed out"));
   ExpectNoPartials();
+}
+
+// A distilling job gets its time limit as --time-budget; the real quantizer,
+// asked here for a million steps, measures its first steps, sees that the
+// budget cannot be met and exits 3 at once with how many steps would fit;
+// the job is FAILED after that one attempt (no retry: it would fail again),
+// long before the limit.
+TEST_F(JobSchedulerTest, ABudgetThatCannotBeMetFailsFastWithoutRetry) {
+  const fs::path p = dir_ / "million_steps.sh";
+  const fs::path args = dir_ / "args.txt";
+  std::ofstream(p) << "#!/bin/sh\necho \"$@\" > " << args.string() << "\nexec " << LcdBinary()
+                   << " \"$@\" --steps 1000000 --samples 8 --seq-len 32\n";
+  fs::permissions(p, fs::perms::owner_all);
+  scheduler_ = std::make_unique<JobScheduler>(store_.get(), artifacts_.get(), Options(p.string()));
+  ASSERT_TRUE(scheduler_->Start().ok());
+  const absl::Time start = absl::Now();
+  const JobRecord j = WaitTerminal(Submit(/*budget=*/120, "lcd"), absl::Seconds(100));
+  EXPECT_EQ(j.state, JobState::kFailed);
+  EXPECT_EQ(j.attempts, 1);
+  EXPECT_THAT(j.reason, HasSubstr("exit code 3"));
+  EXPECT_THAT(j.reason, HasSubstr("1000000 steps need about"));
+  EXPECT_THAT(j.reason, HasSubstr("over the time budget of 120 s"));
+  EXPECT_THAT(j.reason, HasSubstr("not retried"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(100));
+  std::ifstream in(args);
+  std::string line;
+  std::getline(in, line);
+  EXPECT_THAT(line, HasSubstr("--time-budget 120"));
+  ExpectNoPartials();
+}
+
+// Exit code 2 (bad flags) is not retried either; exit 1 is
+// (FailsWithTheCauseAfterMaxAttempts).
+TEST_F(JobSchedulerTest, BadFlagsAreNotRetried) {
+  scheduler_ = std::make_unique<JobScheduler>(store_.get(), artifacts_.get(), Options(Script("exit 2")));
+  ASSERT_TRUE(scheduler_->Start().ok());
+  const JobRecord j = WaitTerminal(Submit());
+  EXPECT_EQ(j.state, JobState::kFailed);
+  EXPECT_EQ(j.attempts, 1);
+  EXPECT_THAT(j.reason, HasSubstr("not retried"));
 }
 
 TEST_F(JobSchedulerTest, RecoversAJobAKilledServiceLeftRunning) {

@@ -258,6 +258,27 @@ def test_large_calibration_set_caps_the_held_out_part(model_dir, tmp_path):
     assert "held-out (32 seqs) after init" in res.stderr, res.stderr
 
 
+def test_budget_that_cannot_be_met_fails_fast_with_exit_code_3(model_dir, tmp_path):
+    """--time-budget: after its first 3 steps the run projects its total; a million steps in 60 s
+    cannot be, so it stops at once (exit 3: the same command would fail again) saying how many
+    steps fit, and writes nothing. A settings error is exit 3 too; bad flags stay exit 2."""
+    t0 = time.monotonic()
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "x"), *ARGS,
+                          "--steps", "1000000", "--time-budget", "60"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 3, res.stderr
+    assert "1000000 steps need about" in res.stderr and "over the time budget of 60 s; about" in res.stderr, res.stderr
+    fit = int(res.stderr.split("; about ")[1].split()[0])
+    assert 3 < fit < 1000000
+    assert time.monotonic() - t0 < 60
+    assert not os.path.exists(tmp_path / "x")
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "x"), *ARGS,
+                          "--time-budget", "-1"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 3 and "time-budget must be >= 0 seconds" in res.stderr, res.stderr
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "x"), *ARGS,
+                          "--time-budget", "soon"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2, res.stderr
+
+
 def test_progressive_blockwise_stage(model_dir, tmp_path):
     """--block-steps: every block (5) is tuned front to back against the teacher's block output
     before the end-to-end KD; the held-out KL after that stage is below the k-means init's."""

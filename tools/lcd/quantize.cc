@@ -84,6 +84,8 @@ int RunQuantize(int argc, char** argv) {
        cxxopts::value<std::string>())
       ("checkpoint-every", "With --resume: distillation steps between checkpoints",
        cxxopts::value<int64_t>()->default_value("50"))
+      ("time-budget", "Wall-time budget in seconds (0 = none): a distillation that measures it cannot finish in time "
+       "stops after its first steps with exit code 3, saying how many steps fit", cxxopts::value<double>()->default_value("0"))
       ("eval-every", "Distillation: end-to-end steps between held-out KL evaluations (the quality curve, in the log and "
        "the manifest as heldout_kl_step_<n>); 0 = only before and after", cxxopts::value<int64_t>()->default_value("0"))
       ("teacher-cache-mb", "Distillation: memory (MiB) for the teacher's logits of every calibration sequence; when they "
@@ -159,6 +161,7 @@ int RunQuantize(int argc, char** argv) {
   o.kd_checkpoint_every = flags["checkpoint-every"].as<int64_t>();
   o.kd_teacher_cache_mb = flags["teacher-cache-mb"].as<int64_t>();
   o.kd_eval_every = flags["eval-every"].as<int64_t>();
+  o.time_budget_s = flags["time-budget"].as<double>();
   o.r2q_refit = flags["r2q-refit"].as<int>();
   if (flags.count("lr-schedule")) o.kd_lr_schedule = flags["lr-schedule"].as<std::string>();
   o.bitdistiller_clip = flags.count("bitdistiller-no-clip") == 0;
@@ -186,7 +189,23 @@ int RunQuantize(int argc, char** argv) {
     };
   }
   absl::StatusOr<runtime::ArtifactManifest> m = quantizer::QuantizeModel(o);
-  if (!m.ok()) return ReportError("quantize", m.status());
+  if (!m.ok()) {
+    // Exit codes for supervisors (lcd-jobs): 1 = may pass on retry (an I/O or
+    // internal error), 2 = bad flags, 3 = the same command will fail again
+    // (bad input or settings, a budget that cannot be met).
+    ReportError("quantize", m.status());
+    switch (m.status().code()) {
+      case absl::StatusCode::kUnknown:
+      case absl::StatusCode::kInternal:
+      case absl::StatusCode::kUnavailable:
+      case absl::StatusCode::kAborted:
+      case absl::StatusCode::kDeadlineExceeded:
+      case absl::StatusCode::kCancelled:
+        return 1;
+      default:
+        return 3;
+    }
+  }
   if (json) {
     std::string out = "{";
     for (const auto& [k, v] : m->quality) {

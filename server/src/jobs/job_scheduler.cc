@@ -211,12 +211,18 @@ void JobScheduler::RunJob(JobRecord job) {
       ws.argv.push_back("--resume");
       ws.argv.push_back(CheckpointDir(job.id));
     }
+    ws.time_limit = spec.budget_seconds > 0 ? absl::Seconds(spec.budget_seconds) : options_.default_time_limit;
+    if (method != nullptr && method->distills && ws.time_limit != absl::InfiniteDuration()) {
+      // The worker checks its projected time against the limit after its
+      // first steps and fails at once (exit 3) when it cannot make it.
+      ws.argv.push_back("--time-budget");
+      ws.argv.push_back(absl::StrCat(absl::ToDoubleSeconds(ws.time_limit)));
+    }
     if (options_.worker_threads > 0) {
       ws.argv.push_back("--threads");
       ws.argv.push_back(std::to_string(options_.worker_threads));
     }
     ws.log_path = absl::StrCat(options_.log_dir, "/", job.id, ".log");
-    ws.time_limit = spec.budget_seconds > 0 ? absl::Seconds(spec.budget_seconds) : options_.default_time_limit;
     absl::StatusOr<std::unique_ptr<WorkerProcess>> worker =
         WorkerProcess::Start(ws, [this, id = job.id](const WorkerProgress& p) {
           absl::StatusOr<JobEvent> e = store_->Progress(id, p.phase, p.progress, p.message, NowMs());
@@ -314,7 +320,11 @@ void JobScheduler::Finish(const JobRecord& job, int64_t version, const WorkerExi
   }
   const std::string last = LastLine(exit.log_tail);
   if (!last.empty()) absl::StrAppend(&reason, ": ", last.substr(0, 500));
-  if (job.attempts < options_.max_attempts) {
+  // `lcd quantize` exits 2 (bad flags) or 3 (bad input, settings or a budget
+  // it cannot meet) when the same attempt would fail again: no retry.
+  const bool permanent = exit.kind == WorkerExit::Kind::kExitCode && (exit.code == 2 || exit.code == 3);
+  if (permanent) absl::StrAppend(&reason, " (not retried: the same attempt would fail again)");
+  if (!permanent && job.attempts < options_.max_attempts) {
     const absl::Duration backoff = options_.retry_backoff * std::pow(2.0, job.attempts - 1);
     {
       absl::MutexLock lock(&mu_);

@@ -116,7 +116,8 @@
 // r2q_refit < 0, bitdistiller with kd_speculative (its codes follow the
 // weights: nothing to judge), kd_merge_split_tau outside (0, 1) or set
 // without method lcd and kd_speculative, kd_teacher_cache_mb < 0, a
-// kd_lr_schedule other than "", cosine or constant, kd_checkpoint_every < 1, kd_eval_every < 0, bits outside 2..4, lm_head_bits outside
+// kd_lr_schedule other than "", cosine or constant, kd_checkpoint_every < 1, kd_eval_every < 0,
+// time_budget_s < 0, bits outside 2..4, lm_head_bits outside
 // the method's range (rtn and gptq 2..8, kmeans 2..4), group_size < 1,
 // --calib with rtn, gptq without calibration or with gptq_percdamp outside
 // [0, 1] or gptq_block_size < 1, an out_dir that
@@ -180,6 +181,11 @@ struct QuantizeModelOptions {
   // curve: quality figures heldout_kl_step_<n>, logged and sent as progress);
   // 0 = only before and after.
   int64_t kd_eval_every = 0;
+  // Wall-time budget of this run in seconds (0: none). Distillation measures
+  // its first steps and, when the projected total exceeds the budget, stops
+  // with ResourceExhausted saying how many steps would fit, instead of
+  // running into the limit.
+  double time_budget_s = 0.0;
   int64_t kd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).
   // Memory for the teacher's logits of every calibration sequence (MiB): when
   // they fit, each sequence's are computed once instead of every step
