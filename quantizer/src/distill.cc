@@ -732,7 +732,8 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
     // The budget check, once the first steps are measured: what is spent,
     // plus the remaining steps at the measured pace, plus a final held-out
     // evaluation as long as the first one took.
-    if (o.time_budget_s > 0.0 && st.step - first_step == std::min<int64_t>(kBudgetProbeSteps, o.kd_steps - first_step)) {
+    const int64_t probe = std::min<int64_t>(kBudgetProbeSteps, o.kd_steps - first_step);
+    if (o.time_budget_s > 0.0 && st.step - first_step == probe) {
       const double per_step = Seconds(train_start) / static_cast<double>(st.step - first_step);
       const double spent = Seconds(start);
       const double projected = spent + per_step * static_cast<double>(o.kd_steps - st.step) + eval_seconds;

@@ -85,7 +85,8 @@ int RunQuantize(int argc, char** argv) {
       ("checkpoint-every", "With --resume: distillation steps between checkpoints",
        cxxopts::value<int64_t>()->default_value("50"))
       ("time-budget", "Wall-time budget in seconds (0 = none): a distillation that measures it cannot finish in time "
-       "stops after its first steps with exit code 3, saying how many steps fit", cxxopts::value<double>()->default_value("0"))
+       "stops after its first steps with exit code 3, saying how many steps fit",
+       cxxopts::value<double>()->default_value("0"))
       ("eval-every", "Distillation: end-to-end steps between held-out KL evaluations (the quality curve, in the log and "
        "the manifest as heldout_kl_step_<n>); 0 = only before and after", cxxopts::value<int64_t>()->default_value("0"))
       ("teacher-cache-mb", "Distillation: memory (MiB) for the teacher's logits of every calibration sequence; when they "
