@@ -337,6 +337,11 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
     copts.window = seqs.length;
     copts.bos = bos;
     copts.gram_for = plan.gram_for;
+    copts.progress = [&](int64_t done, int64_t total) {
+      if (done == total || done % std::max<int64_t>(1, total / 10) == 0) {
+        log(absl::StrFormat("calibration statistics: window %d/%d, elapsed %.1fs", done, total, Seconds(start)));
+      }
+    };
     LCD_ASSIGN_OR_RETURN(stats, CollectCalibrationStats(*fp_model, flat, copts));
   }
   fp_model.reset();

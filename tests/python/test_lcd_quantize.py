@@ -68,6 +68,7 @@ def job(model_dir, tmp_path_factory):
 def test_progress_on_stderr(job):
     _, _, err = job
     assert "[lcd] generate 16/16 sequences of 64 tokens" in err
+    assert "[lcd] calibration statistics: window 15/15, elapsed" in err  # The 15 training sequences.
     assert "[lcd] step 30/30 cakld" in err and "ETA" in err
 
 
