@@ -7,6 +7,23 @@
 #include "lcd/quantizer/train/ops.h"
 
 namespace lcd::quantizer::train {
+namespace {
+
+// The index of the centroid of cent[0..k) nearest to v, the lowest on a tie.
+uint8_t NearestCentroid(float v, const float* cent, int64_t k) {
+  int64_t best = 0;
+  float best_d = std::abs(v - cent[0]);
+  for (int64_t q = 1; q < k; ++q) {
+    const float d = std::abs(v - cent[q]);
+    if (d < best_d) {
+      best_d = d;
+      best = q;
+    }
+  }
+  return static_cast<uint8_t>(best);
+}
+
+}  // namespace
 
 void CodebookAssign(const float* w, const float* centroids, const CodebookShape& s, uint8_t* codes,
                     kernels::ThreadPool* pool) {
@@ -14,18 +31,8 @@ void CodebookAssign(const float* w, const float* centroids, const CodebookShape&
   kernels::ParallelFor(pool, s.rows, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t c = 0; c < s.cols; ++c) {
-        const float* cent = centroids + (r * groups + c / s.group_size) * s.k;
-        const float v = w[r * s.cols + c];
-        int64_t best = 0;
-        float best_d = std::abs(v - cent[0]);
-        for (int64_t q = 1; q < s.k; ++q) {
-          const float d = std::abs(v - cent[q]);
-          if (d < best_d) {
-            best_d = d;
-            best = q;
-          }
-        }
-        codes[r * s.cols + c] = static_cast<uint8_t>(best);
+        codes[r * s.cols + c] =
+            NearestCentroid(w[r * s.cols + c], centroids + (r * groups + c / s.group_size) * s.k, s.k);
       }
     }
   });
@@ -93,18 +100,7 @@ int64_t CodebookMergeSplit(const float* w, float* centroids, const CodebookShape
       c[m] = static_cast<float>(sum_lo / static_cast<double>(n_lo));
       c[b] = static_cast<float>(sum_hi / static_cast<double>(n_hi));
       std::copy(c.begin(), c.end(), cent);
-      for (int64_t j = c0; j < c1; ++j) {
-        int64_t best = 0;
-        float best_d = std::abs(wr[j] - cent[0]);
-        for (int64_t q = 1; q < k; ++q) {
-          const float d = std::abs(wr[j] - cent[q]);
-          if (d < best_d) {
-            best_d = d;
-            best = q;
-          }
-        }
-        qr[j] = static_cast<uint8_t>(best);
-      }
+      for (int64_t j = c0; j < c1; ++j) qr[j] = NearestCentroid(wr[j], cent, k);
       ++n_changed;
       if (changed != nullptr) changed->push_back(r * groups + g);
     }
