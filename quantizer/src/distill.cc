@@ -553,6 +553,14 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
     st = cp.state;
     return absl::OkStatus();
   };
+  // Whole-job fraction after `blocks` tuned blocks and `steps` end-to-end
+  // steps: the stages share 0.1..kModelMethodProgressEnd by their work, a
+  // block-wise step taken as 1/num_layers of an end-to-end one.
+  auto fraction = [&](int64_t blocks, int64_t steps) {
+    const double bw = o.kd_block_steps > 0 ? static_cast<double>(o.kd_block_steps) : 0.0;
+    const double done = bw * static_cast<double>(blocks) / config.num_layers + static_cast<double>(steps);
+    return 0.1 + (kModelMethodProgressEnd - 0.1) * done / std::max(1.0, bw + static_cast<double>(o.kd_steps));
+  };
   const bool resume_kd = resume && resume->state.stage == "kd";
   int64_t first_block = 0;
   if (resume && !resume_kd) {
@@ -563,9 +571,40 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
     LCD_RETURN_IF_ERROR(save(nullptr));  // The init and the sequences: a retry repeats no generation.
   }
   if (o.kd_block_steps > 0 && !resume_kd) {
-    const int64_t C = config.hidden_size, n = B * L * C;
-    std::vector<float> dout(static_cast<size_t>(n));
+    // Per training sequence, the student's input to block l (from its tuned
+    // blocks 0..l-1) and the teacher's output of block l: a step runs block
+    // l alone, and once it is tuned (and its codes re-assigned) both move one
+    // block on. A resumed run rebuilds them the same way, so it stays exact.
+    const int64_t C = config.hidden_size, row = L * C, n = B * row;
+    std::vector<float> s_in(static_cast<size_t>(train_n * row)), t_out(s_in.size());
+    log(absl::StrFormat("block-wise stage: block inputs and teacher block outputs of %d sequences kept (%.0f MB)",
+                        train_n, 2.0 * static_cast<double>(s_in.size()) * sizeof(float) / 1048576.0));
+    // The cache's sequences through block l of m, batch by batch (the same
+    // batches in every run: a row's last bits may depend on its batch).
+    auto advance = [&](tr::TrainModel& m, std::vector<float>& cache, int64_t l) -> absl::Status {
+      for (int64_t i = 0; i < train_n; i += B) {
+        const int64_t b = std::min(B, train_n - i);
+        float* x = cache.data() + i * row;
+        LCD_RETURN_IF_ERROR(m.ForwardBlocks(x, b, L, l, l + 1));
+        std::copy(m.residual(l + 1), m.residual(l + 1) + b * row, x);
+      }
+      return absl::OkStatus();
+    };
+    for (int64_t i = 0; i < train_n; i += B) {
+      const int64_t b = std::min(B, train_n - i);
+      LCD_RETURN_IF_ERROR(student->Forward(seqs.at(i), b, L, 0));
+      std::copy(student->residual(0), student->residual(0) + b * row, s_in.begin() + i * row);
+      LCD_RETURN_IF_ERROR(teacher->Forward(seqs.at(i), b, L, 0));
+      std::copy(teacher->residual(0), teacher->residual(0) + b * row, t_out.begin() + i * row);
+    }
+    LCD_RETURN_IF_ERROR(advance(*teacher, t_out, 0));
+    for (int64_t l = 0; l < first_block; ++l) {  // Resumed: the blocks already tuned.
+      LCD_RETURN_IF_ERROR(advance(*student, s_in, l));
+      LCD_RETURN_IF_ERROR(advance(*teacher, t_out, l + 1));
+    }
+    std::vector<float> x(static_cast<size_t>(n)), target(x.size()), dout(x.size());
     for (int64_t l = first_block; l < config.num_layers; ++l) {
+      const Clock::time_point block_start = Clock::now();
       const std::string prefix = absl::StrCat("model.layers.", l, ".");
       std::vector<tr::ParamTensor> block;
       for (const tr::ParamTensor& t : trainable) {
@@ -575,18 +614,21 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
       const tr::LrSchedule bs = Schedule(o.kd_lr, o.kd_block_steps, schedule);
       double first = 0.0, last = 0.0;
       for (int64_t step = 0; step < o.kd_block_steps; ++step) {
-        if (o.kd_reassign_every > 0 && step > 0 && step % o.kd_reassign_every == 0) student->ReassignCodes();
+        if (o.kd_reassign_every > 0 && step > 0 && step % o.kd_reassign_every == 0) student->ReassignCodes(prefix);
         next_batch();
-        LCD_RETURN_IF_ERROR(teacher->Forward(batch.data(), B, L, l + 1));
+        for (int64_t k = 0; k < B; ++k) {
+          const int64_t id = batch_ids[static_cast<size_t>(k)];
+          std::copy(s_in.begin() + id * row, s_in.begin() + (id + 1) * row, x.begin() + k * row);
+          std::copy(t_out.begin() + id * row, t_out.begin() + (id + 1) * row, target.begin() + k * row);
+        }
         student->ZeroGrad();
-        LCD_RETURN_IF_ERROR(student->Forward(batch.data(), B, L, l + 1));
+        LCD_RETURN_IF_ERROR(student->ForwardBlocks(x.data(), B, L, l, l + 1));
         const float* s = student->residual(l + 1);
-        const float* t = teacher->residual(l + 1);
         double mse = 0.0, norm = 0.0;
         for (int64_t i = 0; i < n; ++i) {
-          const double d = static_cast<double>(s[i]) - t[i];
+          const double d = static_cast<double>(s[i]) - target[i];
           mse += d * d;
-          norm += static_cast<double>(t[i]) * t[i];
+          norm += static_cast<double>(target[i]) * target[i];
           dout[i] = static_cast<float>(2.0 * d / static_cast<double>(n));
         }
         student->BackwardBlocks(dout.data(), l);
@@ -595,8 +637,18 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
         last = mse / std::max(norm, 1e-30);
         if (step == 0) first = last;
       }
-      log(absl::StrFormat("block %d/%d tuned: relative output error %.5f -> %.5f, elapsed %.1fs", l + 1,
-                          config.num_layers, first, last, Seconds(start)));
+      student->ReassignCodes(prefix);
+      if (l + 1 < config.num_layers) {
+        LCD_RETURN_IF_ERROR(advance(*student, s_in, l));
+        LCD_RETURN_IF_ERROR(advance(*teacher, t_out, l + 1));
+      }
+      const double el = Seconds(start);
+      const std::string line = absl::StrFormat(
+          "block %d/%d tuned: relative output error %.5f -> %.5f in %.1fs, elapsed %.1fs, ETA %.1fs", l + 1,
+          config.num_layers, first, last, Seconds(block_start), el,
+          Seconds(block_start) * static_cast<double>(config.num_layers - l - 1));
+      log(line);
+      if (o.progress) o.progress("blockwise", fraction(l + 1, 0), absl::StrCat("[", tag, "] ", line));
       st.next_block = l + 1;
       if (l + 1 < config.num_layers) LCD_RETURN_IF_ERROR(save(nullptr));
     }
@@ -729,7 +781,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
                           tag, step + 1, o.kd_steps, loss, loss_n, loss_sum / loss_n, sched.At(step), el,
                           el / (step + 1 - first_step) * (o.kd_steps - step - 1));
       if (o.log) o.log(line);
-      if (o.progress) o.progress("distill", 0.1 + 0.7 * (step + 1) / o.kd_steps, line);
+      if (o.progress) o.progress("distill", fraction(config.num_layers, step + 1), line);
       loss_sum = 0.0;
       loss_n = 0;
     }
@@ -759,7 +811,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
       const std::string line = absl::StrFormat("[%s] held-out after step %d (%d training tokens): cakld %.5f, kl %.5f",
                                                tag, st.step, st.step * B * L, e.cakld, e.kl);
       if (o.log) o.log(line);
-      if (o.progress) o.progress("distill", 0.1 + 0.7 * st.step / o.kd_steps, line);
+      if (o.progress) o.progress("distill", fraction(config.num_layers, st.step), line);
     }
     if (!o.resume_dir.empty() && st.step % o.kd_checkpoint_every == 0 && st.step < o.kd_steps) {
       LCD_RETURN_IF_ERROR(save(&opt));

@@ -20,15 +20,16 @@
 //     (FreezeDense), each initialised by plan.init.
 //  4. gamma = mean teacher top-1 probability on the training sequences.
 //  5. kd_block_steps > 0: blocks front to back fit the teacher's block
-//     output (MSE), then codes are re-assigned.
+//     output (MSE), each run alone on its kept input (the output of the
+//     student's tuned blocks before it), its codes re-assigned when tuned.
 //  6. kd_steps AdamW steps (cosine to 0.1 x kd_lr after 5% warmup, or constant
 //     kd_lr: o.kd_lr_schedule, else plan.lr_schedule; clip 1)
 //     on CAKLD; codes re-assigned every kd_reassign_every steps (kept only
 //     when the judging CAKLD does not rise, with kd_speculative).
 //  7. plan.finalize (e.g. rounding to fp16), then held-out figures, then
 //     plan.pack per weight.
-// Progress: phase "calibrate" up to 0.1, "distill" up to
-// kModelMethodProgressEnd; log lines start with "[<tag>]".
+// Progress: phase "calibrate" up to 0.1, then "blockwise" (one line per
+// block) and "distill" up to kModelMethodProgressEnd, shared by their work; log lines start with "[<tag>]".
 //
 // Resuming (o.resume_dir non-empty; distill_checkpoint.h): a checkpoint is
 // written after the init's figures, after every block of the block-wise

@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import artifact_numpy  # noqa: E402
 import lcd_paths  # noqa: E402
 import lcd_skip  # noqa: E402
+from lcd_server_harness import run_with_progress_fd  # noqa: E402
 
 SOURCE_DIR = os.environ.get("LCD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 MODEL = os.path.join(SOURCE_DIR, "..", "shared", "data", "models", "stories260K")
@@ -282,13 +283,20 @@ def test_budget_that_cannot_be_met_fails_fast_with_exit_code_3(model_dir, tmp_pa
 
 def test_progressive_blockwise_stage(model_dir, tmp_path):
     """--block-steps: every block (5) is tuned front to back against the teacher's block output
-    before the end-to-end KD; the held-out KL after that stage is below the k-means init's."""
+    before the end-to-end KD; the held-out KL after that stage is below the k-means init's; the
+    progress lines have one "blockwise" line per block, then "distill", fractions rising."""
     out = str(tmp_path / "blk")
-    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", out, *ARGS, "--block-steps", "10",
-                          "--json"], capture_output=True, text=True, timeout=600)
+    res, progress = run_with_progress_fd([_lcd(), "quantize", "--model", model_dir, "--out", out, *ARGS,
+                                          "--block-steps", "10", "--json"])
     assert res.returncode == 0, res.stderr
     for i in range(1, 6):
         assert f"[lcd] block {i}/5 tuned: relative output error" in res.stderr
+    blockwise = [p for p in progress if p["phase"] == "blockwise"]
+    assert [p["message"].split(" tuned")[0] for p in blockwise] == [f"[lcd] block {i}/5" for i in range(1, 6)]
+    fractions = [p["progress"] for p in progress]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0, progress
+    phases = [p["phase"] for p in progress]
+    assert phases.index("distill") > max(i for i, ph in enumerate(phases) if ph == "blockwise")
     q = json.loads(res.stdout.strip().splitlines()[-1])
     assert q["heldout_kl_teacher_blockwise"] < q["heldout_kl_teacher_init"], q
     assert q["heldout_kl_teacher"] <= 0.8 * q["heldout_kl_teacher_init"], q

@@ -435,10 +435,12 @@ def test_model_gradients_codebook(models, rng, tmp_path, name, loss):
     ERRORS[f"{tag}.grads(max over {len(want)} tensors)"] = worst
 
 
-@pytest.mark.parametrize("codebook", [False, True])
-def test_block_range_gradients(models, rng, tmp_path, codebook):
-    """LCD's progressive stage: Forward of the first N blocks only and BackwardBlocks from an
-    MSE on block N-1's output down to block F: the hidden state and the gradients of blocks
+@pytest.mark.parametrize("codebook,from_input", [(False, False), (True, False), (True, True)],
+                         ids=["dense", "codebook", "codebook_from_block_input"])
+def test_block_range_gradients(models, rng, tmp_path, codebook, from_input):
+    """LCD's progressive stage: Forward of the first N blocks only (from_input: ForwardBlocks of
+    blocks [F, N) alone, from torch's hidden_states[F] as block F's input) and BackwardBlocks from
+    an MSE on block N-1's output down to block F: the hidden state and the gradients of blocks
     [F, N) against torch (hidden_states[N] of transformers); every other gradient is zero."""
     path, cls = _build(str(tmp_path), "llama_fp32", SEED + 7, num_hidden_layers=4)
     ref = _reference(path, cls)
@@ -454,12 +456,15 @@ def test_block_range_gradients(models, rng, tmp_path, codebook):
         cents = {p: _cb_init(rng, lin.weight.detach().numpy(), CB_GROUP, CB_K) for p, lin in _cb_linears(ref).items()}
         inputs.update({f"{p}.centroids": c for p, c in cents.items()})
         args += ["--group-size", str(CB_GROUP)]
-    out = _run(args, inputs, tmp_path, name="blocks")
     state = _cb_patch(ref, cents, CB_GROUP) if codebook else {}
-    hs = ref(torch.tensor(tokens.astype(np.int64)), output_hidden_states=True).hidden_states[N]
+    all_hs = ref(torch.tensor(tokens.astype(np.int64)), output_hidden_states=True).hidden_states
+    if from_input:
+        inputs["block_input"] = all_hs[F].detach().numpy().astype(np.float32)
+    out = _run(args, inputs, tmp_path, name="blocks")
+    hs = all_hs[N]
     loss = ((hs - torch.tensor(inputs["block_target"].astype(np.float64))) ** 2).mean()
     loss.backward()
-    tag = f"blocks{'_codebook' if codebook else ''}"
+    tag = f"blocks{'_codebook' if codebook else ''}{'_from_input' if from_input else ''}"
     _check(f"{tag}.loss", out["loss"], [loss.item()])
     _check(f"{tag}.hidden", out["hidden"], hs.detach().numpy())
     want = {n: p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape)) for n, p in ref.named_parameters()}

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "lcd/quantizer/train/codebook_linear.h"
 #include "lcd/quantizer/train/ops.h"
@@ -368,6 +369,73 @@ TEST_F(TrainOpsTest, TrainModelRejectsBadInputs) {
   runtime::ModelConfig bad = TinyConfig(runtime::Architecture::kLlama, false);
   bad.num_kv_heads = 3;
   EXPECT_EQ(TrainModel::Create(bad, 1).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// LCD's block-wise stage runs one block from its kept input: the same
+// values and gradients as the forward from the tokens, nothing below it, and
+// code re-assignment of that block alone.
+TEST_F(TrainOpsTest, ForwardBlocksFromAKeptResidualMatchesTheForwardFromTokens) {
+  SCOPED_TRACE(SeedMessage(seed_));
+  runtime::ModelConfig config = TinyConfig(runtime::Architecture::kQwen2, false);
+  config.num_layers = 3;
+  auto made = TrainModel::Create(config, 2);
+  ASSERT_TRUE(made.ok()) << made.status();
+  TrainModel& m = **made;
+  m.InitRandom(seed_, 0.2f);
+  std::vector<std::pair<std::string, CodebookSpec>> specs;
+  for (int l = 0; l < 3; ++l) {
+    specs.emplace_back(absl::StrCat("model.layers.", l, ".mlp.up_proj.weight"), CodebookSpec{32, 4});
+  }
+  ASSERT_TRUE(m.EnableCodebook(specs).ok());
+  for (const auto& [name, spec] : specs) {
+    const ParamTensor* c = m.Find(name.substr(0, name.size() - 7) + ".centroids").value();
+    const std::vector<float> v = Randn(rng_, static_cast<size_t>(c->size), 0.2f);
+    std::copy(v.begin(), v.end(), m.params() + c->offset);
+  }
+  EXPECT_GT(m.ReassignCodes(), 0);
+  m.FreezeDense(true);
+  const int64_t B = 2, L = 11, n = B * L * config.hidden_size;
+  std::uniform_int_distribution<int32_t> tok(0, 300);
+  std::vector<int32_t> tokens(B * L);
+  for (int32_t& t : tokens) t = tok(rng_);
+  const std::vector<float> dout = Randn(rng_, static_cast<size_t>(n));
+
+  // From the tokens through blocks 0..1, back to block 1.
+  m.ZeroGrad();
+  ASSERT_TRUE(m.Forward(tokens.data(), B, L, 2).ok());
+  const std::vector<float> x1(m.residual(1), m.residual(1) + n), y(m.residual(2), m.residual(2) + n);
+  m.BackwardBlocks(dout.data(), 1);
+  const std::vector<float> g(m.grads(), m.grads() + m.num_params());
+  // Block 1 alone from its kept input: the same output and gradients; first
+  // 0 reaches no lower block.
+  m.ZeroGrad();
+  ASSERT_TRUE(m.ForwardBlocks(x1.data(), B, L, 1, 2).ok());
+  EXPECT_EQ(std::vector<float>(m.residual(2), m.residual(2) + n), y);
+  m.BackwardBlocks(dout.data(), 0);
+  EXPECT_EQ(std::vector<float>(m.grads(), m.grads() + m.num_params()), g);
+  const ParamTensor* w0 = m.Find("model.layers.0.mlp.up_proj.weight").value();
+  const ParamTensor* w1 = m.Find("model.layers.1.mlp.up_proj.weight").value();
+  EXPECT_TRUE(std::all_of(g.begin() + w0->offset, g.begin() + w0->offset + w0->size, [](float v) { return v == 0; }));
+  EXPECT_TRUE(std::any_of(g.begin() + w1->offset, g.begin() + w1->offset + w1->size, [](float v) { return v != 0; }));
+  m.Backward();  // No logits after ForwardBlocks: a no-op.
+  EXPECT_EQ(std::vector<float>(m.grads(), m.grads() + m.num_params()), g);
+
+  for (auto [first, end] : {std::pair<int64_t, int64_t>{-1, 1}, {1, 1}, {2, 4}}) {
+    const absl::Status s = m.ForwardBlocks(x1.data(), B, L, first, end);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << first << " " << end;
+  }
+  EXPECT_EQ(m.ForwardBlocks(x1.data(), 1, 65, 0, 1).code(), absl::StatusCode::kInvalidArgument);
+
+  // Re-assignment by prefix touches that block's codes only.
+  for (const ParamTensor* w : {w0, w1}) {
+    const std::vector<float> noise = Randn(rng_, static_cast<size_t>(w->size), 0.3f);
+    for (int64_t i = 0; i < w->size; ++i) m.params()[w->offset + i] += noise[static_cast<size_t>(i)];
+  }
+  const std::vector<uint8_t> c0 = m.quantizer("model.layers.0.mlp.up_proj.weight").value()->codes();
+  EXPECT_GT(m.ReassignCodes("model.layers.1."), 0);
+  EXPECT_EQ(m.quantizer("model.layers.0.mlp.up_proj.weight").value()->codes(), c0);
+  EXPECT_EQ(m.ReassignCodes("model.layers.1."), 0);
+  EXPECT_GT(m.ReassignCodes(), 0);  // Block 0's, left until now.
 }
 
 TEST_F(TrainOpsTest, EnableCodebookKeepsValuesAndRejectsBadSpecs) {

@@ -217,10 +217,11 @@ absl::StatusOr<uint8_t*> TrainModel::codes(std::string_view weight_name) {
   return q->codes().data();
 }
 
-int64_t TrainModel::ReassignCodes() {
+int64_t TrainModel::ReassignCodes(std::string_view prefix) {
   int64_t changed = 0;
   std::vector<uint8_t> fresh;
   for (Quantized& q : quant_) {
+    if (!q.name.starts_with(prefix)) continue;
     std::vector<uint8_t>& codes = q.q->codes();
     fresh.resize(codes.size());
     q.q->Assign(P(q.weight), q.params < 0 ? nullptr : P(q.params), fresh.data(), pool_.get());
@@ -396,12 +397,8 @@ void TrainModel::Resize(int64_t B, int64_t L) {
   RopeTables(inv_freq_.data(), L, c.head_dim, rope_cos_.data(), rope_sin_.data());
 }
 
-absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L, int64_t blocks) {
+absl::Status TrainModel::CheckShape(int64_t B, int64_t L) const {
   const runtime::ModelConfig& c = config_;
-  if (blocks < 0) blocks = c.num_layers;
-  if (blocks > c.num_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot run ", blocks, " blocks of ", c.num_layers));
-  }
   if (B <= 0 || L <= 0) return absl::InvalidArgumentError(absl::StrCat("empty batch (", B, " x ", L, ")"));
   if (L > c.max_position_embeddings) {
     return absl::InvalidArgumentError(
@@ -411,6 +408,16 @@ absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L, in
     return absl::InvalidArgumentError(
         absl::StrCat("sequence length ", L, " exceeds the sliding window ", *c.sliding_window, ", not supported"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L, int64_t blocks) {
+  const runtime::ModelConfig& c = config_;
+  if (blocks < 0) blocks = c.num_layers;
+  if (blocks > c.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot run ", blocks, " blocks of ", c.num_layers));
+  }
+  LCD_RETURN_IF_ERROR(CheckShape(B, L));
   for (int64_t i = 0; i < B * L; ++i) {
     if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
       return absl::InvalidArgumentError(
@@ -419,15 +426,47 @@ absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L, in
   }
   Resize(B, L);
   tokens_.assign(tokens, tokens + B * L);
+  const int64_t T = B * L, C = c.hidden_size, V = c.vocab_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  kernels::ThreadPool* pool = pool_.get();
+  first_run_ = 0;
+  blocks_run_ = blocks;
+  Timed("fwd.embedding", [&] { EmbeddingForward(P(embed_), tokens, T, C, acts_[0].x.data()); });
+  RunBlocks(0, blocks);
+  if (blocks < c.num_layers) return absl::OkStatus();  // A partial forward: no head, no logits.
+  Timed("fwd.norm", [&] {
+    RmsNormForward(x_final_.data(), P(final_norm_), T, C, eps, h_final_.data(), rstd_final_.data(), pool);
+  });
+  Timed("fwd.lm_head", [&] { Linear(h_final_.data(), lm_head_, nullptr, T, C, V, logits_.data()); });
+  std::fill(dlogits_.begin(), dlogits_.end(), 0.0f);
+  return absl::OkStatus();
+}
+
+absl::Status TrainModel::ForwardBlocks(const float* x, int64_t B, int64_t L, int64_t first, int64_t end) {
+  const runtime::ModelConfig& c = config_;
+  if (first < 0 || first >= end || end > c.num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot run blocks [", first, ", ", end, ") of ", c.num_layers));
+  }
+  LCD_RETURN_IF_ERROR(CheckShape(B, L));
+  Resize(B, L);
+  tokens_.clear();  // No embedding to back-propagate into.
+  first_run_ = first;
+  blocks_run_ = end;
+  std::copy(x, x + B * L * c.hidden_size, acts_[first].x.begin());
+  RunBlocks(first, end);
+  return absl::OkStatus();
+}
+
+void TrainModel::RunBlocks(int64_t first, int64_t end) {
+  const runtime::ModelConfig& c = config_;
+  const int64_t B = B_, L = L_;
   const int64_t T = B * L, C = c.hidden_size, H = c.num_heads, KVH = c.num_kv_heads, D = c.head_dim;
-  const int64_t qd = H * D, kvd = KVH * D, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t qd = H * D, kvd = KVH * D, I = c.intermediate_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
   kernels::ThreadPool* pool = pool_.get();
   auto bias = [&](int64_t off) { return off < 0 ? nullptr : P(off); };
-
-  blocks_run_ = blocks;
-  Timed("fwd.embedding", [&] { EmbeddingForward(P(embed_), tokens, T, C, acts_[0].x.data()); });
-  for (int64_t l = 0; l < blocks; ++l) {
+  for (int64_t l = first; l < end; ++l) {
     const Layer& w = layers_[l];
     LayerActs& a = acts_[l];
     Timed("fwd.norm", [&] {
@@ -459,13 +498,6 @@ absl::Status TrainModel::Forward(const int32_t* tokens, int64_t B, int64_t L, in
     Timed("fwd.down", [&] { Linear(a.act.data(), w.wdown, nullptr, T, I, C, out); });
     Timed("fwd.residual", [&] { ResidualForward(a.x_mid.data(), out, T * C, out); });
   }
-  if (blocks < c.num_layers) return absl::OkStatus();  // A partial forward: no head, no logits.
-  Timed("fwd.norm", [&] {
-    RmsNormForward(x_final_.data(), P(final_norm_), T, C, eps, h_final_.data(), rstd_final_.data(), pool);
-  });
-  Timed("fwd.lm_head", [&] { Linear(h_final_.data(), lm_head_, nullptr, T, C, V, logits_.data()); });
-  std::fill(dlogits_.begin(), dlogits_.end(), 0.0f);
-  return absl::OkStatus();
 }
 
 void TrainModel::ZeroGrad() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
@@ -475,7 +507,8 @@ const float* TrainModel::residual(int64_t l) const {
 }
 
 void TrainModel::Backward() {
-  if (B_ == 0 || blocks_run_ != config_.num_layers) return;  // No (full) Forward yet: nothing to propagate.
+  // No full Forward yet: nothing to propagate.
+  if (B_ == 0 || first_run_ != 0 || blocks_run_ != config_.num_layers) return;
   const runtime::ModelConfig& c = config_;
   const int64_t T = B_ * L_, C = c.hidden_size, V = c.vocab_size;
   auto zero = [](std::vector<float>& v) { std::fill(v.begin(), v.end(), 0.0f); };
@@ -496,10 +529,11 @@ void TrainModel::Backward() {
 }
 
 void TrainModel::BackwardBlocks(const float* dout, int64_t first) {
+  first = std::max(first, first_run_);
   if (B_ == 0 || first >= blocks_run_) return;
   std::copy(dout, dout + B_ * L_ * config_.hidden_size, dx_.begin());
-  BackwardLayers(blocks_run_, std::max<int64_t>(first, 0));
-  if (first <= 0 && !freeze_dense_) {
+  BackwardLayers(blocks_run_, first);
+  if (first == 0 && first_run_ == 0 && !freeze_dense_) {
     EmbeddingBackward(dx_.data(), tokens_.data(), B_ * L_, config_.hidden_size, G(embed_));
   }
 }

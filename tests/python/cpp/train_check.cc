@@ -28,6 +28,9 @@
 //       blocks run, loss = mean squared error of block N-1's output against
 //       block_target F32 [B][L][C], back-propagated through blocks [F, N)
 //       (TrainModel::BackwardBlocks); outputs loss, hidden [B][L][C], grads.
+//       With block_input F32 [B][L][C] among the inputs, only blocks
+//       [F, N) run, from it as the residual entering block F
+//       (TrainModel::ForwardBlocks).
 //   train_check --train DIR --in in.safetensors --out out.safetensors --steps N ...
 //       N AdamW steps with CE on batches tokens/targets I32 [S][B][L] (step s
 //       uses batch s % S). Outputs: loss F64 [N], grad_norm F64 [N], lr F64
@@ -328,13 +331,19 @@ void PutParams(tr::TrainModel& model, float* base, Tensors& out) {
 }
 
 // --blocks N --first F: MSE of the output of block N-1 against block_target
-// [B][L][C], back through blocks [F, N) only.
+// [B][L][C], back through blocks [F, N) only; from block_input when given.
 absl::Status RunBlocks(tr::TrainModel& model, const Tensors& in, int64_t blocks, int64_t first, Tensors& out) {
   LCD_ASSIGN_OR_RETURN(const Tensor* tokens, Need(in, "tokens"));
   LCD_ASSIGN_OR_RETURN(const Tensor* target, Need(in, "block_target"));
   const int64_t B = tokens->shape[0], L = tokens->shape[1], C = model.config().hidden_size;
   model.ZeroGrad();
-  LCD_RETURN_IF_ERROR(model.Forward(tokens->i.data(), B, L, blocks));
+  if (in.count("block_input") != 0) {
+    const Tensor& x = in.at("block_input");
+    if (x.numel() != B * L * C || x.f.empty()) return absl::InvalidArgumentError("block_input must be F32 [B][L][C]");
+    LCD_RETURN_IF_ERROR(model.ForwardBlocks(x.f.data(), B, L, first, blocks));
+  } else {
+    LCD_RETURN_IF_ERROR(model.Forward(tokens->i.data(), B, L, blocks));
+  }
   const float* h = model.residual(blocks);
   const int64_t n = B * L * C;
   std::vector<float> dout(static_cast<size_t>(n));

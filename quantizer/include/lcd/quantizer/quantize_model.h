@@ -29,7 +29,10 @@
 // in turn, front to back, fits its output to the teacher's block output
 // (MSE, its input from the already tuned student blocks) for kd_block_steps
 // steps on its own latent weights and centroids (same optimiser settings,
-// its own AdamW state; figure heldout_kl_teacher_blockwise); then
+// its own AdamW state; codes re-assigned within the block, and once more
+// when it is tuned; figure heldout_kl_teacher_blockwise; each block runs
+// alone on the kept inputs, 2 x train sequences x kd_seq_len x hidden fp32
+// of memory); then
 // kd_steps AdamW steps (no weight decay, cosine schedule
 // to 0.1 x kd_lr after 5% warmup, global-norm clip 1) on the centroids and
 // latent weights (straight-through) minimise CAKLD against the frozen
@@ -256,8 +259,9 @@ struct QuantizeModelOptions {
   // empty. Called on the calling thread.
   std::function<void(const std::string&)> log;
   // Structured progress for supervisors (lcd-jobs reads it from
-  // `lcd quantize --progress-fd`): phase "calibrate", "quantize", "write" or
-  // "evaluate", the fraction of the whole job done (0..1), and the log line.
+  // `lcd quantize --progress-fd`): phase "calibrate", "quantize" (the
+  // distilled methods: "blockwise", "distill"), "write" or "evaluate", the
+  // fraction of the whole job done (0..1), and the log line.
   std::function<void(const std::string& phase, double fraction, const std::string& message)> progress;
 };
 

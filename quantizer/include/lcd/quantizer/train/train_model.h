@@ -91,10 +91,11 @@ class TrainModel {
   absl::StatusOr<LoopQuantizer*> quantizer(std::string_view weight_name);
   // Codes [rows][cols] of a quantized weight (NotFound when not quantized).
   absl::StatusOr<uint8_t*> codes(std::string_view weight_name);
-  // Re-assigns the codes of every quantized weight from its latent value
-  // (LoopQuantizer::Assign; for a codebook, the nearest centroid); returns
-  // how many codes changed.
-  int64_t ReassignCodes();
+  // Re-assigns the codes of every quantized weight whose name starts with
+  // `prefix` (all by default; "model.layers.3." for one block) from its
+  // latent value (LoopQuantizer::Assign; for a codebook, the nearest
+  // centroid); returns how many codes changed.
+  int64_t ReassignCodes(std::string_view prefix = {});
   // See the class comment. Default false.
   void FreezeDense(bool frozen) { freeze_dense_ = frozen; }
   // 8: the input of every quantized linear is quantize-dequantized per token
@@ -116,12 +117,21 @@ class TrainModel {
   // BackwardBlocks propagates from the last block's output): the
   // progressive block-wise stage of LCD.
   absl::Status Forward(const int32_t* tokens, int64_t B, int64_t L, int64_t blocks = -1);
+  // Runs only decoder blocks [first, end) from x, the residual stream
+  // entering block `first` ([B*L][hidden]; token j of a sequence at position
+  // j): one block's cost whatever its depth, for the block-wise stage that
+  // keeps each block's input. No logits; Backward is then a no-op.
+  // InvalidArgument unless 0 <= first < end <= num_layers, and as Forward
+  // for B and L.
+  absl::Status ForwardBlocks(const float* x, int64_t B, int64_t L, int64_t first, int64_t end);
   // The residual stream entering block l ([B*L][hidden]) of the last
-  // Forward; l == num_layers: the last block's output (before the final norm).
+  // Forward or ForwardBlocks (for the blocks it ran, and l one past the
+  // last); l == num_layers: the last block's output (before the final norm).
   const float* residual(int64_t l) const;
   // grads() += d loss / d params of blocks [first, blocks run), given
-  // dout = d loss / d (output of the last block run); lower blocks get no
-  // gradient (first <= 0 also reaches the embedding unless FreezeDense).
+  // dout = d loss / d (output of the last block run); lower blocks, and
+  // blocks below a ForwardBlocks' first, get no gradient (first <= 0 after a
+  // Forward also reaches the embedding unless FreezeDense).
   void BackwardBlocks(const float* dout, int64_t first);
   const float* logits() const { return logits_.data(); }
   // Gradient of the loss w.r.t. logits(): zeroed by Forward; the losses of
@@ -158,7 +168,11 @@ class TrainModel {
   struct LayerActs;   // Saved activations of one block.
   TrainModel(runtime::ModelConfig config, int threads);
   void Layout();
+  // InvalidArgument for a (B, L) that Forward cannot run.
+  absl::Status CheckShape(int64_t B, int64_t L) const;
   void Resize(int64_t B, int64_t L);
+  // The decoder blocks [first, end) on acts_[first].x (B_, L_ set).
+  void RunBlocks(int64_t first, int64_t end);
   // Back through blocks end-1 down to first, dx_ holding d loss / d (output of block end-1).
   void BackwardLayers(int64_t end, int64_t first);
   // Runs fn, adding its wall time (less nested decode time) to `name` when profiling.
@@ -196,7 +210,7 @@ class TrainModel {
   double nested_seconds_ = 0.0;  // Profiled time inside an outer Timed (decode, quant_grad).
   std::vector<std::pair<std::string, double>> profile_;
 
-  int64_t B_ = 0, L_ = 0, blocks_run_ = 0;
+  int64_t B_ = 0, L_ = 0, first_run_ = 0, blocks_run_ = 0;  // Blocks [first_run_, blocks_run_) ran last.
   std::vector<int32_t> tokens_;
   std::vector<float> rope_cos_, rope_sin_;
   std::vector<LayerActs> acts_;
