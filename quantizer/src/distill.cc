@@ -248,6 +248,7 @@ absl::StatusOr<std::string> Fingerprint(const QuantizeModelOptions& o, const std
              {"lr_schedule", o.kd_lr_schedule.empty() ? plan.lr_schedule : o.kd_lr_schedule}};
   if (o.kd_lr_scale != "none") f["kd"]["lr_scale"] = o.kd_lr_scale;
   if (o.kd_merge_split_tau > 0.0) f["kd"]["merge_split_tau"] = o.kd_merge_split_tau;
+  if (o.kd_speculative_scope != "model") f["kd"]["speculative_scope"] = o.kd_speculative_scope;
   return f.dump();
 }
 
@@ -736,28 +737,55 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
         changed_total += student->ReassignCodes();
       } else {
         // LCD.md step 6: apply the proposed re-assignment tentatively; keep it only
-        // when the KD loss on the judging sequences does not rise.
-        LCD_ASSIGN_OR_RETURN(KdEval before, Evaluate(*student, tlog, seqs, spec_begin, spec_end, B, gamma));
-        for (size_t i = 0; i < weights.size(); ++i) {
-          const uint8_t* c = *student->codes(weights[i]);
-          saved_codes[i].assign(c, c + student->Find(weights[i]).value()->size);
-        }
-        const int64_t changed = student->ReassignCodes();
-        LCD_ASSIGN_OR_RETURN(KdEval after, Evaluate(*student, tlog, seqs, spec_begin, spec_end, B, gamma));
-        ++proposals;
-        if (after.cakld <= before.cakld) {
-          ++accepted;
-          changed_total += changed;
-        } else {
+        // when the KD loss on the judging sequences does not rise. Scope "model":
+        // one proposal, every code at once; "block": one proposal per decoder
+        // block, front to back, each judged against the loss as the blocks
+        // before it left it.
+        LCD_ASSIGN_OR_RETURN(KdEval current, Evaluate(*student, tlog, seqs, spec_begin, spec_end, B, gamma));
+        const double start_cakld = current.cakld;
+        const bool per_block = o.kd_speculative_scope == "block";
+        const int64_t scopes = per_block ? config.num_layers : 1;
+        int64_t kept = 0, judged = 0, kept_codes = 0, proposed_codes = 0;
+        double judged_cakld = start_cakld;  // The last judgement's loss (logged).
+        for (int64_t b = 0; b < scopes; ++b) {
+          const std::string prefix = per_block ? absl::StrCat("model.layers.", b, ".") : std::string();
           for (size_t i = 0; i < weights.size(); ++i) {
-            std::copy(saved_codes[i].begin(), saved_codes[i].end(), *student->codes(weights[i]));
+            if (!weights[i].starts_with(prefix)) continue;
+            const uint8_t* c = *student->codes(weights[i]);
+            saved_codes[i].assign(c, c + student->Find(weights[i]).value()->size);
+          }
+          const int64_t changed = student->ReassignCodes(prefix);
+          if (changed == 0) continue;  // Nothing proposed in this block.
+          LCD_ASSIGN_OR_RETURN(KdEval after, Evaluate(*student, tlog, seqs, spec_begin, spec_end, B, gamma));
+          ++proposals;
+          ++judged;
+          proposed_codes += changed;
+          judged_cakld = after.cakld;
+          if (after.cakld <= current.cakld) {
+            ++accepted;
+            ++kept;
+            kept_codes += changed;
+            current = after;
+          } else {
+            for (size_t i = 0; i < weights.size(); ++i) {
+              if (!weights[i].starts_with(prefix)) continue;
+              std::copy(saved_codes[i].begin(), saved_codes[i].end(), *student->codes(weights[i]));
+            }
           }
         }
-        log(absl::StrFormat("step %d: re-assignment of %d codes %s (judging cakld %.5f -> %.5f)", step,
-                            changed, after.cakld <= before.cakld ? "accepted" : "rolled back", before.cakld,
-                            after.cakld));
+        changed_total += kept_codes;
+        if (judged == 0) {
+          log(absl::StrFormat("step %d: re-assignment would change no code", step));
+        } else if (per_block) {
+          log(absl::StrFormat("step %d: per-block re-assignment: kept %d of %d blocks (%d of %d codes), judging "
+                              "cakld %.5f -> %.5f", step, kept, judged, kept_codes, proposed_codes, start_cakld,
+                              current.cakld));
+        } else {
+          log(absl::StrFormat("step %d: re-assignment of %d codes %s (judging cakld %.5f -> %.5f)", step,
+                              proposed_codes, kept > 0 ? "accepted" : "rolled back", start_cakld, judged_cakld));
+        }
         if (o.kd_merge_split_tau > 0.0) {
-          LCD_RETURN_IF_ERROR(propose_merge_split(step, after.cakld <= before.cakld ? after : before));
+          LCD_RETURN_IF_ERROR(propose_merge_split(step, current));
         }
       }
     }
@@ -860,6 +888,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
   res.params["block_steps"] = std::to_string(o.kd_block_steps);
   if (o.kd_merge_split_tau > 0.0) res.params["merge_split_tau"] = absl::StrFormat("%g", o.kd_merge_split_tau);
   if (o.kd_speculative) {
+    res.params["speculative_scope"] = o.kd_speculative_scope;
     res.quality["speculative_proposals"] = static_cast<double>(proposals);
     res.quality["speculative_acceptance"] = proposals > 0 ? static_cast<double>(accepted) / proposals : 0.0;
     if (o.kd_merge_split_tau > 0.0) {

@@ -84,6 +84,13 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
         "merge-split-tau must be in (0, 1) and is for --method lcd --speculative (centroids judged by the KD loss), got ",
         o.kd_merge_split_tau, " with --method ", o.method, o.kd_speculative ? " --speculative" : ""));
   }
+  if (o.kd_speculative_scope != "model" && o.kd_speculative_scope != "block") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("speculative scope must be model or block, got '", o.kd_speculative_scope, "'"));
+  }
+  if (o.kd_speculative_scope == "block" && !o.kd_speculative) {
+    return absl::InvalidArgumentError("speculative scope block is for --speculative (it says what one proposal is)");
+  }
   if (o.method == "bitdistiller" && o.kd_speculative) {
     return absl::InvalidArgumentError(
         "bitdistiller: --speculative judges code re-assignments; bitdistiller's codes always follow the weights");

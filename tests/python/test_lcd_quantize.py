@@ -15,7 +15,7 @@ A 2-bit, g = 64 LCD job with teacher-generated calibration (16 sequences of
     model.safetensors;
   * serve: lcd eval-ppl loads it and gives a finite perplexity.
 --speculative judges each re-assignment and reports the acceptance rate (with --merge-split-tau
-also centroid merges/splits); --block-steps runs the progressive block-wise stage first.
+also centroid merges/splits; with --speculative-scope block one proposal per decoder block); --block-steps runs the progressive block-wise stage first.
 --resume DIR: a run killed after a checkpoint and started again writes the uninterrupted run's
 artifact byte for byte (both stages); other settings and damaged checkpoints are refused.
 Errors: a calibration text too short for two sequences is refused by name.
@@ -210,6 +210,37 @@ def test_speculative_reassignment(model_dir, tmp_path):
     assert logged == 2, res.stderr
     assert res.stderr.count(" accepted (judging") == 2 * q["speculative_acceptance"]
     assert q["heldout_kl_teacher"] <= 0.8 * q["heldout_kl_teacher_init"], q
+
+
+def test_speculative_reassignment_per_block(model_dir, tmp_path):
+    """--speculative-scope block: each re-assignment is proposed block by block, front to back,
+    each block's codes kept only if the judging loss does not rise; the manifest counts every
+    judged block as a proposal. Bad scopes, and block without --speculative, are refused."""
+    out = str(tmp_path / "spec_block")
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", out, *ARGS, "--speculative",
+                          "--speculative-scope", "block", "--json"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    q = json.loads(res.stdout.strip().splitlines()[-1])
+    lines = [ln for ln in res.stderr.splitlines() if "per-block re-assignment: kept " in ln]
+    assert len(lines) == 2, res.stderr  # Steps 10 and 20 of 30.
+    kept = [int(ln.split("kept ")[1].split()[0]) for ln in lines]
+    judged = [int(ln.split(" of ")[1].split()[0]) for ln in lines]
+    with open(os.path.join(model_dir, "config.json")) as f:
+        layers = json.load(f)["num_hidden_layers"]
+    assert all(0 <= k <= n <= layers for k, n in zip(kept, judged)), lines
+    assert q["speculative_proposals"] == sum(judged) > 0
+    assert abs(q["speculative_acceptance"] - sum(kept) / sum(judged)) < 1e-12
+    # The codes that changed are the kept blocks' (the "(a of b codes)" figures).
+    assert q["codes_reassigned"] == sum(int(ln.split("(")[1].split()[0]) for ln in lines)
+    with open(os.path.join(out, "manifest.json")) as f:
+        assert json.load(f)["method"]["params"]["speculative_scope"] == "block"
+    assert q["heldout_kl_teacher"] <= 0.8 * q["heldout_kl_teacher_init"], q
+    for extra, words in ((["--speculative", "--speculative-scope", "layer"], "speculative scope must be model or block"),
+                         (["--speculative-scope", "block"], "speculative scope block is for --speculative")):
+        res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "bad"), *ARGS, *extra],
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode != 0 and words in res.stderr, res.stderr
+        assert not os.path.exists(tmp_path / "bad")
 
 
 def test_speculative_centroid_merge_split(model_dir, tmp_path):

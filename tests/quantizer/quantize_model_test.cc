@@ -298,6 +298,13 @@ TEST_F(QuantizeModelTest, RejectsBadOptionsAndLeavesNothingBehind) {
   o = Options("lcd", 2, 64);
   o.kd_samples = 1;
   expect_invalid(o, "samples >= 2");
+  o = Options("lcd", 2, 64);
+  o.kd_speculative = true;
+  o.kd_speculative_scope = "layer";
+  expect_invalid(o, "speculative scope must be model or block");
+  o = Options("lcd", 2, 64);
+  o.kd_speculative_scope = "block";
+  expect_invalid(o, "speculative scope block is for --speculative");
 
   // A model without one of its decoder linears.
   WriteTiedModel(tmp_ / "broken", model_, test_util::FreshSeed(), /*drop_down_proj=*/true);

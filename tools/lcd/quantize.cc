@@ -63,6 +63,8 @@ int RunQuantize(int argc, char** argv) {
       ("glvq-lambda", "glvq: weight of ||G - G0||^2 / ||G0||^2", cxxopts::value<double>()->default_value("0.01"))
       ("glvq-no-alloc", "glvq: same width for every column group (no salience N-1/N/N+1 allocation)")
       ("speculative", "lcd: keep a code re-assignment only if the KD loss on judging sequences does not rise")
+      ("speculative-scope", "lcd --speculative: what one proposal is: model (every code at once) or block (each decoder "
+       "block's codes, judged front to back)", cxxopts::value<std::string>()->default_value("model"))
       ("merge-split-tau", "lcd --speculative: also propose, at each re-assignment, merging each group's two centroids "
        "nearer than TAU x the group's weight range and splitting its most loaded one, kept only if the KD loss does not "
        "rise (0 = never)", cxxopts::value<double>()->default_value("0"))
@@ -133,6 +135,7 @@ int RunQuantize(int argc, char** argv) {
   o.kd_temperature = flags["temperature"].as<double>();
   o.kd_seed = flags["seed"].as<uint64_t>();
   o.kd_speculative = flags.count("speculative") > 0;
+  o.kd_speculative_scope = flags["speculative-scope"].as<std::string>();
   o.kd_merge_split_tau = flags["merge-split-tau"].as<double>();
   o.kd_block_steps = flags["block-steps"].as<int64_t>();
   {

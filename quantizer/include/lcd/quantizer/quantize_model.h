@@ -118,7 +118,8 @@
 // with kd_* options out of range, r2q at bits other than 2 or with
 // r2q_refit < 0, bitdistiller with kd_speculative (its codes follow the
 // weights: nothing to judge), kd_merge_split_tau outside (0, 1) or set
-// without method lcd and kd_speculative, kd_teacher_cache_mb < 0, a
+// without method lcd and kd_speculative, kd_speculative_scope other than
+// "model" or "block", or "block" without kd_speculative, kd_teacher_cache_mb < 0, a
 // kd_lr_schedule other than "", cosine or constant, kd_checkpoint_every < 1, kd_eval_every < 0,
 // time_budget_s < 0, bits outside 2..4, lm_head_bits outside
 // the method's range (rtn and gptq 2..8, kmeans 2..4), group_size < 1,
@@ -172,6 +173,10 @@ struct QuantizeModelOptions {
   double kd_temperature = 0.8;      // Of the teacher's sampling.
   uint64_t kd_seed = 0;
   bool kd_speculative = false;      // Keep a re-assignment only when it does not raise the KD loss.
+  // lcd with kd_speculative: what one proposal is. "model": every code that
+  // would change, judged at once; "block": each decoder block's codes, judged
+  // front to back (num_layers judgements per re-assignment).
+  std::string kd_speculative_scope = "model";
   double kd_merge_split_tau = 0.0;  // lcd with kd_speculative: centroid merge/split proposals (0: none).
   // Checkpoint directory of the distillation (empty: none): resumed from
   // when it holds a checkpoint of the same settings (quantizer/src/distill.h).
