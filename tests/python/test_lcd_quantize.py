@@ -196,19 +196,30 @@ def test_short_calibration_text_refused(model_dir, tmp_path):
     assert not os.path.exists(tmp_path / "x")
 
 
+def _quantize_json(model_dir, out, *extra):
+    """Runs the short job with `extra` flags; returns (quality JSON, stderr)."""
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", out, *ARGS, *extra, "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1]), res.stderr
+
+
+def _assert_refused(model_dir, tmp_path, extra, words):
+    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "bad"), *ARGS, *extra],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0 and words in res.stderr, res.stderr
+    assert not os.path.exists(tmp_path / "bad")
+
+
 def test_speculative_reassignment(model_dir, tmp_path):
     """--speculative: every re-assignment (steps 10 and 20 of 30) is judged and either kept or
     rolled back; the manifest counts them, and the held-out KL still falls."""
-    out = str(tmp_path / "spec")
-    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", out, *ARGS, "--speculative", "--json"],
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr
-    q = json.loads(res.stdout.strip().splitlines()[-1])
+    q, err = _quantize_json(model_dir, str(tmp_path / "spec"), "--speculative")
     assert q["speculative_proposals"] == 2
     assert q["speculative_acceptance"] in (0.0, 0.5, 1.0)
-    logged = res.stderr.count(" accepted (judging") + res.stderr.count(" rolled back (judging")
-    assert logged == 2, res.stderr
-    assert res.stderr.count(" accepted (judging") == 2 * q["speculative_acceptance"]
+    logged = err.count(" accepted (judging") + err.count(" rolled back (judging")
+    assert logged == 2, err
+    assert err.count(" accepted (judging") == 2 * q["speculative_acceptance"]
     assert q["heldout_kl_teacher"] <= 0.8 * q["heldout_kl_teacher_init"], q
 
 
@@ -217,12 +228,9 @@ def test_speculative_reassignment_per_block(model_dir, tmp_path):
     each block's codes kept only if the judging loss does not rise; the manifest counts every
     judged block as a proposal. Bad scopes, and block without --speculative, are refused."""
     out = str(tmp_path / "spec_block")
-    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", out, *ARGS, "--speculative",
-                          "--speculative-scope", "block", "--json"], capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr
-    q = json.loads(res.stdout.strip().splitlines()[-1])
-    lines = [ln for ln in res.stderr.splitlines() if "per-block re-assignment: kept " in ln]
-    assert len(lines) == 2, res.stderr  # Steps 10 and 20 of 30.
+    q, err = _quantize_json(model_dir, out, "--speculative", "--speculative-scope", "block")
+    lines = [ln for ln in err.splitlines() if "per-block re-assignment: kept " in ln]
+    assert len(lines) == 2, err  # Steps 10 and 20 of 30.
     kept = [int(ln.split("kept ")[1].split()[0]) for ln in lines]
     judged = [int(ln.split(" of ")[1].split()[0]) for ln in lines]
     with open(os.path.join(model_dir, "config.json")) as f:
@@ -235,12 +243,9 @@ def test_speculative_reassignment_per_block(model_dir, tmp_path):
     with open(os.path.join(out, "manifest.json")) as f:
         assert json.load(f)["method"]["params"]["speculative_scope"] == "block"
     assert q["heldout_kl_teacher"] <= 0.8 * q["heldout_kl_teacher_init"], q
-    for extra, words in ((["--speculative", "--speculative-scope", "layer"], "speculative scope must be model or block"),
-                         (["--speculative-scope", "block"], "speculative scope block is for --speculative")):
-        res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "bad"), *ARGS, *extra],
-                             capture_output=True, text=True, timeout=600)
-        assert res.returncode != 0 and words in res.stderr, res.stderr
-        assert not os.path.exists(tmp_path / "bad")
+    _assert_refused(model_dir, tmp_path, ["--speculative", "--speculative-scope", "layer"],
+                    "speculative scope must be model or block")
+    _assert_refused(model_dir, tmp_path, ["--speculative-scope", "block"], "speculative scope block is for --speculative")
 
 
 def test_speculative_centroid_merge_split(model_dir, tmp_path):
@@ -249,12 +254,9 @@ def test_speculative_centroid_merge_split(model_dir, tmp_path):
     the log and the manifest count proposals, acceptance and groups. It needs --speculative and the
     lcd method (centroids); other uses are refused by name."""
     out = str(tmp_path / "ms")
-    res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", out, *ARGS, "--speculative",
-                          "--merge-split-tau", "0.3", "--json"], capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr
-    q = json.loads(res.stdout.strip().splitlines()[-1])
-    logged = [ln for ln in res.stderr.splitlines() if "merge/split of" in ln]
-    assert len(logged) == q["speculative_merge_split_proposals"] == 2, res.stderr
+    q, err = _quantize_json(model_dir, out, "--speculative", "--merge-split-tau", "0.3")
+    logged = [ln for ln in err.splitlines() if "merge/split of" in ln]
+    assert len(logged) == q["speculative_merge_split_proposals"] == 2, err
     kept = [ln for ln in logged if " accepted (judging" in ln]
     assert q["speculative_merge_split_acceptance"] == len(kept) / 2
     assert q["speculative_merge_split_groups"] == sum(int(ln.split("merge/split of ")[1].split()[0]) for ln in kept)
@@ -263,12 +265,8 @@ def test_speculative_centroid_merge_split(model_dir, tmp_path):
     assert m["method"]["params"]["merge_split_tau"] == "0.3"
     assert m["method"]["params"]["stages"].endswith("speculative, merge-split")
     artifact_numpy.dequantize(out)  # Still a valid codebook artifact.
-    for extra, words in ((["--merge-split-tau", "0.3"], "for --method lcd --speculative"),
-                         (["--speculative", "--merge-split-tau", "1.5"], "must be in (0, 1)")):
-        res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "bad"), *ARGS, *extra],
-                             capture_output=True, text=True, timeout=600)
-        assert res.returncode != 0 and words in res.stderr, res.stderr
-        assert not os.path.exists(tmp_path / "bad")
+    _assert_refused(model_dir, tmp_path, ["--merge-split-tau", "0.3"], "for --method lcd --speculative")
+    _assert_refused(model_dir, tmp_path, ["--speculative", "--merge-split-tau", "1.5"], "must be in (0, 1)")
 
 
 def test_large_calibration_set_caps_the_held_out_part(model_dir, tmp_path):
