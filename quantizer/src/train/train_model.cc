@@ -270,6 +270,7 @@ void TrainModel::Linear(const float* x, int64_t w, const float* b, int64_t T, in
     LinearForward(x, P(w), b, T, K, N, y);
   } else {
     x = QuantizedInput(x, T, K);
+    if (act_observer_ && act_bits_ != 0) act_observer_(w, x, T, K);
     const double t0 = profile_on_ ? Now() : 0.0;
     float* w_hat = w_hat_.data() + q->hat;
     q->q->Decode(P(w), q->params < 0 ? nullptr : P(q->params), w_hat, pool_.get());

@@ -205,7 +205,8 @@ absl::Status A8(const Tensors& in, Tensors& out) {
 
 // --a8model DIR: TrainModel with every weight whose "<prefix>.centroids"
 // is given codebook-quantized (codes = nearest centroid), A8 on, CE on
-// tokens/targets I32 [B][L]: outputs loss F64 [1], logits, every gradient.
+// tokens/targets I32 [B][L]: outputs loss F64 [1], logits, every gradient,
+// and "a8.<weight>": the quantized linear's int8-grid input [T][K].
 absl::Status A8Model(const std::string& dir, const Tensors& in, const std::map<std::string, std::string>& meta,
                      Tensors& out) {
   LCD_ASSIGN_OR_RETURN(const Tensor* tokens, Need(in, "tokens"));
@@ -228,9 +229,20 @@ absl::Status A8Model(const std::string& dir, const Tensors& in, const std::map<s
   }
   model->ReassignCodes();
   LCD_RETURN_IF_ERROR(model->SetActivationBits(8));
+  // The int8-grid input of each quantized linear, as the forward saw it:
+  // "a8.<weight name>" [T][K], so that the test can replay rounding ties.
+  std::map<int64_t, std::string> names;
+  for (const tr::ParamTensor& t : model->tensors()) names[t.offset] = t.name;
+  model->SetActivationObserver([&](int64_t w, const float* x_q, int64_t T, int64_t K) {
+    Tensor& t = out["a8." + names.at(w)];
+    if (!t.f.empty()) return;  // The first forward's; a recompute sees the same.
+    t.shape = {T, K};
+    t.f.assign(x_q, x_q + T * K);
+  });
   const int64_t B = tokens->shape[0], L = tokens->shape[1], V = model->config().vocab_size;
   model->ZeroGrad();
   LCD_RETURN_IF_ERROR(model->Forward(tokens->i.data(), B, L));
+  model->SetActivationObserver(nullptr);
   const double loss = tr::CrossEntropyLoss(model->logits(), targets->i.data(), B * L, V, model->dlogits(), model->pool());
   Tensor logits;
   logits.shape = {B, L, V};

@@ -31,6 +31,7 @@
 #define LCD_QUANTIZER_TRAIN_TRAIN_MODEL_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -104,6 +105,11 @@ class TrainModel {
   // (STE). 0 (default): fp activations. InvalidArgument for other values.
   absl::Status SetActivationBits(int bits);
   int activation_bits() const { return act_bits_; }
+  // Called by every forward of a quantized linear with activation bits 8,
+  // with the weight's offset (ParamTensor::offset) and the int8-grid input
+  // the matmul sees [T][K]; for tests that replay the rounding decisions.
+  using ActivationObserver = std::function<void(int64_t weight, const float* x_q, int64_t T, int64_t K)>;
+  void SetActivationObserver(ActivationObserver observer) { act_observer_ = std::move(observer); }
   // The tensors an optimizer should step: all, or with FreezeDense the
   // quantized latent weights and their quantizers' parameters.
   std::vector<ParamTensor> TrainableTensors() const;
@@ -201,6 +207,7 @@ class TrainModel {
   bool freeze_dense_ = false;
   int act_bits_ = 0;
   std::vector<float> x_q_;  // The quantized input of one linear (scratch, act_bits_ 8).
+  ActivationObserver act_observer_;
   // Decoded Ŵ of every quantized linear, written by Forward and read by the
   // backward (rows * cols floats per quantized weight: the memory of the
   // decode it saves); dŴ scratch of one quantized linear.
