@@ -249,6 +249,7 @@ absl::StatusOr<std::string> Fingerprint(const QuantizeModelOptions& o, const std
   if (o.kd_lr_scale != "none") f["kd"]["lr_scale"] = o.kd_lr_scale;
   if (o.kd_merge_split_tau > 0.0) f["kd"]["merge_split_tau"] = o.kd_merge_split_tau;
   if (o.kd_speculative_scope != "model") f["kd"]["speculative_scope"] = o.kd_speculative_scope;
+  if (o.kd_block_lr > 0.0) f["kd"]["block_lr"] = o.kd_block_lr;
   return f.dump();
 }
 
@@ -262,6 +263,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
   };
   const Clock::time_point start = Clock::now();
   const std::string schedule = o.kd_lr_schedule.empty() ? plan.lr_schedule : o.kd_lr_schedule;
+  const double block_lr = o.kd_block_lr > 0.0 ? o.kd_block_lr : o.kd_lr;  // Of the block-wise stage.
   ModelMethodResult res;
   LCD_ASSIGN_OR_RETURN(std::unique_ptr<runtime::Tokenizer> tokenizer, runtime::LoadTokenizer(o.model_dir));
   runtime::ModelOptions mopts;
@@ -612,7 +614,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
         if (t.name.starts_with(prefix)) block.push_back(t);
       }
       tr::AdamW bopt(student->num_params(), tr::AdamWOptions{});
-      const tr::LrSchedule bs = Schedule(o.kd_lr, o.kd_block_steps, schedule);
+      const tr::LrSchedule bs = Schedule(block_lr, o.kd_block_steps, schedule);
       double first = 0.0, last = 0.0;
       for (int64_t step = 0; step < o.kd_block_steps; ++step) {
         if (o.kd_reassign_every > 0 && step > 0 && step % o.kd_reassign_every == 0) student->ReassignCodes(prefix);
@@ -887,6 +889,7 @@ absl::StatusOr<ModelMethodResult> RunDistillation(const QuantizeModelOptions& o,
                                       o.kd_speculative ? ", speculative" : "",
                                       o.kd_merge_split_tau > 0.0 ? ", merge-split" : "");
   res.params["block_steps"] = std::to_string(o.kd_block_steps);
+  if (o.kd_block_steps > 0) res.params["block_lr"] = absl::StrFormat("%g", block_lr);
   if (o.kd_merge_split_tau > 0.0) res.params["merge_split_tau"] = absl::StrFormat("%g", o.kd_merge_split_tau);
   if (o.kd_speculative) {
     res.params["speculative_scope"] = o.kd_speculative_scope;

@@ -56,10 +56,10 @@ absl::Status ValidateOptions(const QuantizeModelOptions& o) {
           absl::StrCat(o.method, " keeps lm_head dense; --quantize-lm-head is for rtn/kmeans"));
     }
     if (o.kd_steps < 0 || o.kd_block_steps < 0 || o.kd_batch < 1 || o.kd_reassign_every < 0 || o.kd_samples < 2 ||
-        !(o.kd_lr >= 0.0) || !(o.kd_temperature > 0.0)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          o.method,
-          ": steps, block steps and reassign-every must be >= 0, batch >= 1, samples >= 2, lr >= 0, temperature > 0"));
+        !(o.kd_lr >= 0.0) || !(o.kd_block_lr >= 0.0) || !(o.kd_temperature > 0.0)) {
+      return absl::InvalidArgumentError(absl::StrCat(o.method,
+                                                     ": steps, block steps and reassign-every must be >= 0, batch >= 1, "
+                                                     "samples >= 2, lr and block lr >= 0, temperature > 0"));
     }
   }
   if (o.kd_lr_scale != "none" && o.kd_lr_scale != "rms") {

@@ -333,6 +333,34 @@ def test_progressive_blockwise_stage(model_dir, tmp_path):
     with open(os.path.join(out, "manifest.json")) as f:
         p = json.load(f)["method"]["params"]
     assert p["stages"] == "kmeans-init, blockwise, e2e-kd" and p["block_steps"] == "10"
+    assert p["block_lr"] == p["lr"] == "0.001"
+
+
+def test_block_lr_sets_the_blockwise_stage_only(model_dir, tmp_path):
+    """--block-lr: the block-wise stage's peak lr, independent of --lr (the end-to-end KD's). Block
+    stage only (--steps 0): --lr 7e-4 --block-lr 1e-3 writes byte for byte what --lr 1e-3 alone does
+    (--lr no longer reaches the blocks), while --block-lr 3e-3 changes the blocks' result; the manifest
+    records both. A negative value is refused by name."""
+    def run(name, *extra):
+        out = str(tmp_path / name)
+        res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", out, *ARGS, "--steps", "0",
+                              "--block-steps", "6", *extra, "--json"], capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr
+        with open(os.path.join(out, "manifest.json")) as f:
+            m = json.load(f)
+        with open(os.path.join(out, "model.safetensors"), "rb") as f:
+            return m, f.read()
+
+    base, base_bytes = run("base")
+    same, same_bytes = run("same", "--lr", "7e-4", "--block-lr", "1e-3")
+    high, high_bytes = run("high", "--block-lr", "3e-3")
+    assert same_bytes == base_bytes
+    assert high_bytes != base_bytes
+    assert high["quality"]["heldout_kl_teacher_blockwise"] != base["quality"]["heldout_kl_teacher_blockwise"]
+    assert (base["method"]["params"]["block_lr"], base["method"]["params"]["lr"]) == ("0.001", "0.001")
+    assert (same["method"]["params"]["block_lr"], same["method"]["params"]["lr"]) == ("0.001", "0.0007")
+    assert high["method"]["params"]["block_lr"] == "0.003"
+    _assert_refused(model_dir, tmp_path, ["--block-steps", "6", "--block-lr", "-1e-4"], "lr and block lr >= 0")
 
 
 def _kill_after_checkpoint(cmd, resume_dir, stage, at_least):

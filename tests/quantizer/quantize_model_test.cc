@@ -290,6 +290,9 @@ TEST_F(QuantizeModelTest, RejectsBadOptionsAndLeavesNothingBehind) {
   o.kd_steps = -1;
   expect_invalid(o, "lcd: steps");
   o = Options("lcd", 2, 64);
+  o.kd_block_lr = -1e-4;
+  expect_invalid(o, "block lr >= 0");
+  o = Options("lcd", 2, 64);
   o.kd_checkpoint_every = 0;
   expect_invalid(o, "checkpoint-every must be >= 1");
   o = Options("lcd", 2, 64);

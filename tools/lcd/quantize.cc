@@ -55,6 +55,8 @@ int RunQuantize(int argc, char** argv) {
       ("seed", "lcd: seed of generation and batch order", cxxopts::value<uint64_t>()->default_value("0"))
       ("block-steps", "lcd: progressive block-wise steps per block before the end-to-end KD (0 = none)",
        cxxopts::value<int64_t>()->default_value("0"))
+      ("block-lr", "lcd: peak learning rate of the block-wise stage (0 = --lr)",
+       cxxopts::value<double>()->default_value("0"))
       ("glvq-dim", "glvq: lattice dimension d (8; 16 and 32 selectable; must divide --group-size)",
        cxxopts::value<int>()->default_value("8"))
       ("glvq-steps", "glvq: Adam steps on generator and mu per column group", cxxopts::value<int>()->default_value("50"))
@@ -138,6 +140,7 @@ int RunQuantize(int argc, char** argv) {
   o.kd_speculative_scope = flags["speculative-scope"].as<std::string>();
   o.kd_merge_split_tau = flags["merge-split-tau"].as<double>();
   o.kd_block_steps = flags["block-steps"].as<int64_t>();
+  o.kd_block_lr = flags["block-lr"].as<double>();
   {
     const std::string smooth = flags["smooth"].as<std::string>();
     if (smooth != "on" && smooth != "off") {

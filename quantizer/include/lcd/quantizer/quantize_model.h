@@ -29,10 +29,10 @@
 // in turn, front to back, fits its output to the teacher's block output
 // (MSE, its input from the already tuned student blocks) for kd_block_steps
 // steps on its own latent weights and centroids (same optimiser settings,
-// its own AdamW state; codes re-assigned within the block, and once more
-// when it is tuned; figure heldout_kl_teacher_blockwise; each block runs
-// alone on the kept inputs, 2 x train sequences x kd_seq_len x hidden fp32
-// of memory); then
+// peak lr kd_block_lr or else kd_lr, its own AdamW state; codes re-assigned
+// within the block, and once more when it is tuned; figure
+// heldout_kl_teacher_blockwise; each block runs alone on the kept inputs,
+// 2 x train sequences x kd_seq_len x hidden fp32 of memory); then
 // kd_steps AdamW steps (no weight decay, cosine schedule
 // to 0.1 x kd_lr after 5% warmup, global-norm clip 1) on the centroids and
 // latent weights (straight-through) minimise CAKLD against the frozen
@@ -195,6 +195,10 @@ struct QuantizeModelOptions {
   // running into the limit.
   double time_budget_s = 0.0;
   int64_t kd_block_steps = 0;       // Progressive block-wise steps per block before the KD (0: none).
+  // Peak learning rate of the block-wise stage (same schedule shape, per
+  // block); 0: kd_lr. Lets the end-to-end KD run at a lower lr than the
+  // blocks, which at 3 bits it needs not to undo their gain (QUALITY.md).
+  double kd_block_lr = 0.0;
   // Memory for the teacher's logits of every calibration sequence (MiB): when
   // they fit, each sequence's are computed once instead of every step
   // (the same figures, about a quarter less time per step); 0 = never.
