@@ -52,9 +52,7 @@ def _lcd():
 @pytest.fixture(scope="module")
 def model_dir():
     if not os.path.exists(os.path.join(MODEL, "config.json")):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{MODEL} missing under CI=true")
-        lcd_skip.skip(f"{MODEL} not present")
+        lcd_skip.skip(f"{MODEL} not present")  # A failure under CI=true.
     return MODEL
 
 
@@ -275,9 +273,7 @@ def test_large_calibration_set_caps_the_held_out_part(model_dir, tmp_path):
     every evaluation costs the same however large the set; the rest trains."""
     calib = os.path.join(SOURCE_DIR, "..", "shared", "data", "wikitext-2", "valid.txt")
     if not os.path.exists(calib):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{calib} missing under CI=true")
-        lcd_skip.skip(f"{calib} not present")
+        lcd_skip.skip(f"{calib} not present")  # A failure under CI=true.
     res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", str(tmp_path / "big"), "--method", "lcd",
                           "--bits", "2", "--group-size", "64", "--steps", "2", "--seq-len", "32", "--calib", calib,
                           "--calib-tokens", "40000", "--speculative", "--reassign-every", "1", "--threads", "2"],
@@ -343,9 +339,7 @@ def test_block_lr_sets_the_blockwise_stage_only(model_dir, tmp_path):
     records both. A negative value is refused by name."""
     def run(name, *extra):
         out = str(tmp_path / name)
-        res = subprocess.run([_lcd(), "quantize", "--model", model_dir, "--out", out, *ARGS, "--steps", "0",
-                              "--block-steps", "6", *extra, "--json"], capture_output=True, text=True, timeout=600)
-        assert res.returncode == 0, res.stderr
+        _quantize_json(model_dir, out, "--steps", "0", "--block-steps", "6", *extra)
         with open(os.path.join(out, "manifest.json")) as f:
             m = json.load(f)
         with open(os.path.join(out, "model.safetensors"), "rb") as f:

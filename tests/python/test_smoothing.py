@@ -205,10 +205,15 @@ def test_alpha_search_matches_numpy(rng, tmp_path, tied):
 
 # ---------------------------------------------------------------- A8
 
-def _torch_fq(x):
+def _int8_grid(x):
+    """Per-token symmetric int8: (x / s, s) with s = max|x| / 127 per row (0 for a zero row)."""
     s = x.abs().amax(-1, keepdim=True) / 127.0
-    q = torch.where(s > 0, torch.round(x / torch.where(s > 0, s, torch.ones_like(s))), torch.zeros_like(x))
-    return q * s
+    return torch.where(s > 0, x / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(x)), s
+
+
+def _torch_fq(x):
+    u, s = _int8_grid(x)
+    return torch.round(u) * s
 
 
 def test_a8_fake_quantizer_forward_backward(rng, tmp_path):
@@ -245,11 +250,9 @@ def _replay_fq(x, seen, ties):
     """_torch_fq(x) in float64 on the levels C++ chose (`seen`: its int8-grid input, fp32) where the
     two round a value to neighbouring levels at a tie; any other disagreement fails. Appends the
     number of replayed ties to `ties`."""
-    s = x.abs().amax(-1, keepdim=True) / 127.0
-    safe = torch.where(s > 0, s, torch.ones_like(s))
-    u = torch.where(s > 0, x / safe, torch.zeros_like(x))
+    u, s = _int8_grid(x)
     mine = torch.round(u)
-    theirs = torch.round(torch.tensor(seen.astype(np.float64)).reshape(x.shape) / safe)
+    theirs = torch.round(torch.tensor(seen.astype(np.float64)).reshape(x.shape) / torch.where(s > 0, s, torch.ones_like(s)))
     differ = mine != theirs
     at_tie = ((u.abs() - u.abs().floor() - 0.5).abs() < 1e-3) & ((mine - theirs).abs() == 1)
     assert not (differ & ~at_tie).any(), f"{int((differ & ~at_tie).sum())} int8 levels differ away from a tie"
@@ -335,9 +338,7 @@ PROMPTS = [[1, 403, 261, 134, 357, 280, 293, 450, 267, 343, 4, 274, 4, 88, 301, 
 @pytest.fixture(scope="module")
 def a8_artifact(tmp_path_factory):
     if not os.path.exists(os.path.join(STORIES, "config.json")):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{STORIES} missing under CI=true")
-        lcd_skip.skip(f"{STORIES} not present")
+        lcd_skip.skip(f"{STORIES} not present")  # A failure under CI=true.
     out = str(tmp_path_factory.mktemp("a8") / "art")
     res = subprocess.run([lcd_paths.lcd_tool(), "quantize", "--model", STORIES, "--out", out, *ARGS, "--json"],
                          capture_output=True, text=True, timeout=600)
