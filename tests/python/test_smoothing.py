@@ -206,9 +206,11 @@ def test_alpha_search_matches_numpy(rng, tmp_path, tied):
 # ---------------------------------------------------------------- A8
 
 def _int8_grid(x):
-    """Per-token symmetric int8: (x / s, s) with s = max|x| / 127 per row (0 for a zero row)."""
+    """Per-token symmetric int8: (x / s, s) with s = max|x| / 127 per row (1 for a zero row, whose
+    x / s is 0 all the same)."""
     s = x.abs().amax(-1, keepdim=True) / 127.0
-    return torch.where(s > 0, x / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(x)), s
+    s = torch.where(s > 0, s, torch.ones_like(s))
+    return x / s, s
 
 
 def _torch_fq(x):
@@ -252,7 +254,7 @@ def _replay_fq(x, seen, ties):
     number of replayed ties to `ties`."""
     u, s = _int8_grid(x)
     mine = torch.round(u)
-    theirs = torch.round(torch.tensor(seen.astype(np.float64)).reshape(x.shape) / torch.where(s > 0, s, torch.ones_like(s)))
+    theirs = torch.round(torch.tensor(seen.astype(np.float64)).reshape(x.shape) / s)
     differ = mine != theirs
     at_tie = ((u.abs() - u.abs().floor() - 0.5).abs() < 1e-3) & ((mine - theirs).abs() == 1)
     assert not (differ & ~at_tie).any(), f"{int((differ & ~at_tie).sum())} int8 levels differ away from a tie"
